@@ -1,0 +1,101 @@
+//! The command line, as clap types only: parsing, no behaviour.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keeps a PostgreSQL backup pipeline (barman base backups, a recovered and replayed
+/// volume, its starport copy) converged on the desired state declared in YAML.
+///
+/// Exit codes: 0 = converged / valid / no drift; 1 = drift, not converged, or invalid
+/// specs; 2 = error (a spec could not be loaded for diff/apply, something could not be
+/// observed, bad arguments).
+#[derive(Debug, Parser)]
+#[command(name = "reconciler", version, about, long_about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log level on stderr (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", env = "RECONCILER_LOG")]
+    pub log_level: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check spec files: exit 0 when valid, 1 with `file:line:col: message` lines on stderr.
+    Validate(SpecsArgs),
+    /// Show drift: conditions and the steps that would converge each pipeline.
+    /// Exit 0 no drift, 1 drift, 2 error.
+    Diff(DiffArgs),
+    /// Run one reconcile pass: execute steps until converged or a step fails.
+    /// Exit 0 converged, 1 not converged, 2 error.
+    Apply(ApplyArgs),
+    /// Print the JSON Schema of the `BackupPipeline` kind.
+    Schema,
+}
+
+/// Where the specs are.
+#[derive(Debug, Args)]
+pub struct SpecsArgs {
+    /// A spec file or a directory of `*.yaml` files (repeatable).
+    #[arg(long = "specs", value_name = "PATH", default_value = "./specs")]
+    pub specs: Vec<PathBuf>,
+}
+
+/// `reconciler diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    /// Where the specs are.
+    pub specs: SpecsArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Evaluate at this instant instead of now (RFC 3339, e.g. 2026-11-27T17:00:00Z):
+    /// "what will have drifted by Friday".
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<jiff::Timestamp>,
+    /// Only these pipelines (default: all).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// `reconciler apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    /// Where the specs are.
+    pub specs: SpecsArgs,
+    /// Plan and print, execute nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format of the final report.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Only these pipelines (default: all).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    Text,
+    /// For programs; documented in README and stable.
+    Json,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}

@@ -1,0 +1,142 @@
+//! `reconciler apply`: one reconcile pass per selected pipeline.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::{ApplyArgs, OutputFormat};
+use crate::drivers::Drivers;
+use crate::plan::{Plan, PlannedStep, render_text};
+use crate::reconcile::{
+    ApplyReport, Progress, StepOutcome, StepRecord, apply_pipeline, diff_pipeline,
+};
+use crate::spec::{SpecProblem, load_specs};
+
+use super::{ExitStatus, context_now, print_problems, select, status_for};
+
+/// The JSON document `apply --output json` prints (kind `ApplyReport`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApplyDocument {
+    api_version: &'static str,
+    kind: &'static str,
+    converged: bool,
+    pipelines: Vec<ApplyReport>,
+    problems: Vec<SpecProblem>,
+}
+
+/// Shows progress: a spinner on a terminal, nothing extra otherwise (the logs say it).
+struct StepProgress {
+    bar: Option<ProgressBar>,
+}
+
+impl StepProgress {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self { bar }
+    }
+}
+
+impl Progress for StepProgress {
+    fn step_started(&self, pipeline: &str, index: usize, planned: &PlannedStep) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{pipeline}: step {}: {}", index + 1, planned.step));
+        }
+    }
+
+    fn step_finished(&self, pipeline: &str, record: &StepRecord) {
+        if let Some(bar) = &self.bar {
+            let mark = match record.outcome {
+                StepOutcome::Done => "done",
+                StepOutcome::Busy => "busy",
+                StepOutcome::Failed => "FAILED",
+            };
+            bar.println(format!(
+                "{pipeline}: {} — {mark} in {:.1}s: {}",
+                record.planned.step, record.seconds, record.detail
+            ));
+        }
+    }
+}
+
+/// Runs the command.
+pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitStatus> {
+    let (pipelines, problems, unknown) = select(load_specs(&args.specs.specs), &args.names);
+    for name in &unknown {
+        eprintln!(
+            "error: no pipeline named `{name}` in {:?}",
+            args.specs.specs
+        );
+    }
+    let mut reports = Vec::new();
+    if args.dry_run {
+        let cx = context_now();
+        let mut plans = Vec::new();
+        for loaded in &pipelines {
+            let (_, plan) = diff_pipeline(&loaded.pipeline, drivers, &cx).await;
+            print!("{}", render_text(&plan, cx.now));
+            plans.push(plan);
+        }
+        print_problems(&problems);
+        let refs: Vec<&Plan> = plans.iter().collect();
+        return Ok(status_for(&refs, problems.len() + unknown.len()));
+    }
+    let progress = StepProgress::new();
+    for loaded in &pipelines {
+        let report = apply_pipeline(&loaded.pipeline, drivers, &context_now, &progress).await;
+        reports.push(report);
+    }
+    if let Some(bar) = &progress.bar {
+        bar.finish_and_clear();
+    }
+    let plans: Vec<&Plan> = reports.iter().map(|r| &r.final_plan).collect();
+    let mut status = status_for(&plans, problems.len());
+    if !unknown.is_empty() {
+        status = ExitStatus::Error;
+    }
+    match args.output {
+        OutputFormat::Text => {
+            let now = jiff::Timestamp::now();
+            for report in &reports {
+                println!(
+                    "pipeline {}: {} step(s) executed",
+                    report.pipeline,
+                    report.steps.len()
+                );
+                for (i, step) in report.steps.iter().enumerate() {
+                    println!(
+                        "  {}. {} — {:?} in {:.1}s: {}",
+                        i + 1,
+                        step.planned.step,
+                        step.outcome,
+                        step.seconds,
+                        step.detail
+                    );
+                }
+                print!("{}", render_text(&report.final_plan, now));
+            }
+            print_problems(&problems);
+        }
+        OutputFormat::Json => {
+            let document = ApplyDocument {
+                api_version: crate::spec::API_VERSION,
+                kind: "ApplyReport",
+                converged: status == ExitStatus::Success,
+                pipelines: reports,
+                problems,
+            };
+            println!("{}", serde_json::to_string_pretty(&document)?);
+        }
+    }
+    Ok(status)
+}

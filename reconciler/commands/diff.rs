@@ -1,0 +1,95 @@
+//! `reconciler diff`: observe and plan every selected pipeline, print the drift.
+
+use serde::Serialize;
+
+use crate::cli::{DiffArgs, OutputFormat};
+use crate::drivers::Drivers;
+use crate::observe::Observed;
+use crate::plan::{Plan, PlanContext, render_text};
+use crate::reconcile::diff_pipeline;
+use crate::spec::{SpecProblem, load_specs};
+
+use super::{ExitStatus, context_now, print_problems, select, status_for};
+
+/// The JSON document `diff --output json` prints (kind `DiffReport`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffReport {
+    /// Always `reconciler.montagu/v1alpha1`.
+    pub api_version: &'static str,
+    /// Always `DiffReport`.
+    pub kind: &'static str,
+    /// The instant evaluated.
+    pub at: jiff::Timestamp,
+    /// True when any pipeline drifted (exit code 1 or 2).
+    pub drift: bool,
+    /// One entry per pipeline.
+    pub pipelines: Vec<PipelineDiff>,
+    /// Spec problems; their pipelines are not evaluated.
+    pub problems: Vec<SpecProblem>,
+}
+
+/// One pipeline in a [`DiffReport`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineDiff {
+    /// The spec file.
+    pub source: String,
+    /// Not every condition holds.
+    pub drift: bool,
+    /// Conditions, steps, waits and the next deadline.
+    #[serde(flatten)]
+    pub plan: Plan,
+    /// What was observed.
+    pub observed: Observed,
+}
+
+/// Runs the command.
+pub async fn diff(args: &DiffArgs, drivers: &Drivers) -> anyhow::Result<ExitStatus> {
+    let (pipelines, problems, unknown) = select(load_specs(&args.specs.specs), &args.names);
+    for name in &unknown {
+        eprintln!(
+            "error: no pipeline named `{name}` in {:?}",
+            args.specs.specs
+        );
+    }
+    let mut cx = context_now();
+    if let Some(at) = args.at {
+        cx = PlanContext { now: at, ..cx };
+    }
+    let mut entries = Vec::new();
+    for loaded in &pipelines {
+        let (observed, plan) = diff_pipeline(&loaded.pipeline, drivers, &cx).await;
+        entries.push(PipelineDiff {
+            source: format!("{}:{}", loaded.file.display(), loaded.line),
+            drift: !plan.is_converged(),
+            plan,
+            observed,
+        });
+    }
+    let plans: Vec<&Plan> = entries.iter().map(|e| &e.plan).collect();
+    let mut status = status_for(&plans, problems.len());
+    if !unknown.is_empty() {
+        status = ExitStatus::Error;
+    }
+    match args.output {
+        OutputFormat::Text => {
+            for entry in &entries {
+                print!("{}", render_text(&entry.plan, cx.now));
+            }
+            print_problems(&problems);
+        }
+        OutputFormat::Json => {
+            let report = DiffReport {
+                api_version: crate::spec::API_VERSION,
+                kind: "DiffReport",
+                at: cx.now,
+                drift: status != ExitStatus::Success,
+                pipelines: entries,
+                problems,
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(status)
+}

@@ -1,0 +1,104 @@
+//! One module per subcommand. Commands load specs, call [`crate::reconcile`] and
+//! print; they return an [`ExitStatus`]. anyhow is allowed here, at the edge.
+
+pub mod apply;
+pub mod diff;
+pub mod schema;
+pub mod validate;
+
+use std::process::ExitCode;
+
+use jiff::tz::TimeZone;
+
+use crate::plan::{ConditionStatus, Plan, PlanContext};
+use crate::spec::{LoadedPipeline, LoadedSpecs, SpecProblem};
+
+/// How a command ended, mapped onto the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ExitStatus {
+    /// 0: converged, valid, no drift.
+    Success,
+    /// 1: drift, not converged, invalid specs.
+    Failure,
+    /// 2: could not do the job.
+    Error,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(status: ExitStatus) -> Self {
+        ExitCode::from(match status {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::Error => 2,
+        })
+    }
+}
+
+/// The plan context for the real now.
+pub fn context_now() -> PlanContext {
+    PlanContext {
+        now: jiff::Timestamp::now(),
+        local_time_zone: TimeZone::system(),
+    }
+}
+
+/// Keeps the pipelines (and the problems) the user named; all when none named.
+/// Names that match nothing are returned as problems of their own.
+pub fn select(
+    specs: LoadedSpecs,
+    names: &[String],
+) -> (Vec<LoadedPipeline>, Vec<SpecProblem>, Vec<String>) {
+    if names.is_empty() {
+        return (specs.pipelines, specs.problems, Vec::new());
+    }
+    let unknown = names
+        .iter()
+        .filter(|n| {
+            !specs
+                .pipelines
+                .iter()
+                .any(|p| p.pipeline.name().as_str() == n.as_str())
+                && !specs
+                    .problems
+                    .iter()
+                    .any(|p| p.pipeline.as_deref() == Some(n.as_str()))
+        })
+        .cloned()
+        .collect();
+    let pipelines = specs
+        .pipelines
+        .into_iter()
+        .filter(|p| names.iter().any(|n| n == p.pipeline.name().as_str()))
+        .collect();
+    // A problem whose pipeline can't be named might be any of them: keep it.
+    let problems = specs
+        .problems
+        .into_iter()
+        .filter(|p| p.pipeline.as_ref().is_none_or(|name| names.contains(name)))
+        .collect();
+    (pipelines, problems, unknown)
+}
+
+/// The exit status for a set of plans: error when anything is unknown or a spec is
+/// broken, failure on drift, success otherwise.
+pub fn status_for(plans: &[&Plan], problems: usize) -> ExitStatus {
+    let unknown = plans.iter().any(|p| {
+        p.conditions
+            .iter()
+            .any(|c| c.status == ConditionStatus::Unknown)
+    });
+    if problems > 0 || unknown {
+        ExitStatus::Error
+    } else if plans.iter().all(|p| p.is_converged()) {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    }
+}
+
+/// Prints spec problems on stderr, one `file:line:col: message` each.
+pub fn print_problems(problems: &[SpecProblem]) {
+    for problem in problems {
+        eprintln!("{problem}");
+    }
+}

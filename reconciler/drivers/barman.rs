@@ -1,0 +1,475 @@
+//! barman, driven through its command line with `-f json`.
+//!
+//! One barman call per fact: `list-backups` answers everything the planner needs
+//! about backups (status, end time, size), so observation costs one call. Output is
+//! parsed into plain data; anything unexpected becomes a [`BarmanError`], never a
+//! guess. Where the command runs is the [`CommandRunner`]'s business.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde_json::Value;
+
+use super::command::{CommandError, CommandLine, CommandOutput, CommandRunner};
+use crate::observe::{Backup, BackupStatus};
+use crate::spec::BarmanSpec;
+
+/// barman's Python start-up alone takes ~0.4 s; a catalogue read that takes a
+/// minute means something is stuck.
+const QUICK_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Extra time given to `barman backup` beyond its own `--wait-timeout`, for the
+/// copy itself to finish and for barman to write its answer.
+const BACKUP_GRACE: Duration = Duration::from_secs(300);
+
+/// What can go wrong talking to barman.
+#[derive(Debug, thiserror::Error)]
+pub enum BarmanError {
+    /// The command could not be run.
+    #[error("running barman failed")]
+    Command(#[source] CommandError),
+    /// barman said no.
+    #[error("barman {action} failed: {message}")]
+    Failed {
+        /// What was asked (`list-backups`, `backup`, …).
+        action: &'static str,
+        /// barman's `_ERROR` messages, or its last words.
+        message: String,
+    },
+    /// Another barman process holds the lock (a backup is already running).
+    #[error("barman is busy: {message}")]
+    Busy {
+        /// barman's words.
+        message: String,
+    },
+    /// barman refused to delete below its minimum redundancy.
+    #[error("barman refused to delete backup {backup_id}: {message}")]
+    DeleteRefused {
+        /// The backup.
+        backup_id: String,
+        /// barman's warning.
+        message: String,
+    },
+    /// The output was not what barman 3.x prints.
+    #[error("unexpected output from barman {action}: {problem}")]
+    Unparsable {
+        /// The command.
+        action: &'static str,
+        /// What was wrong with it.
+        problem: String,
+    },
+}
+
+impl BarmanError {
+    /// True for errors that mean "wait and look again", not "broken".
+    pub fn is_busy(&self) -> bool {
+        matches!(self, BarmanError::Busy { .. })
+    }
+}
+
+/// What the reconciler asks of barman.
+#[async_trait]
+pub trait BarmanDriver: Send + Sync + std::fmt::Debug {
+    /// Every backup of the server.
+    async fn list_backups(&self, barman: &BarmanSpec) -> Result<Vec<Backup>, BarmanError>;
+    /// Takes a base backup and waits for it; returns its id.
+    async fn take_backup(
+        &self,
+        barman: &BarmanSpec,
+        timeout: Duration,
+    ) -> Result<String, BarmanError>;
+    /// Deletes one backup.
+    async fn delete_backup(&self, barman: &BarmanSpec, backup_id: &str) -> Result<(), BarmanError>;
+    /// Recovers a backup into `destination`, which must not exist yet.
+    async fn recover(
+        &self,
+        barman: &BarmanSpec,
+        backup_id: &str,
+        destination: &Path,
+        timeout: Duration,
+    ) -> Result<(), BarmanError>;
+}
+
+/// barman's command line.
+#[derive(Debug, Clone)]
+pub struct BarmanCli {
+    runner: Arc<dyn CommandRunner>,
+    program: String,
+}
+
+impl BarmanCli {
+    /// barman run by `runner`.
+    pub fn new(runner: Arc<dyn CommandRunner>) -> Self {
+        Self {
+            runner,
+            program: "barman".to_string(),
+        }
+    }
+
+    /// `barman [-c CONFIG] -f json ACTION …`: the global options must precede the action.
+    fn command(&self, barman: &BarmanSpec, action: &'static str, timeout: Duration) -> CommandLine {
+        let mut cmd = CommandLine::new(&self.program, timeout);
+        if let Some(config) = &barman.config {
+            cmd = cmd.arg("-c").arg(config.as_path());
+        }
+        cmd.args(["-f", "json", action])
+    }
+
+    async fn run(&self, cmd: CommandLine) -> Result<CommandOutput, BarmanError> {
+        self.runner.run(&cmd).await.map_err(BarmanError::Command)
+    }
+}
+
+#[async_trait]
+impl BarmanDriver for BarmanCli {
+    async fn list_backups(&self, barman: &BarmanSpec) -> Result<Vec<Backup>, BarmanError> {
+        let cmd = self
+            .command(barman, "list-backups", QUICK_CALL_TIMEOUT)
+            .arg(barman.server.as_str());
+        let out = self.run(cmd).await?;
+        if !out.success() {
+            return Err(failure("list-backups", &out));
+        }
+        parse_list_backups(barman.server.as_str(), &out.stdout)
+    }
+
+    async fn take_backup(
+        &self,
+        barman: &BarmanSpec,
+        timeout: Duration,
+    ) -> Result<String, BarmanError> {
+        let cmd = self
+            .command(barman, "backup", timeout + BACKUP_GRACE)
+            .arg(barman.server.as_str())
+            .args(["--wait", "--wait-timeout"])
+            .arg(timeout.as_secs().max(1).to_string());
+        let out = self.run(cmd).await?;
+        parse_backup_result(&out)
+    }
+
+    async fn delete_backup(&self, barman: &BarmanSpec, backup_id: &str) -> Result<(), BarmanError> {
+        let cmd = self
+            .command(barman, "delete", QUICK_CALL_TIMEOUT * 10)
+            .arg(barman.server.as_str())
+            .arg(backup_id);
+        let out = self.run(cmd).await?;
+        parse_delete_result(backup_id, &out)
+    }
+
+    async fn recover(
+        &self,
+        barman: &BarmanSpec,
+        backup_id: &str,
+        destination: &Path,
+        timeout: Duration,
+    ) -> Result<(), BarmanError> {
+        let cmd = self
+            .command(barman, "recover", timeout)
+            .arg(barman.server.as_str())
+            .arg(backup_id)
+            .arg(destination);
+        let out = self.run(cmd).await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(failure("recover", &out))
+        }
+    }
+}
+
+/// The `_ERROR` list of a JSON answer, joined.
+fn json_errors(value: &Value) -> Option<String> {
+    let errors = value.get("_ERROR")?.as_array()?;
+    let text: Vec<&str> = errors.iter().filter_map(Value::as_str).collect();
+    (!text.is_empty()).then(|| text.join("; "))
+}
+
+fn failure(action: &'static str, out: &CommandOutput) -> BarmanError {
+    let message = serde_json::from_str::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| json_errors(&v))
+        .unwrap_or_else(|| out.last_words());
+    if message.contains("Another") && message.contains("process is running") {
+        return BarmanError::Busy { message };
+    }
+    BarmanError::Failed { action, message }
+}
+
+/// Parses `barman -f json list-backups SERVER`: `{"SERVER": [ {...}, … ]}`.
+pub fn parse_list_backups(server: &str, json: &str) -> Result<Vec<Backup>, BarmanError> {
+    let unparsable = |problem: String| BarmanError::Unparsable {
+        action: "list-backups",
+        problem,
+    };
+    let value: Value =
+        serde_json::from_str(json).map_err(|e| unparsable(format!("not JSON ({e})")))?;
+    if let Some(message) = json_errors(&value) {
+        return Err(BarmanError::Failed {
+            action: "list-backups",
+            message,
+        });
+    }
+    let entries = match value.get(server) {
+        Some(Value::Array(entries)) => entries,
+        // barman prints `{}` for a server without backups in some versions.
+        None if value.as_object().is_some_and(|o| o.is_empty()) => return Ok(Vec::new()),
+        Some(_) => return Err(unparsable(format!("`{server}` is not a list"))),
+        None => return Err(unparsable(format!("no entry for server `{server}`"))),
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let id = entry
+                .get("backup_id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| unparsable("an entry has no backup_id".into()))?;
+            let status = entry
+                .get("status")
+                .and_then(Value::as_str)
+                .map(BackupStatus::from_barman)
+                .ok_or_else(|| unparsable(format!("backup {id} has no status")))?;
+            let end_time = match entry.get("end_time_timestamp") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(parse_epoch(v).ok_or_else(|| {
+                    unparsable(format!(
+                        "backup {id} has an unreadable end_time_timestamp {v}"
+                    ))
+                })?),
+            };
+            let size_bytes = entry.get("size_bytes").and_then(Value::as_u64);
+            Ok(Backup {
+                id: id.to_string(),
+                status,
+                end_time,
+                size_bytes,
+            })
+        })
+        .collect()
+}
+
+/// barman prints epoch seconds as a string (`"1795459022"`); accept a number too.
+fn parse_epoch(value: &Value) -> Option<Timestamp> {
+    let seconds = match value {
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        Value::Number(n) => n.as_f64()?,
+        _ => return None,
+    };
+    if !seconds.is_finite() {
+        return None;
+    }
+    Timestamp::from_second(seconds.trunc() as i64).ok()
+}
+
+/// Parses `barman -f json backup SERVER --wait`: the backup's info, plus `_ERROR` on failure.
+pub fn parse_backup_result(out: &CommandOutput) -> Result<String, BarmanError> {
+    let value: Option<Value> = serde_json::from_str(&out.stdout).ok();
+    let status = value
+        .as_ref()
+        .and_then(|v| v.get("status"))
+        .and_then(Value::as_str);
+    let id = value
+        .as_ref()
+        .and_then(|v| v.get("backup_id"))
+        .and_then(Value::as_str);
+    match (out.success(), status, id) {
+        (true, Some("DONE"), Some(id)) => Ok(id.to_string()),
+        (_, Some("FAILED"), id) => {
+            let detail = value
+                .as_ref()
+                .and_then(|v| v.get("error"))
+                .and_then(Value::as_str)
+                .map(String::from)
+                .or_else(|| value.as_ref().and_then(json_errors))
+                .unwrap_or_else(|| out.last_words());
+            Err(BarmanError::Failed {
+                action: "backup",
+                message: format!("backup {} FAILED: {detail}", id.unwrap_or("(unknown id)")),
+            })
+        }
+        (true, Some(other), Some(id)) => Err(BarmanError::Failed {
+            action: "backup",
+            message: format!("backup {id} ended with status {other}, not DONE"),
+        }),
+        (true, _, _) => Err(BarmanError::Unparsable {
+            action: "backup",
+            problem: "no backup_id and status in its answer".into(),
+        }),
+        (false, _, _) => Err(failure("backup", out)),
+    }
+}
+
+/// Parses `barman -f json delete SERVER ID`.
+pub fn parse_delete_result(backup_id: &str, out: &CommandOutput) -> Result<(), BarmanError> {
+    if out.success() {
+        return Ok(());
+    }
+    let value: Option<Value> = serde_json::from_str(&out.stdout).ok();
+    let warning = value
+        .as_ref()
+        .and_then(|v| v.get("_WARNING"))
+        .and_then(Value::as_array)
+        .and_then(|w| {
+            w.iter()
+                .filter_map(Value::as_str)
+                .find(|m| m.contains("minimum redundancy"))
+        })
+        .map(String::from);
+    match warning {
+        Some(message) => Err(BarmanError::DeleteRefused {
+            backup_id: backup_id.to_string(),
+            message,
+        }),
+        None => Err(failure("delete", out)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/barman-3.4")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn output(code: i32, stdout: String) -> CommandOutput {
+        CommandOutput {
+            code: Some(code),
+            stdout,
+            stderr: String::new(),
+        }
+    }
+
+    #[test]
+    fn list_backups_reads_done_entries_with_end_times() {
+        let backups = parse_list_backups(
+            "montagu",
+            &fixture("list-backups-during-running-backup.json"),
+        )
+        .unwrap();
+        assert_eq!(backups.len(), 3);
+        assert_eq!(backups[0].status, BackupStatus::Started);
+        assert_eq!(backups[0].end_time, None);
+        assert_eq!(backups[1].id, "20261123T183702");
+        assert_eq!(backups[1].status, BackupStatus::Done);
+        assert_eq!(
+            backups[1].end_time,
+            Some(Timestamp::from_second(1_795_459_022).unwrap())
+        );
+        assert_eq!(backups[1].size_bytes, Some(23_248_661));
+    }
+
+    #[test]
+    fn list_backups_reads_failed_entries() {
+        let backups =
+            parse_list_backups("montagu", &fixture("list-backups-with-failed.json")).unwrap();
+        assert_eq!(backups[0].status, BackupStatus::Failed);
+        assert!(backups[1..].iter().all(|b| b.status == BackupStatus::Done));
+    }
+
+    #[test]
+    fn list_backups_of_all_fixtures_parse() {
+        for name in [
+            "list-backups-1.json",
+            "list-backups-all.json",
+            "list-backups-4-big.json",
+            "list-backups-4-before-cron.json",
+            "list-backups-postgres-down.json",
+        ] {
+            let backups = parse_list_backups("montagu", &fixture(name)).unwrap();
+            assert!(!backups.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn list_backups_rejects_truncated_and_foreign_output() {
+        let full = fixture("list-backups-with-failed.json");
+        let truncated = &full[..full.len() / 2];
+        assert!(matches!(
+            parse_list_backups("montagu", truncated),
+            Err(BarmanError::Unparsable { .. })
+        ));
+        assert!(matches!(
+            parse_list_backups("other", &full),
+            Err(BarmanError::Unparsable { .. })
+        ));
+        assert!(matches!(
+            parse_list_backups("montagu", r#"{"montagu": [{"status": "DONE"}]}"#),
+            Err(BarmanError::Unparsable { .. })
+        ));
+        assert!(matches!(
+            parse_list_backups(
+                "montagu",
+                r#"{"montagu": [{"backup_id": "x", "status": "DONE", "end_time_timestamp": "soon"}]}"#
+            ),
+            Err(BarmanError::Unparsable { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_statuses_are_kept_as_other() {
+        let backups = parse_list_backups(
+            "montagu",
+            r#"{"montagu": [{"backup_id": "x", "status": "SYNCING"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(backups[0].status, BackupStatus::Other("SYNCING".into()));
+    }
+
+    #[test]
+    fn backup_result_gives_the_new_id() {
+        assert_eq!(
+            parse_backup_result(&output(0, fixture("backup-wait.json"))).unwrap(),
+            "20261123T183702"
+        );
+    }
+
+    #[test]
+    fn failed_backup_reports_barmans_error() {
+        let err = parse_backup_result(&output(1, fixture("backup-failed.json"))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("20261123T184649 FAILED: failure copying files"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn concurrent_backup_is_busy_not_failed() {
+        let err =
+            parse_backup_result(&output(1, fixture("backup-concurrent-error.json"))).unwrap_err();
+        assert!(err.is_busy(), "{err}");
+    }
+
+    #[test]
+    fn postgres_down_is_a_failure() {
+        let err = parse_backup_result(&output(1, fixture("backup-postgres-down-error.json")))
+            .unwrap_err();
+        assert!(!err.is_busy());
+        assert!(
+            err.to_string().contains("Impossible to start the backup"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn delete_refused_by_minimum_redundancy_is_recognised() {
+        let err = parse_delete_result(
+            "20261123T183849",
+            &output(1, fixture("delete-min-redundancy-refused.json")),
+        )
+        .unwrap_err();
+        match err {
+            BarmanError::DeleteRefused { message, .. } => {
+                assert!(message.contains("minimum redundancy = 1"))
+            }
+            other => panic!("{other}"),
+        }
+        assert!(parse_delete_result("x", &output(0, fixture("delete-oldest.json"))).is_ok());
+    }
+}

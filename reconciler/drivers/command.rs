@@ -1,0 +1,271 @@
+//! Where a command runs, kept apart from what it runs.
+//!
+//! Drivers build a [`CommandLine`] (always an argv, never a shell string) and hand it
+//! to a [`CommandRunner`]. [`LocalProcess`] runs it on this host; other placements
+//! (exec into a container, a short-lived container) implement the same trait. A
+//! runner reports the exit status and output; what a non-zero status means is the
+//! calling driver's business.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+
+/// How long a command gets to exit after SIGTERM before it is killed.
+pub const TERMINATE_GRACE: Duration = Duration::from_secs(10);
+
+/// An OS account to run a command as (numeric: resolved once, up front).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+/// A command as an argv plus the conditions to run it in.
+#[derive(Debug, Clone)]
+pub struct CommandLine {
+    /// The program (a path, or a name looked up in `PATH`).
+    pub program: PathBuf,
+    /// Its arguments, each passed as is.
+    pub args: Vec<OsString>,
+    /// Run as this account instead of the caller's.
+    pub run_as: Option<RunAs>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Stop it (SIGTERM, then SIGKILL) after this long.
+    pub timeout: Duration,
+}
+
+impl CommandLine {
+    /// A command with no arguments and a timeout.
+    pub fn new(program: impl Into<PathBuf>, timeout: Duration) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            run_as: None,
+            env: Vec::new(),
+            timeout,
+        }
+    }
+
+    /// Appends one argument.
+    #[must_use]
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends arguments.
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Runs as another account.
+    #[must_use]
+    pub fn run_as(mut self, account: Option<RunAs>) -> Self {
+        self.run_as = account;
+        self
+    }
+
+    /// Adds an environment variable.
+    #[must_use]
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_string(), value.into()));
+        self
+    }
+}
+
+impl fmt::Display for CommandLine {
+    /// For logs only: arguments are quoted for reading, never for a shell.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.program.display())?;
+        for arg in &self.args {
+            let arg = arg.to_string_lossy();
+            if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '\'') {
+                write!(f, " {arg:?}")?;
+            } else {
+                write!(f, " {arg}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a finished command left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Standard output, lossily decoded.
+    pub stdout: String,
+    /// Standard error, lossily decoded.
+    pub stderr: String,
+}
+
+impl CommandOutput {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// The last non-empty line of stderr (or stdout), for error messages.
+    pub fn last_words(&self) -> String {
+        let pick = |s: &str| {
+            s.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .map(String::from)
+        };
+        pick(&self.stderr)
+            .or_else(|| pick(&self.stdout))
+            .unwrap_or_else(|| "no output".to_string())
+    }
+}
+
+/// Why a command could not be run to completion.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// It could not be started.
+    #[error("cannot start `{program}`")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It ran past its timeout and was stopped.
+    #[error("`{command}` did not finish within {}s and was stopped", timeout.as_secs())]
+    TimedOut {
+        /// The command.
+        command: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// Waiting for it failed.
+    #[error("lost track of `{program}`")]
+    Wait {
+        /// The program.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs commands somewhere.
+#[async_trait]
+pub trait CommandRunner: Send + Sync + fmt::Debug {
+    /// Runs `command` to completion (or its timeout) and returns its output.
+    async fn run(&self, command: &CommandLine) -> Result<CommandOutput, CommandError>;
+}
+
+/// Runs commands as child processes of this one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalProcess;
+
+impl LocalProcess {
+    /// A tokio command for `command`, in its own process group so that a timeout can
+    /// stop the whole tree (barman's pg_basebackup, rsync's receiver).
+    pub fn prepare(command: &CommandLine) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&command.program);
+        cmd.args(&command.args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .process_group(0);
+        for (k, v) in &command.env {
+            cmd.env(k, v);
+        }
+        if let Some(account) = command.run_as {
+            // std drops root's supplementary groups when it changes the uid.
+            cmd.uid(account.uid).gid(account.gid);
+        }
+        cmd
+    }
+}
+
+/// Sends SIGTERM to a process group, waits up to [`TERMINATE_GRACE`], then SIGKILL.
+pub async fn terminate_group(child: &mut tokio::process::Child) {
+    let Some(pid) = child.id() else { return };
+    let group = Pid::from_raw(pid as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    if tokio::time::timeout(TERMINATE_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+#[async_trait]
+impl CommandRunner for LocalProcess {
+    async fn run(&self, command: &CommandLine) -> Result<CommandOutput, CommandError> {
+        let program = command.program.display().to_string();
+        tracing::debug!(command = %command, "running");
+        let mut child = Self::prepare(command)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| CommandError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let read_all = async {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let read_out = async {
+                if let Some(s) = stdout.as_mut() {
+                    let _ = s.read_to_end(&mut out).await;
+                }
+            };
+            let read_err = async {
+                if let Some(s) = stderr.as_mut() {
+                    let _ = s.read_to_end(&mut err).await;
+                }
+            };
+            tokio::join!(read_out, read_err);
+            (out, err)
+        };
+        let finished = tokio::time::timeout(command.timeout, async {
+            let (out, err) = read_all.await;
+            let status = child.wait().await;
+            (out, err, status)
+        })
+        .await;
+        match finished {
+            Ok((out, err, status)) => {
+                let status = status.map_err(|source| CommandError::Wait { program, source })?;
+                Ok(CommandOutput {
+                    code: status.code(),
+                    stdout: String::from_utf8_lossy(&out).into_owned(),
+                    stderr: String::from_utf8_lossy(&err).into_owned(),
+                })
+            }
+            Err(_) => {
+                terminate_group(&mut child).await;
+                Err(CommandError::TimedOut {
+                    command: command.to_string(),
+                    timeout: command.timeout,
+                })
+            }
+        }
+    }
+}

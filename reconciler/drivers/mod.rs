@@ -1,0 +1,70 @@
+//! The only code that touches the world: barman, the recovered volume, WAL replay,
+//! the starport, and facts about this host.
+//!
+//! Each sits behind a small trait so that its placement (local process now; exec in
+//! a container, a short-lived container) can change without touching the executor.
+//! Drivers carry out what they are asked and decide nothing; "absent" comes back
+//! as data, failures as typed errors.
+
+pub mod barman;
+pub mod command;
+pub mod fsutil;
+pub mod replay;
+pub mod starport;
+pub mod volume;
+
+use std::sync::Arc;
+
+use self::barman::{BarmanCli, BarmanDriver};
+use self::command::{CommandRunner, LocalProcess};
+use self::replay::{LocalReplay, ReplayDriver};
+use self::starport::{LocalStarport, StarportDriver};
+use self::volume::{LocalVolume, VolumeDriver};
+
+/// Facts about the host the reconciler runs on.
+pub trait HostDriver: Send + Sync + std::fmt::Debug {
+    /// `/etc/machine-id`, the identity bb8 records in starport metadata.
+    fn machine_id(&self) -> Option<String>;
+}
+
+/// This host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalHost;
+
+impl HostDriver for LocalHost {
+    fn machine_id(&self) -> Option<String> {
+        std::fs::read_to_string("/etc/machine-id")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// Every driver a pass uses.
+#[derive(Debug, Clone)]
+pub struct Drivers {
+    /// barman.
+    pub barman: Arc<dyn BarmanDriver>,
+    /// The recovered volume.
+    pub volume: Arc<dyn VolumeDriver>,
+    /// WAL replay.
+    pub replay: Arc<dyn ReplayDriver>,
+    /// The starport.
+    pub starport: Arc<dyn StarportDriver>,
+    /// This host.
+    pub host: Arc<dyn HostDriver>,
+}
+
+impl Drivers {
+    /// Everything on this host, commands run as local processes.
+    pub fn local() -> Self {
+        let runner: Arc<dyn CommandRunner> = Arc::new(LocalProcess);
+        Self {
+            barman: Arc::new(BarmanCli::new(runner.clone())),
+            volume: Arc::new(LocalVolume),
+            replay: Arc::new(LocalReplay::new(runner.clone())),
+            starport: Arc::new(LocalStarport::new(runner)),
+            host: Arc::new(LocalHost),
+        }
+    }
+}

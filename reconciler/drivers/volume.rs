@@ -1,0 +1,283 @@
+//! The recovered volume as a local directory: its marker, and the staging directory
+//! barman recovers into.
+//!
+//! The marker (`.reconciler-volume.json`) is the only thing that makes the data
+//! usable: it is removed before anything touches the data and written only after a
+//! clean replay. The legacy `.barman-last-restore` that consumers of the old
+//! pipeline read follows the same rule. This driver refuses to wipe a directory
+//! that is neither empty nor a PostgreSQL data directory, whatever it is told.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use super::command::RunAs;
+use super::fsutil::{blocking, remove_durably, sync_dir, write_atomically};
+use crate::observe::{VolumeMarker, VolumeState};
+
+/// The marker's file name, at the root of the volume.
+pub const MARKER_FILE: &str = ".reconciler-volume.json";
+/// The old pipeline's marker: RFC 3339 with nanoseconds (`date --rfc-3339=ns`).
+pub const LEGACY_MARKER_FILE: &str = ".barman-last-restore";
+/// barman recovers here, inside the volume, because recent barman refuses to recover
+/// into a mount point; the contents then move up one level.
+pub const STAGING_DIR: &str = ".reconciler-staging";
+
+/// What can go wrong with the volume.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// A filesystem operation failed.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The directory holds something that is not ours to wipe.
+    #[error("refusing to wipe {}: it is neither empty nor a PostgreSQL data directory", path.display())]
+    Foreign {
+        /// The directory.
+        path: PathBuf,
+    },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> VolumeError + 'a {
+    move |source| VolumeError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The volume operations the executor needs.
+#[async_trait]
+pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
+    /// Reads the volume's state.
+    async fn inspect(&self, path: &Path) -> Result<VolumeState, VolumeError>;
+    /// Removes the markers, durably. Always the first thing a recovery does.
+    async fn invalidate_marker(&self, path: &Path) -> Result<(), VolumeError>;
+    /// Creates or empties the volume (owned by `owner`, mode 0700) and returns the
+    /// staging path barman must recover into (not created: barman creates it).
+    async fn prepare_for_recovery(&self, path: &Path, owner: RunAs)
+    -> Result<PathBuf, VolumeError>;
+    /// Moves the staging directory's contents up into the volume.
+    async fn promote_staging(&self, path: &Path) -> Result<(), VolumeError>;
+    /// Writes the markers. Always the last thing a recovery does.
+    async fn write_marker(
+        &self,
+        path: &Path,
+        marker: &VolumeMarker,
+        owner: RunAs,
+    ) -> Result<(), VolumeError>;
+}
+
+/// A volume that is a directory on this host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalVolume;
+
+/// True when `path` may be emptied: empty, a PostgreSQL data directory, ours
+/// (marker or staging directory present).
+fn is_wipeable(path: &Path) -> io::Result<bool> {
+    let mut entries = fs::read_dir(path)?.peekable();
+    if entries.peek().is_none() {
+        return Ok(true);
+    }
+    Ok([MARKER_FILE, LEGACY_MARKER_FILE, STAGING_DIR, "PG_VERSION"]
+        .iter()
+        .any(|n| path.join(n).exists()))
+}
+
+fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
+    match fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(VolumeState::Missing),
+        Err(e) => return Err(io_err("inspect", path)(e)),
+        Ok(m) if !m.is_dir() => {
+            return Err(io_err("inspect", path)(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
+        }
+        Ok(_) => {}
+    }
+    let in_use = path.join("postmaster.pid").exists();
+    let unmarked = |reason: String| VolumeState::Unmarked {
+        reason,
+        in_use,
+        foreign: false,
+    };
+    if path.join(STAGING_DIR).exists() {
+        return Ok(unmarked(
+            "an interrupted recovery left its staging directory".into(),
+        ));
+    }
+    if !is_wipeable(path).map_err(io_err("list", path))? {
+        return Ok(VolumeState::Unmarked {
+            reason: "it holds files that are not a PostgreSQL data directory".into(),
+            in_use,
+            foreign: true,
+        });
+    }
+    let marker_path = path.join(MARKER_FILE);
+    let text = match fs::read_to_string(&marker_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(unmarked("no marker".into())),
+        Err(e) => return Ok(unmarked(format!("marker unreadable: {e}"))),
+    };
+    match serde_json::from_str::<VolumeMarker>(&text) {
+        Ok(marker) => Ok(VolumeState::Marked { marker, in_use }),
+        Err(e) => Ok(unmarked(format!("marker corrupt: {e}"))),
+    }
+}
+
+#[async_trait]
+impl VolumeDriver for LocalVolume {
+    async fn inspect(&self, path: &Path) -> Result<VolumeState, VolumeError> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || inspect_blocking(&path))
+            .await
+            .unwrap_or_else(|e| Err(io_err("inspect", Path::new(""))(io::Error::other(e))))
+    }
+
+    async fn invalidate_marker(&self, path: &Path) -> Result<(), VolumeError> {
+        let p = path.to_path_buf();
+        blocking(move || {
+            remove_durably(&p.join(MARKER_FILE))?;
+            remove_durably(&p.join(LEGACY_MARKER_FILE))?;
+            Ok(())
+        })
+        .await
+        .map_err(io_err("invalidate the marker of", path))
+    }
+
+    async fn prepare_for_recovery(
+        &self,
+        path: &Path,
+        owner: RunAs,
+    ) -> Result<PathBuf, VolumeError> {
+        let p = path.to_path_buf();
+        let foreign = blocking({
+            let p = p.clone();
+            move || {
+                if !p.exists() {
+                    fs::create_dir(&p)?;
+                }
+                Ok(!is_wipeable(&p)?)
+            }
+        })
+        .await
+        .map_err(io_err("create", path))?;
+        if foreign {
+            return Err(VolumeError::Foreign { path: p });
+        }
+        blocking({
+            let p = p.clone();
+            move || {
+                for entry in fs::read_dir(&p)? {
+                    let entry = entry?;
+                    let file_type = entry.file_type()?;
+                    if file_type.is_dir() {
+                        fs::remove_dir_all(entry.path())?;
+                    } else {
+                        fs::remove_file(entry.path())?;
+                    }
+                }
+                // PostgreSQL insists on 0700 (or 0750) for its data directory, and
+                // barman, running as its own user, must be able to create staging in it.
+                chown(&p, Some(owner.uid), Some(owner.gid))?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o700))?;
+                sync_dir(&p)
+            }
+        })
+        .await
+        .map_err(io_err("empty", path))?;
+        Ok(p.join(STAGING_DIR))
+    }
+
+    async fn promote_staging(&self, path: &Path) -> Result<(), VolumeError> {
+        let p = path.to_path_buf();
+        blocking(move || {
+            let staging = p.join(STAGING_DIR);
+            for entry in fs::read_dir(&staging)? {
+                let entry = entry?;
+                fs::rename(entry.path(), p.join(entry.file_name()))?;
+            }
+            fs::remove_dir(&staging)?;
+            sync_dir(&p)
+        })
+        .await
+        .map_err(io_err("move the recovered data into", path))
+    }
+
+    async fn write_marker(
+        &self,
+        path: &Path,
+        marker: &VolumeMarker,
+        owner: RunAs,
+    ) -> Result<(), VolumeError> {
+        let p = path.to_path_buf();
+        let json = serde_json::to_vec_pretty(marker)
+            .map_err(|e| io_err("encode the marker of", path)(io::Error::other(e)))?;
+        let legacy = legacy_marker_text(marker.recovered_at);
+        blocking(move || {
+            write_atomically(
+                &p.join(LEGACY_MARKER_FILE),
+                legacy.as_bytes(),
+                0o644,
+                Some(owner),
+            )?;
+            // The reconciler's own marker goes last: it is what makes the volume valid.
+            write_atomically(&p.join(MARKER_FILE), &json, 0o644, Some(owner))
+        })
+        .await
+        .map_err(io_err("write the marker of", path))
+    }
+}
+
+/// `date --rfc-3339=ns` in UTC: `2026-11-23 19:14:21.123456789+00:00`.
+pub fn legacy_marker_text(at: Timestamp) -> String {
+    format!("{}\n", at.strftime("%Y-%m-%d %H:%M:%S.%N+00:00"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_marker_matches_date_rfc3339_ns() {
+        let t: Timestamp = "2026-11-23T19:14:21.5Z".parse().unwrap();
+        assert_eq!(
+            legacy_marker_text(t),
+            "2026-11-23 19:14:21.500000000+00:00\n"
+        );
+    }
+
+    #[test]
+    fn inspect_tells_missing_unmarked_corrupt_and_foreign_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        assert_eq!(inspect_blocking(&vol).unwrap(), VolumeState::Missing);
+        fs::create_dir(&vol).unwrap();
+        assert!(
+            matches!(inspect_blocking(&vol).unwrap(), VolumeState::Unmarked { reason, .. } if reason == "no marker")
+        );
+        fs::write(vol.join("PG_VERSION"), "15\n").unwrap();
+        fs::write(vol.join(MARKER_FILE), "{not json").unwrap();
+        assert!(
+            matches!(inspect_blocking(&vol).unwrap(), VolumeState::Unmarked { reason, .. } if reason.starts_with("marker corrupt"))
+        );
+        fs::remove_file(vol.join("PG_VERSION")).unwrap();
+        fs::remove_file(vol.join(MARKER_FILE)).unwrap();
+        fs::write(vol.join("precious.txt"), "x").unwrap();
+        assert!(
+            matches!(inspect_blocking(&vol).unwrap(), VolumeState::Unmarked { reason, foreign, .. } if reason.contains("not a PostgreSQL") && foreign)
+        );
+    }
+}

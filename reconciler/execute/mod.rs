@@ -1,0 +1,240 @@
+//! The executor: carries out one planned step through the drivers.
+//!
+//! It decides nothing. Each step is a fixed sequence whose order is the safety
+//! argument: a recovery invalidates the volume's marker before touching the data and
+//! writes it last; a sync invalidates the starport metadata before rsync and writes
+//! it last, after checking that the volume still holds the generation it copied.
+//! One step per call: callers re-observe and re-plan between steps.
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use crate::drivers::Drivers;
+use crate::drivers::barman::BarmanError;
+use crate::drivers::command::RunAs;
+use crate::drivers::fsutil::lookup_account;
+use crate::drivers::replay::ReplayError;
+use crate::drivers::starport::StarportError;
+use crate::drivers::volume::VolumeError;
+use crate::observe::{Observed, StarportMetadata, VolumeMarker, VolumeState};
+use crate::plan::{BackupRef, GenerationRef, Step};
+use crate::spec::BackupPipeline;
+
+/// Why a step did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// barman failed or refused.
+    #[error("barman step failed")]
+    Barman(#[from] BarmanError),
+    /// The volume could not be prepared or marked.
+    #[error("volume step failed")]
+    Volume(#[from] VolumeError),
+    /// WAL replay failed.
+    #[error("WAL replay failed")]
+    Replay(#[from] ReplayError),
+    /// The starport could not be written.
+    #[error("starport step failed")]
+    Starport(#[from] StarportError),
+    /// The OS account that owns the volume does not exist.
+    #[error("cannot resolve the volume owner `{name}`")]
+    Account {
+        /// The account name.
+        name: String,
+        /// The lookup error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The step refers to the result of an earlier step that has not run.
+    #[error("step `{step}` depends on an earlier step; re-plan before running it")]
+    Unresolved {
+        /// The step.
+        step: String,
+    },
+    /// The world changed between planning and acting.
+    #[error("the world changed since the plan was made: {0}")]
+    Changed(String),
+}
+
+impl ExecuteError {
+    /// True when the step could not start because something else is busy (a backup
+    /// barman already runs): wait and look again, not a failure.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, ExecuteError::Barman(e) if e.is_busy())
+    }
+}
+
+/// What a completed step did, for the operator.
+pub type StepDetail = String;
+
+/// Carries out `step` of `pipeline`. `observed` is the snapshot the step was planned
+/// from; `clock` gives the current time for the records the step writes.
+pub async fn execute_step(
+    pipeline: &BackupPipeline,
+    step: &Step,
+    observed: &Observed,
+    drivers: &Drivers,
+    clock: &(dyn Fn() -> Timestamp + Send + Sync),
+) -> Result<StepDetail, ExecuteError> {
+    let spec = &pipeline.spec;
+    match step {
+        Step::TakeBaseBackup => {
+            let id = drivers
+                .barman
+                .take_backup(&spec.barman, spec.base_backup.timeout.to_std())
+                .await?;
+            Ok(format!("backup {id} is DONE"))
+        }
+        Step::DeleteBackup { backup_id } => {
+            drivers
+                .barman
+                .delete_backup(&spec.barman, backup_id)
+                .await?;
+            Ok(format!("backup {backup_id} deleted"))
+        }
+        Step::RecoverVolume { backup } => {
+            let BackupRef::Existing(backup_id) = backup else {
+                return Err(ExecuteError::Unresolved {
+                    step: step.to_string(),
+                });
+            };
+            recover_volume(pipeline, backup_id, observed, drivers, clock).await
+        }
+        Step::SyncStarport { generation } => {
+            let GenerationRef::Existing(generation) = generation else {
+                return Err(ExecuteError::Unresolved {
+                    step: step.to_string(),
+                });
+            };
+            sync_starport(pipeline, generation, observed, drivers, clock).await
+        }
+    }
+}
+
+fn owner_of(pipeline: &BackupPipeline) -> Result<RunAs, ExecuteError> {
+    let name = pipeline.spec.recovered_volume.owner.as_str();
+    lookup_account(name).map_err(|source| ExecuteError::Account {
+        name: name.to_string(),
+        source,
+    })
+}
+
+/// A generation names one recovery: the backup and the second it finished.
+pub fn generation_id(backup_id: &str, recovered_at: Timestamp) -> String {
+    format!("{backup_id}-{}", recovered_at.strftime("%Y%m%dT%H%M%SZ"))
+}
+
+async fn recover_volume(
+    pipeline: &BackupPipeline,
+    backup_id: &str,
+    observed: &Observed,
+    drivers: &Drivers,
+    clock: &(dyn Fn() -> Timestamp + Send + Sync),
+) -> Result<StepDetail, ExecuteError> {
+    let volume = &pipeline.spec.recovered_volume;
+    let path = volume.path.as_path();
+    let owner = owner_of(pipeline)?;
+    // The marker goes first: from here until the end the data is not to be used.
+    drivers.volume.invalidate_marker(path).await?;
+    let staging = drivers.volume.prepare_for_recovery(path, owner).await?;
+    tracing::info!(backup = backup_id, destination = %staging.display(), "barman recover");
+    drivers
+        .barman
+        .recover(
+            &pipeline.spec.barman,
+            backup_id,
+            &staging,
+            volume.recover_timeout.to_std(),
+        )
+        .await?;
+    drivers.volume.promote_staging(path).await?;
+    let replayed = drivers.replay.replay(path, owner, &volume.replay).await?;
+    let recovered_at = clock();
+    let backup_end_time = observed
+        .barman
+        .value()
+        .and_then(|b| b.backups.iter().find(|b| b.id == backup_id))
+        .and_then(|b| b.end_time);
+    let marker = VolumeMarker {
+        generation: generation_id(backup_id, recovered_at),
+        backup_id: backup_id.to_string(),
+        backup_end_time,
+        recovered_at,
+        replayed_to_lsn: replayed.replayed_to_lsn.clone(),
+        checkpoint_time: replayed.checkpoint_time,
+        pipeline: pipeline.name().to_string(),
+    };
+    // Only now, replayed and cleanly stopped, does the volume become valid.
+    drivers.volume.write_marker(path, &marker, owner).await?;
+    Ok(format!(
+        "backup {backup_id} recovered, replayed to {}, generation {}",
+        replayed.replayed_to_lsn, marker.generation
+    ))
+}
+
+async fn current_generation(
+    pipeline: &BackupPipeline,
+    drivers: &Drivers,
+) -> Result<Option<VolumeMarker>, ExecuteError> {
+    let state = drivers
+        .volume
+        .inspect(pipeline.spec.recovered_volume.path.as_path())
+        .await?;
+    Ok(match state {
+        VolumeState::Marked { marker, .. } => Some(marker),
+        _ => None,
+    })
+}
+
+async fn sync_starport(
+    pipeline: &BackupPipeline,
+    generation: &str,
+    _observed: &Observed,
+    drivers: &Drivers,
+    clock: &(dyn Fn() -> Timestamp + Send + Sync),
+) -> Result<StepDetail, ExecuteError> {
+    let Some(starport) = &pipeline.spec.starport else {
+        return Err(ExecuteError::Changed("the pipeline has no starport".into()));
+    };
+    let volume_name = pipeline.starport_volume_name().unwrap_or_default();
+    let check = |marker: Option<VolumeMarker>| match marker {
+        Some(m) if m.generation == generation => Ok(m),
+        Some(m) => Err(ExecuteError::Changed(format!(
+            "the volume now holds generation {}, not {generation}",
+            m.generation
+        ))),
+        None => Err(ExecuteError::Changed("the volume lost its marker".into())),
+    };
+    check(current_generation(pipeline, drivers).await?)?;
+    // Metadata goes first: a copy without it is never trusted.
+    drivers
+        .starport
+        .invalidate_metadata(starport, &volume_name)
+        .await?;
+    drivers
+        .starport
+        .copy(
+            pipeline.spec.recovered_volume.path.as_path(),
+            starport,
+            &volume_name,
+            starport.timeout.to_std(),
+        )
+        .await?;
+    // The volume must not have changed under rsync, or the copy is a mix.
+    let marker = check(current_generation(pipeline, drivers).await?)?;
+    let now = clock();
+    let metadata = StarportMetadata {
+        last_backup: now
+            .to_zoned_datetime(TimeZone::system())
+            .strftime("%Y-%m-%dT%H:%M:%S%.6f%:z")
+            .to_string(),
+        instance_guid: drivers.host.machine_id(),
+        generation: Some(marker.generation.clone()),
+        backup_id: Some(marker.backup_id.clone()),
+        recovered_at: Some(marker.recovered_at),
+    };
+    drivers
+        .starport
+        .write_metadata(starport, &volume_name, &metadata)
+        .await?;
+    Ok(format!("starport holds generation {}", marker.generation))
+}

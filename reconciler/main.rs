@@ -1,0 +1,54 @@
+//! The `reconciler` binary: parse the command line, set up logging on stderr,
+//! dispatch, and map the outcome to an exit code. Data goes to stdout.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use reconciler::cli::{Cli, Command, LogFormat};
+use reconciler::commands::{self, ExitStatus};
+use reconciler::drivers::Drivers;
+use tracing_subscriber::EnvFilter;
+
+fn init_tracing(cli: &Cli) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cli.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let status = match run(cli) {
+        Ok(status) => status,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitStatus::Error
+        }
+    };
+    status.into()
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+    match &cli.command {
+        Command::Validate(args) => Ok(commands::validate::validate(args)),
+        Command::Schema => commands::schema::schema(),
+        Command::Diff(args) => runtime()?.block_on(commands::diff::diff(args, &Drivers::local())),
+        Command::Apply(args) => {
+            runtime()?.block_on(commands::apply::apply(args, &Drivers::local()))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,254 @@
+//! Observed state: a plain-data snapshot of barman, the recovered volume and the
+//! starport, taken once per pass.
+//!
+//! The types here hold no handles and do no I/O; [`observe`] fills them through
+//! the drivers. Whatever could not be observed is recorded as
+//! [`Observation::Unavailable`] with the reason, never guessed: the planner then
+//! reports the matching condition as `Unknown` and waits rather than act blind.
+//! "Absent" (no marker, no starport copy) is ordinary data, not an error.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::drivers::Drivers;
+use crate::spec::BackupPipeline;
+
+/// A fact that was either observed or could not be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "observation", rename_all = "camelCase")]
+pub enum Observation<T> {
+    /// The fact.
+    Observed {
+        /// Its value.
+        value: T,
+    },
+    /// It could not be observed.
+    Unavailable {
+        /// Why, for the operator.
+        reason: String,
+    },
+}
+
+impl<T> Observation<T> {
+    /// The value, when observed.
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            Observation::Observed { value } => Some(value),
+            Observation::Unavailable { .. } => None,
+        }
+    }
+
+    /// Wraps an observed value.
+    pub fn observed(value: T) -> Self {
+        Observation::Observed { value }
+    }
+
+    /// Records why a fact could not be observed, with the whole error chain.
+    pub fn unavailable(error: &(dyn std::error::Error + 'static)) -> Self {
+        Observation::Unavailable {
+            reason: error_chain(error),
+        }
+    }
+}
+
+/// Renders an error and its sources on one line: `a: b: c`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Everything observed about one pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observed {
+    /// barman's catalogue of backups for the pipeline's server.
+    pub barman: Observation<BarmanState>,
+    /// The recovered volume.
+    pub volume: Observation<VolumeState>,
+    /// The starport copy, when the pipeline has one.
+    pub starport: Option<Observation<StarportState>>,
+    /// This host's identity (`/etc/machine-id`), which starport metadata records so
+    /// two hosts never write one target.
+    pub machine_id: Option<String>,
+}
+
+/// barman's view of the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BarmanState {
+    /// Every backup barman lists, in any order.
+    pub backups: Vec<Backup>,
+}
+
+/// One entry of `barman list-backups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backup {
+    /// barman's id, a local timestamp such as `20261123T183633`.
+    pub id: String,
+    /// Its status.
+    pub status: BackupStatus,
+    /// When it ended (DONE backups only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Timestamp>,
+    /// Its size including the WAL it needs, in bytes (DONE backups only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+}
+
+/// A backup's status as barman reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BackupStatus {
+    /// Complete and usable.
+    Done,
+    /// Running now (or interrupted without barman noticing yet).
+    Started,
+    /// Copied, waiting for the WAL needed to make it consistent.
+    WaitingForWals,
+    /// Failed; it only makes `barman check` fail until deleted.
+    Failed,
+    /// Anything else barman may report (EMPTY, SYNCING, …): never used, never deleted.
+    Other(String),
+}
+
+impl BackupStatus {
+    /// Maps barman's status text.
+    pub fn from_barman(text: &str) -> Self {
+        match text {
+            "DONE" => Self::Done,
+            "STARTED" => Self::Started,
+            "WAITING_FOR_WALS" => Self::WaitingForWals,
+            "FAILED" => Self::Failed,
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+/// The recovered volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum VolumeState {
+    /// The directory does not exist.
+    Missing,
+    /// The directory exists but carries no valid marker: its data must not be used.
+    Unmarked {
+        /// Why the marker is not valid (absent, unreadable, corrupt).
+        reason: String,
+        /// A postgres seems to run on it (`postmaster.pid` present).
+        in_use: bool,
+        /// It holds files that are not a PostgreSQL data directory: never overwritten.
+        #[serde(default)]
+        foreign: bool,
+    },
+    /// The directory carries a valid marker.
+    Marked {
+        /// The marker.
+        marker: VolumeMarker,
+        /// A postgres seems to run on it (`postmaster.pid` present).
+        in_use: bool,
+    },
+}
+
+/// Written into the volume only after replay finished and postgres stopped cleanly;
+/// removed before anything touches the data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeMarker {
+    /// Identifies this recovery; the starport copy records the generation it holds.
+    pub generation: String,
+    /// The barman backup that was recovered.
+    pub backup_id: String,
+    /// When that backup ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_end_time: Option<Timestamp>,
+    /// When the recovery finished (replayed and cleanly stopped).
+    pub recovered_at: Timestamp,
+    /// The WAL position replay reached (`pg_current_wal_lsn()` once out of recovery).
+    pub replayed_to_lsn: String,
+    /// The checkpoint time pg_controldata reported after the clean stop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_time: Option<String>,
+    /// The pipeline that wrote it.
+    pub pipeline: String,
+}
+
+/// The starport copy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum StarportState {
+    /// No usable metadata: the copy (if any) must not be trusted.
+    NoMetadata {
+        /// Why (absent, unreadable, corrupt).
+        reason: String,
+    },
+    /// Metadata present.
+    Synced {
+        /// The metadata.
+        metadata: StarportMetadata,
+    },
+}
+
+/// `<root>/<target>/meta/metadata.json`: bb8's fields plus the generation copied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StarportMetadata {
+    /// When the copy finished (ISO-8601 with offset), as bb8 writes it.
+    pub last_backup: String,
+    /// The machine-id of the host that wrote it.
+    #[serde(default)]
+    pub instance_guid: Option<String>,
+    /// The volume generation the copy holds (absent in bb8-written metadata).
+    #[serde(default)]
+    pub generation: Option<String>,
+    /// The backup the copied volume was recovered from.
+    #[serde(default)]
+    pub backup_id: Option<String>,
+    /// When the copied volume was recovered.
+    #[serde(default)]
+    pub recovered_at: Option<Timestamp>,
+}
+
+/// Observes one pipeline. Never fails: what can't be seen is recorded as unavailable.
+pub async fn observe(pipeline: &BackupPipeline, drivers: &Drivers) -> Observed {
+    let spec = &pipeline.spec;
+    let barman = match drivers.barman.list_backups(&spec.barman).await {
+        Ok(backups) => Observation::observed(BarmanState { backups }),
+        Err(e) => Observation::unavailable(&e),
+    };
+    let volume = match drivers
+        .volume
+        .inspect(spec.recovered_volume.path.as_path())
+        .await
+    {
+        Ok(state) => Observation::observed(state),
+        Err(e) => Observation::unavailable(&e),
+    };
+    let starport = match &spec.starport {
+        None => None,
+        Some(starport) => Some(
+            match drivers
+                .starport
+                .inspect(
+                    starport,
+                    &pipeline.starport_volume_name().unwrap_or_default(),
+                )
+                .await
+            {
+                Ok(state) => Observation::observed(state),
+                Err(e) => Observation::unavailable(&e),
+            },
+        ),
+    };
+    Observed {
+        barman,
+        volume,
+        starport,
+        machine_id: drivers.host.machine_id(),
+    }
+}

@@ -1,0 +1,892 @@
+//! The planner: the only place that decides what to do.
+//!
+//! [`plan`] is a pure function of (spec, observed, context): no I/O, no clock, no
+//! randomness. `now` and the local time zone arrive in [`PlanContext`], so the same
+//! inputs always give the same plan, and `diff --at` can ask what will have drifted
+//! by Friday. The drivers and the executor carry out steps and decide nothing.
+//!
+//! A plan is ordered: a base backup the volume needs comes before the recovery; the
+//! retention deletes that the new backup makes due come after it, so they run only
+//! once it is DONE; the starport sync comes after the recovery it copies.
+
+mod render;
+pub mod retention;
+
+use jiff::{Timestamp, ToSpan, tz::TimeZone};
+use serde::{Deserialize, Serialize};
+
+use crate::observe::{Backup, BackupStatus, Observation, Observed, StarportState, VolumeState};
+use crate::spec::{BackupPipeline, StartWindow};
+
+pub use render::render_text;
+
+/// How far in the future a barman end time or a marker may be before it counts as
+/// clock skew rather than noise: generous for NTP jitter between hosts, small
+/// against the hour-to-month ages the spec deals in.
+pub const CLOCK_SKEW_TOLERANCE_SECONDS: i64 = 300;
+
+/// What the planner needs besides spec and observations.
+#[derive(Debug, Clone)]
+pub struct PlanContext {
+    /// The instant to plan for (the real now, or `diff --at`).
+    pub now: Timestamp,
+    /// The zone of start windows that name none.
+    pub local_time_zone: TimeZone,
+}
+
+/// The planner's answer for one pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The five conditions, always in the same order.
+    pub conditions: Vec<Condition>,
+    /// The steps to converge, in order.
+    pub steps: Vec<PlannedStep>,
+    /// What the plan waits on instead of acting.
+    pub waiting_on: Vec<String>,
+    /// The earliest instant something will drift or a wait will end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_deadline: Option<Deadline>,
+}
+
+impl Plan {
+    /// True when every condition holds: nothing to do, nothing to wait for.
+    pub fn is_converged(&self) -> bool {
+        self.steps.is_empty()
+            && self.waiting_on.is_empty()
+            && self
+                .conditions
+                .iter()
+                .all(|c| c.status == ConditionStatus::True)
+    }
+
+    /// The condition of the given type.
+    pub fn condition(&self, kind: ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
+}
+
+/// One step with the reason it is needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedStep {
+    /// What to do.
+    pub step: Step,
+    /// Why.
+    pub reason: String,
+}
+
+/// An action the executor can carry out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Step {
+    /// `barman backup --wait`.
+    TakeBaseBackup,
+    /// `barman delete` one backup.
+    DeleteBackup {
+        /// The backup.
+        #[serde(rename = "backupId")]
+        backup_id: String,
+    },
+    /// Invalidate the marker, `barman recover` into the volume, replay WAL, write the marker.
+    RecoverVolume {
+        /// The backup to recover.
+        backup: BackupRef,
+    },
+    /// Invalidate starport metadata, rsync the volume, write metadata.
+    SyncStarport {
+        /// The volume generation to copy.
+        generation: GenerationRef,
+    },
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::TakeBaseBackup => write!(f, "take a base backup"),
+            Step::DeleteBackup { backup_id } => write!(f, "delete backup {backup_id}"),
+            Step::RecoverVolume { backup } => {
+                write!(f, "recover {backup} into the volume and replay WAL")
+            }
+            Step::SyncStarport { generation } => {
+                write!(f, "sync the starport copy to {generation}")
+            }
+        }
+    }
+}
+
+/// Which backup a recovery uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "camelCase")]
+pub enum BackupRef {
+    /// An existing DONE backup.
+    Existing(String),
+    /// The backup an earlier step of the same plan takes.
+    NewBackup,
+}
+
+impl std::fmt::Display for BackupRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackupRef::Existing(id) => write!(f, "backup {id}"),
+            BackupRef::NewBackup => write!(f, "the new backup"),
+        }
+    }
+}
+
+/// Which volume generation a sync copies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "generation", rename_all = "camelCase")]
+pub enum GenerationRef {
+    /// The generation the volume holds now.
+    Existing(String),
+    /// The generation an earlier recovery step of the same plan produces.
+    FromRecovery,
+}
+
+impl std::fmt::Display for GenerationRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GenerationRef::Existing(g) => write!(f, "generation {g}"),
+            GenerationRef::FromRecovery => write!(f, "the recovered generation"),
+        }
+    }
+}
+
+/// A condition, in the Kubernetes style.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Which one.
+    #[serde(rename = "type")]
+    pub kind: ConditionType,
+    /// True, False or Unknown.
+    pub status: ConditionStatus,
+    /// A CamelCase word, stable for alerting.
+    pub reason: String,
+    /// A sentence for a human.
+    pub message: String,
+}
+
+/// The conditions every pipeline reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ConditionType {
+    /// The newest DONE backup is younger than `baseBackup.maxAge`.
+    BaseBackupFresh,
+    /// No obsolete or FAILED backups are left.
+    RetentionSatisfied,
+    /// The volume holds a marked, replayed recovery younger than `recoveredVolume.maxAge`.
+    VolumeFresh,
+    /// The starport copy holds the volume's generation.
+    StarportInSync,
+    /// All of the above.
+    Ready,
+}
+
+impl std::fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A condition's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionStatus {
+    /// Holds.
+    True,
+    /// Does not hold.
+    False,
+    /// Could not be determined.
+    Unknown,
+}
+
+/// When to look again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deadline {
+    /// The instant.
+    pub at: Timestamp,
+    /// What happens then.
+    pub what: String,
+}
+
+fn condition(
+    kind: ConditionType,
+    status: ConditionStatus,
+    reason: &str,
+    message: String,
+) -> Condition {
+    Condition {
+        kind,
+        status,
+        reason: reason.to_string(),
+        message,
+    }
+}
+
+/// Human age of an interval, rounded to what matters: `3d 4h`, `2h 5m`, `40s`.
+pub fn human_age(from: Timestamp, to: Timestamp) -> String {
+    let seconds = to.as_second() - from.as_second();
+    if seconds < 0 {
+        return format!("{} in the future", human_seconds(-seconds));
+    }
+    human_seconds(seconds)
+}
+
+fn human_seconds(s: i64) -> String {
+    let (d, h, m) = (s / 86_400, (s % 86_400) / 3_600, (s % 3_600) / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+/// Collects the plan while the sections below decide.
+struct Planner<'a> {
+    pipeline: &'a BackupPipeline,
+    observed: &'a Observed,
+    cx: &'a PlanContext,
+    plan: Plan,
+}
+
+impl Planner<'_> {
+    fn step(&mut self, step: Step, reason: String) {
+        self.plan.steps.push(PlannedStep { step, reason });
+    }
+
+    fn wait(&mut self, what: String) {
+        self.plan.waiting_on.push(what);
+    }
+
+    fn deadline(&mut self, at: Timestamp, what: String) {
+        if at <= self.cx.now {
+            return;
+        }
+        let earlier = self.plan.next_deadline.as_ref().is_none_or(|d| at < d.at);
+        if earlier {
+            self.plan.next_deadline = Some(Deadline { at, what });
+        }
+    }
+
+    fn is_from_the_future(&self, t: Timestamp) -> bool {
+        t.as_second() > self.cx.now.as_second() + CLOCK_SKEW_TOLERANCE_SECONDS
+    }
+}
+
+/// What the base-backup section decided, for the sections after it.
+struct BackupOutcome {
+    /// The newest DONE backup, if barman was observed.
+    newest_done: Option<Backup>,
+    /// A TakeBaseBackup step was planned.
+    new_backup_planned: bool,
+    /// A base backup is needed but neither taken nor running yet (window closed).
+    stale_and_running: bool,
+    /// barman could be observed.
+    barman_observed: bool,
+}
+
+/// Plans one pipeline. Pure: see the module docs.
+pub fn plan(pipeline: &BackupPipeline, observed: &Observed, cx: &PlanContext) -> Plan {
+    let mut planner = Planner {
+        pipeline,
+        observed,
+        cx,
+        plan: Plan {
+            pipeline: pipeline.name().to_string(),
+            conditions: Vec::new(),
+            steps: Vec::new(),
+            waiting_on: Vec::new(),
+            next_deadline: None,
+        },
+    };
+    let backups = plan_base_backup(&mut planner);
+    plan_retention(&mut planner, &backups);
+    let recovery_planned = plan_volume(&mut planner, &backups);
+    plan_starport(&mut planner, recovery_planned);
+    let ready = ready_condition(&planner.plan.conditions);
+    planner.plan.conditions.push(ready);
+    planner.plan
+}
+
+fn done_backups_newest_first(backups: &[Backup]) -> Vec<Backup> {
+    let mut done: Vec<Backup> = backups
+        .iter()
+        .filter(|b| b.status == BackupStatus::Done)
+        .cloned()
+        .collect();
+    // barman ids are sortable timestamps; end time first, id as the tie-breaker.
+    done.sort_by(|a, b| b.end_time.cmp(&a.end_time).then_with(|| b.id.cmp(&a.id)));
+    done
+}
+
+fn running_backups(backups: &[Backup]) -> Vec<&Backup> {
+    backups
+        .iter()
+        .filter(|b| {
+            matches!(
+                b.status,
+                BackupStatus::Started | BackupStatus::WaitingForWals
+            )
+        })
+        .collect()
+}
+
+fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
+    use ConditionStatus::*;
+    let spec = &p.pipeline.spec.base_backup;
+    let state = match &p.observed.barman {
+        Observation::Unavailable { reason } => {
+            p.plan.conditions.push(condition(
+                ConditionType::BaseBackupFresh,
+                Unknown,
+                "BarmanUnavailable",
+                format!("barman could not be observed: {reason}"),
+            ));
+            p.wait(format!("barman to answer ({reason})"));
+            return BackupOutcome {
+                newest_done: None,
+                new_backup_planned: false,
+                stale_and_running: false,
+                barman_observed: false,
+            };
+        }
+        Observation::Observed { value } => value,
+    };
+    let done = done_backups_newest_first(&state.backups);
+    let running = running_backups(&state.backups);
+    let newest_done = done.first().cloned();
+    let max_age = spec.max_age;
+
+    let (fresh, reason, message) = match &newest_done {
+        None => (false, "NoBackup", "barman has no DONE backup".to_string()),
+        Some(Backup {
+            id, end_time: None, ..
+        }) => (
+            false,
+            "EndTimeUnknown",
+            format!("newest DONE backup {id} has no end time"),
+        ),
+        Some(Backup {
+            id,
+            end_time: Some(end),
+            ..
+        }) if p.is_from_the_future(*end) => (
+            false,
+            "BackupFromTheFuture",
+            format!(
+                "newest DONE backup {id} ends {}; check the clocks of this host and barman's",
+                human_age(p.cx.now, *end).replace(" in the future", " from now")
+            ),
+        ),
+        Some(Backup {
+            id,
+            end_time: Some(end),
+            ..
+        }) => {
+            let expires = max_age.after(*end);
+            if p.cx.now < expires {
+                p.deadline(
+                    expires,
+                    format!("base backup {id} turns older than {max_age}"),
+                );
+                (
+                    true,
+                    "Fresh",
+                    format!(
+                        "newest DONE backup {id} ended {} ago (maxAge {max_age})",
+                        human_age(*end, p.cx.now)
+                    ),
+                )
+            } else {
+                (
+                    false,
+                    "Stale",
+                    format!(
+                        "newest DONE backup {id} ended {} ago, older than maxAge {max_age}",
+                        human_age(*end, p.cx.now)
+                    ),
+                )
+            }
+        }
+    };
+    p.plan.conditions.push(condition(
+        ConditionType::BaseBackupFresh,
+        if fresh { True } else { False },
+        reason,
+        message.clone(),
+    ));
+    let mut outcome = BackupOutcome {
+        newest_done,
+        new_backup_planned: false,
+        stale_and_running: false,
+        barman_observed: true,
+    };
+    if fresh {
+        return outcome;
+    }
+    if reason == "BackupFromTheFuture" {
+        p.wait("the clocks to agree: a backup ends in the future".to_string());
+        return outcome;
+    }
+    if let Some(run) = running.first() {
+        outcome.stale_and_running = true;
+        p.wait(format!(
+            "backup {} to finish (status {:?})",
+            run.id, run.status
+        ));
+        return outcome;
+    }
+    if let Some(window) = &spec.start_window {
+        let zone = window
+            .time_zone
+            .as_ref()
+            .map_or_else(|| p.cx.local_time_zone.clone(), |z| z.zone().clone());
+        if let Some(opens) = window_opens(window, &zone, p.cx.now) {
+            p.wait(format!(
+                "the base backup start window {}–{} ({message})",
+                window.start, window.end
+            ));
+            p.deadline(opens, "the base backup start window opens".to_string());
+            return outcome;
+        }
+    }
+    outcome.new_backup_planned = true;
+    p.step(Step::TakeBaseBackup, message);
+    outcome
+}
+
+/// When `now` is outside the window, the next instant it opens; `None` when inside.
+pub fn window_opens(window: &StartWindow, zone: &TimeZone, now: Timestamp) -> Option<Timestamp> {
+    let local = now.to_zoned_datetime(zone.clone());
+    let time = local.time();
+    let (start, end) = (window.start.time(), window.end.time());
+    let inside = if start <= end {
+        start <= time && time < end
+    } else {
+        // Wraps past midnight, e.g. 22:00–04:00.
+        time >= start || time < end
+    };
+    if inside || start == end {
+        return None;
+    }
+    let today = local.date();
+    let candidate = today
+        .to_datetime(start)
+        .to_zoned_datetime(zone.clone())
+        .ok()?;
+    let opens = if candidate.timestamp() > now {
+        candidate
+    } else {
+        today
+            .checked_add(1.day())
+            .ok()?
+            .to_datetime(start)
+            .to_zoned_datetime(zone.clone())
+            .ok()?
+    };
+    Some(opens.timestamp())
+}
+
+fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
+    use ConditionStatus::*;
+    let Some(state) = p.observed.barman.value() else {
+        p.plan.conditions.push(condition(
+            ConditionType::RetentionSatisfied,
+            Unknown,
+            "BarmanUnavailable",
+            "barman could not be observed".to_string(),
+        ));
+        return;
+    };
+    let retention = &p.pipeline.spec.retention;
+    let done = done_backups_newest_first(&state.backups);
+    let failed: Vec<&Backup> = state
+        .backups
+        .iter()
+        .filter(|b| b.status == BackupStatus::Failed)
+        .collect();
+    let future = done
+        .iter()
+        .any(|b| b.end_time.is_some_and(|t| p.is_from_the_future(t)));
+    let now_verdict = retention::obsolete(&done, retention, p.cx.now);
+
+    let status = if future {
+        Unknown
+    } else if now_verdict.obsolete.is_empty() && failed.is_empty() {
+        True
+    } else {
+        False
+    };
+    let (reason, message) = match status {
+        Unknown => (
+            "BackupFromTheFuture",
+            "a DONE backup ends in the future; retention waits for the clocks to agree".to_string(),
+        ),
+        True => (
+            "Satisfied",
+            format!("{} DONE backups kept ({})", done.len(), now_verdict.rule),
+        ),
+        False => {
+            let mut parts = Vec::new();
+            if !now_verdict.obsolete.is_empty() {
+                parts.push(format!(
+                    "{} obsolete ({})",
+                    now_verdict.obsolete.len(),
+                    now_verdict.rule
+                ));
+            }
+            if !failed.is_empty() {
+                parts.push(format!("{} FAILED", failed.len()));
+            }
+            let reason = if now_verdict.obsolete.is_empty() {
+                "FailedBackups"
+            } else {
+                "ObsoleteBackups"
+            };
+            (
+                reason,
+                format!(
+                    "{} backups to delete: {}",
+                    now_verdict.obsolete.len() + failed.len(),
+                    parts.join(", ")
+                ),
+            )
+        }
+    };
+    p.plan.conditions.push(condition(
+        ConditionType::RetentionSatisfied,
+        status,
+        reason,
+        message,
+    ));
+    if let Some(at) = now_verdict.next_change {
+        p.deadline(at, "a backup leaves the recovery window".to_string());
+    }
+    if future {
+        return;
+    }
+
+    // Deleting while a backup runs could race barman's own bookkeeping; and the
+    // backup that runs may be the one that makes an older one obsolete.
+    let running = running_backups(&state.backups);
+    let mut pending_deletes = failed.len();
+    // With a new backup planned, project it into the list: the deletes it makes due are
+    // planned after it and run only once it is DONE (the executor stops at a failure).
+    let projected_verdict = if outcome.new_backup_planned {
+        let mut projected = vec![Backup {
+            id: "(new)".to_string(),
+            status: BackupStatus::Done,
+            end_time: Some(p.cx.now),
+            size_bytes: None,
+        }];
+        projected.extend(done.iter().cloned());
+        retention::obsolete(&projected, retention, p.cx.now)
+    } else {
+        now_verdict
+    };
+    pending_deletes += projected_verdict.obsolete.len();
+    if pending_deletes == 0 {
+        return;
+    }
+    if let Some(run) = running.first() {
+        p.wait(format!(
+            "backup {} to finish before deleting any backup",
+            run.id
+        ));
+        return;
+    }
+    for backup in failed {
+        p.step(
+            Step::DeleteBackup {
+                backup_id: backup.id.clone(),
+            },
+            format!(
+                "backup {} is FAILED; FAILED backups make `barman check` fail",
+                backup.id
+            ),
+        );
+    }
+    for (backup, why) in projected_verdict.obsolete.iter().rev() {
+        let after = if outcome.new_backup_planned
+            && !now_verdict_contains(&done, retention, p.cx.now, &backup.id)
+        {
+            " once the new backup is DONE"
+        } else {
+            ""
+        };
+        p.step(
+            Step::DeleteBackup {
+                backup_id: backup.id.clone(),
+            },
+            format!("backup {} is obsolete{after}: {why}", backup.id),
+        );
+    }
+}
+
+fn now_verdict_contains(
+    done: &[Backup],
+    retention: &crate::spec::RetentionSpec,
+    now: Timestamp,
+    id: &str,
+) -> bool {
+    retention::obsolete(done, retention, now)
+        .obsolete
+        .iter()
+        .any(|(b, _)| b.id == id)
+}
+
+/// Returns whether a recovery step was planned.
+fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
+    use ConditionStatus::*;
+    let spec = &p.pipeline.spec.recovered_volume;
+    let state = match &p.observed.volume {
+        Observation::Unavailable { reason } => {
+            p.plan.conditions.push(condition(
+                ConditionType::VolumeFresh,
+                Unknown,
+                "VolumeUnavailable",
+                format!("the volume could not be inspected: {reason}"),
+            ));
+            p.wait(format!("the volume to be readable ({reason})"));
+            return false;
+        }
+        Observation::Observed { value } => value,
+    };
+    let (reason, message, in_use) = match state {
+        VolumeState::Missing => (
+            "VolumeMissing",
+            format!("{} does not exist", spec.path),
+            false,
+        ),
+        VolumeState::Unmarked {
+            reason,
+            foreign: true,
+            ..
+        } => {
+            p.plan.conditions.push(condition(
+                ConditionType::VolumeFresh,
+                False,
+                "ForeignData",
+                format!("{} {reason}", spec.path),
+            ));
+            p.wait(format!(
+                "{} to be emptied or pointed elsewhere: the reconciler never overwrites data it did not recover",
+                spec.path
+            ));
+            return false;
+        }
+        VolumeState::Unmarked { reason, in_use, .. } => (
+            "NoValidMarker",
+            format!("{} holds no valid recovery marker ({reason})", spec.path),
+            *in_use,
+        ),
+        VolumeState::Marked { marker, in_use } => {
+            let expires = spec.max_age.after(marker.recovered_at);
+            if p.is_from_the_future(marker.recovered_at) {
+                (
+                    "MarkerFromTheFuture",
+                    format!(
+                        "the marker says the recovery finished {}; check this host's clock",
+                        human_age(p.cx.now, marker.recovered_at)
+                            .replace(" in the future", " from now")
+                    ),
+                    *in_use,
+                )
+            } else if p.cx.now < expires {
+                p.plan.conditions.push(condition(
+                    ConditionType::VolumeFresh,
+                    True,
+                    "Fresh",
+                    format!(
+                        "backup {} recovered and replayed to {} {} ago (maxAge {})",
+                        marker.backup_id,
+                        marker.replayed_to_lsn,
+                        human_age(marker.recovered_at, p.cx.now),
+                        spec.max_age
+                    ),
+                ));
+                p.deadline(
+                    expires,
+                    format!("the recovered volume turns older than {}", spec.max_age),
+                );
+                return false;
+            } else {
+                (
+                    "Stale",
+                    format!(
+                        "backup {} was recovered {} ago, older than maxAge {}",
+                        marker.backup_id,
+                        human_age(marker.recovered_at, p.cx.now),
+                        spec.max_age
+                    ),
+                    *in_use,
+                )
+            }
+        }
+    };
+    p.plan.conditions.push(condition(
+        ConditionType::VolumeFresh,
+        False,
+        reason,
+        message.clone(),
+    ));
+    if in_use {
+        p.wait(format!(
+            "the postgres running on {} to stop (postmaster.pid present); the volume is never overwritten under a running server",
+            spec.path
+        ));
+        return false;
+    }
+    let source = if backups.new_backup_planned {
+        BackupRef::NewBackup
+    } else if !backups.barman_observed {
+        return false;
+    } else if backups.stale_and_running {
+        // Recovering the stale backup now would be redone as soon as the running one ends.
+        return false;
+    } else if let Some(newest) = &backups.newest_done {
+        BackupRef::Existing(newest.id.clone())
+    } else {
+        p.wait("a DONE backup to recover from".to_string());
+        return false;
+    };
+    p.step(Step::RecoverVolume { backup: source }, message);
+    true
+}
+
+fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
+    use ConditionStatus::*;
+    let Some(spec) = &p.pipeline.spec.starport else {
+        p.plan.conditions.push(condition(
+            ConditionType::StarportInSync,
+            True,
+            "NotConfigured",
+            "the pipeline has no starport".to_string(),
+        ));
+        return;
+    };
+    let target = format!("{}/{}", spec.root, spec.target);
+    let state = match &p.observed.starport {
+        Some(Observation::Observed { value }) => value,
+        Some(Observation::Unavailable { reason }) => {
+            p.plan.conditions.push(condition(
+                ConditionType::StarportInSync,
+                Unknown,
+                "StarportUnavailable",
+                format!("the starport could not be inspected: {reason}"),
+            ));
+            p.wait(format!("the starport to be readable ({reason})"));
+            return;
+        }
+        None => {
+            p.plan.conditions.push(condition(
+                ConditionType::StarportInSync,
+                Unknown,
+                "NotObserved",
+                "the starport was not observed".to_string(),
+            ));
+            return;
+        }
+    };
+    let volume_generation = match p.observed.volume.value() {
+        Some(VolumeState::Marked { marker, .. }) => Some(marker.generation.clone()),
+        _ => None,
+    };
+    let (status, reason, message) = match state {
+        StarportState::NoMetadata { reason } => (
+            False,
+            "NoMetadata",
+            format!("{target} has no valid metadata ({reason})"),
+        ),
+        StarportState::Synced { metadata } => {
+            if let (Some(theirs), Some(ours)) = (&metadata.instance_guid, &p.observed.machine_id) {
+                if theirs != ours {
+                    p.plan.conditions.push(condition(
+                        ConditionType::StarportInSync,
+                        False,
+                        "OwnedByAnotherHost",
+                        format!("{target} was written by host {theirs}, this host is {ours}"),
+                    ));
+                    p.wait(format!(
+                        "{target} to be released by host {theirs}: remove its meta/metadata.json to hand it to this host"
+                    ));
+                    return;
+                }
+            }
+            match (&metadata.generation, &volume_generation) {
+                (Some(theirs), Some(ours)) if theirs == ours && !recovery_planned => (
+                    True,
+                    "InSync",
+                    format!(
+                        "{target} holds generation {ours} (copied {})",
+                        metadata.last_backup
+                    ),
+                ),
+                (theirs, _) => (
+                    False,
+                    "OutOfSync",
+                    format!(
+                        "{target} holds generation {}, the volume {}",
+                        theirs.as_deref().unwrap_or("(none)"),
+                        volume_generation.as_deref().unwrap_or("has none")
+                    ),
+                ),
+            }
+        }
+    };
+    p.plan.conditions.push(condition(
+        ConditionType::StarportInSync,
+        status,
+        reason,
+        message.clone(),
+    ));
+    if status == True {
+        return;
+    }
+    if recovery_planned {
+        p.step(
+            Step::SyncStarport {
+                generation: GenerationRef::FromRecovery,
+            },
+            format!("{message}; it follows the volume once recovered"),
+        );
+    } else if let Some(generation) = volume_generation {
+        p.step(
+            Step::SyncStarport {
+                generation: GenerationRef::Existing(generation),
+            },
+            message,
+        );
+    } else {
+        p.wait("a valid recovered volume to copy to the starport".to_string());
+    }
+}
+
+fn ready_condition(conditions: &[Condition]) -> Condition {
+    use ConditionStatus::*;
+    let not_true: Vec<&Condition> = conditions.iter().filter(|c| c.status != True).collect();
+    if not_true.is_empty() {
+        return condition(
+            ConditionType::Ready,
+            True,
+            "Converged",
+            "every condition holds".to_string(),
+        );
+    }
+    let status = if not_true.iter().any(|c| c.status == Unknown) {
+        Unknown
+    } else {
+        False
+    };
+    let names: Vec<String> = not_true.iter().map(|c| c.kind.to_string()).collect();
+    condition(
+        ConditionType::Ready,
+        status,
+        "NotConverged",
+        format!("not holding: {}", names.join(", ")),
+    )
+}

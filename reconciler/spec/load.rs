@@ -1,0 +1,469 @@
+//! Reads spec files into [`BackupPipeline`]s, turning every problem into a
+//! `file:line:col` diagnostic with a hint.
+//!
+//! A file may hold several YAML documents. Each document is parsed on its own, so a
+//! broken document stops only the pipeline it declares: the others still load.
+//! Two documents with the same `metadata.name` are both rejected, since neither can be
+//! trusted to be the one the operator meant. This module reads files and does
+//! nothing else; it never panics on input.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use super::{API_VERSION, BackupPipeline};
+
+/// Spec files larger than this are refused unread: a real spec is a few KiB, and a
+/// huge one is a mistake or an attack on the parser.
+pub const MAX_SPEC_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Parser budgets: far above any real spec, far below what hurts (alias bombs).
+fn parse_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_events: 200_000,
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_depth: 64,
+        },
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    }
+}
+
+/// A pipeline loaded from a spec file, with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedPipeline {
+    /// The file.
+    pub file: PathBuf,
+    /// The line where its document starts.
+    pub line: u64,
+    /// The pipeline.
+    pub pipeline: BackupPipeline,
+}
+
+/// One problem with the specs, located in a file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SpecProblem {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// The pipeline the problem stops, when its name could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+}
+
+impl fmt::Display for SpecProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything found under the spec paths: the pipelines that loaded and the problems.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedSpecs {
+    /// Valid pipelines, sorted by name.
+    pub pipelines: Vec<LoadedPipeline>,
+    /// Problems, in file order.
+    pub problems: Vec<SpecProblem>,
+}
+
+/// Loads every `*.yaml` / `*.yml` file under `paths` (files, or directories walked
+/// recursively in name order, skipping hidden entries).
+pub fn load_specs(paths: &[PathBuf]) -> LoadedSpecs {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        collect_files(path, &mut files, &mut problems);
+    }
+    let mut pipelines = Vec::new();
+    for file in &files {
+        load_file(file, &mut pipelines, &mut problems);
+    }
+    reject_duplicate_names(&mut pipelines, &mut problems);
+    pipelines.sort_by(|a, b| a.pipeline.name().cmp(b.pipeline.name()));
+    LoadedSpecs {
+        pipelines,
+        problems,
+    }
+}
+
+fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<SpecProblem>) {
+    let metadata = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            problems.push(file_problem(
+                path,
+                format!("cannot read spec path: {e}"),
+                "pass an existing file or directory with --specs",
+            ));
+            return;
+        }
+    };
+    if metadata.is_file() {
+        files.push(path.to_path_buf());
+        return;
+    }
+    let mut entries = match std::fs::read_dir(path) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect::<Vec<_>>(),
+        Err(e) => {
+            problems.push(file_problem(
+                path,
+                format!("cannot list spec directory: {e}"),
+                "check the directory's permissions",
+            ));
+            return;
+        }
+    };
+    entries.sort();
+    for entry in entries {
+        let hidden = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if entry.is_dir() {
+            collect_files(&entry, files, problems);
+        } else if matches!(
+            entry.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            files.push(entry);
+        }
+    }
+}
+
+fn file_problem(path: &Path, message: String, hint: &str) -> SpecProblem {
+    SpecProblem {
+        file: path.to_path_buf(),
+        line: 1,
+        column: 1,
+        message,
+        hint: Some(hint.to_string()),
+        pipeline: None,
+    }
+}
+
+fn load_file(file: &Path, pipelines: &mut Vec<LoadedPipeline>, problems: &mut Vec<SpecProblem>) {
+    match std::fs::metadata(file) {
+        Ok(m) if m.len() > MAX_SPEC_FILE_BYTES => {
+            problems.push(file_problem(
+                file,
+                format!(
+                    "spec file is {} bytes, more than the {MAX_SPEC_FILE_BYTES} allowed",
+                    m.len()
+                ),
+                "split it into several files; a pipeline spec is a few KiB",
+            ));
+            return;
+        }
+        _ => {}
+    }
+    let text = match std::fs::read(file) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(_) => {
+                problems.push(file_problem(
+                    file,
+                    "spec file is not UTF-8 text".into(),
+                    "save it as UTF-8",
+                ));
+                return;
+            }
+        },
+        Err(e) => {
+            problems.push(file_problem(
+                file,
+                format!("cannot read spec file: {e}"),
+                "check the file's permissions",
+            ));
+            return;
+        }
+    };
+    for document in split_documents(&text) {
+        match parse_document(&document.text) {
+            Ok(pipeline) => pipelines.push(LoadedPipeline {
+                file: file.to_path_buf(),
+                line: document.first_line,
+                pipeline,
+            }),
+            Err(mut problem) => {
+                problem.file = file.to_path_buf();
+                problem.line += document.first_line - 1;
+                problems.push(problem);
+            }
+        }
+    }
+}
+
+/// A YAML document cut out of a file, padded so columns stay where they were.
+struct Document {
+    first_line: u64,
+    text: String,
+}
+
+/// Splits a YAML stream at its document markers (`---` and `...` at the start of a
+/// line). YAML forbids those markers inside any scalar, so a line-based split is exact.
+/// The marker itself is blanked rather than removed so that content after `---` on
+/// the same line keeps its column.
+fn split_documents(text: &str) -> Vec<Document> {
+    let mut documents = Vec::new();
+    let mut current = String::new();
+    let mut first_line = 1u64;
+    let is_marker = |line: &str, marker: &str| {
+        line.strip_prefix(marker)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+    };
+    for (index, line) in text.split('\n').enumerate() {
+        let line_number = index as u64 + 1;
+        if is_marker(line, "---") || is_marker(line, "...") {
+            push_document(&mut documents, std::mem::take(&mut current), first_line);
+            first_line = line_number;
+            if is_marker(line, "---") {
+                current.push_str("   ");
+                current.push_str(&line[3..]);
+            }
+            current.push('\n');
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    push_document(&mut documents, current, first_line);
+    documents
+}
+
+fn push_document(documents: &mut Vec<Document>, text: String, first_line: u64) {
+    let meaningful = text.lines().any(|l| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#') && !t.starts_with('%')
+    });
+    if meaningful {
+        documents.push(Document { first_line, text });
+    }
+}
+
+/// Only the fields that say which kind a document is; everything else is ignored here.
+#[derive(Deserialize)]
+struct TypeMeta {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<Spanned<String>>,
+    kind: Option<Spanned<String>>,
+    metadata: Option<NameOnly>,
+}
+
+#[derive(Deserialize)]
+struct NameOnly {
+    name: Option<String>,
+}
+
+fn parse_document(text: &str) -> Result<BackupPipeline, SpecProblem> {
+    let meta: TypeMeta = serde_saphyr::from_str_with_options(text, parse_options())
+        .map_err(|e| yaml_problem(&e, None))?;
+    let pipeline_name = meta.metadata.and_then(|m| m.name);
+    let start = Location::UNKNOWN;
+    let api_version = meta.api_version.ok_or_else(|| {
+        located(
+            start,
+            "document has no apiVersion".into(),
+            format!("add `apiVersion: {API_VERSION}`"),
+            pipeline_name.clone(),
+        )
+    })?;
+    if api_version.value != API_VERSION {
+        return Err(located(
+            api_version.referenced,
+            format!("unsupported apiVersion `{}`", api_version.value),
+            format!("use `apiVersion: {API_VERSION}`"),
+            pipeline_name,
+        ));
+    }
+    let kind = meta.kind.ok_or_else(|| {
+        located(
+            start,
+            "document has no kind".into(),
+            "add `kind: BackupPipeline`".into(),
+            pipeline_name.clone(),
+        )
+    })?;
+    match kind.value.as_str() {
+        "BackupPipeline" => {
+            serde_saphyr::from_str_with_options::<BackupPipeline>(text, parse_options())
+                .map_err(|e| yaml_problem(&e, pipeline_name))
+        }
+        other => Err(located(
+            kind.referenced,
+            format!("unknown kind `{other}`"),
+            "the known kinds are: BackupPipeline".into(),
+            pipeline_name,
+        )),
+    }
+}
+
+fn located(
+    location: Location,
+    message: String,
+    hint: String,
+    pipeline: Option<String>,
+) -> SpecProblem {
+    let (line, column) = if location == Location::UNKNOWN {
+        (1, 1)
+    } else {
+        (location.line(), location.column())
+    };
+    SpecProblem {
+        file: PathBuf::new(),
+        line,
+        column,
+        message,
+        hint: Some(hint),
+        pipeline,
+    }
+}
+
+/// Turns a parser error into a problem: the message without its location suffix
+/// (the location goes in front), plus a hint chosen from the kind of mistake.
+fn yaml_problem(error: &serde_saphyr::Error, pipeline: Option<String>) -> SpecProblem {
+    let location = error.location().unwrap_or(Location::UNKNOWN);
+    let mut message = error.without_snippet().to_string();
+    if location != Location::UNKNOWN {
+        let suffix = format!(" at line {}, column {}", location.line(), location.column());
+        if let Some(stripped) = message.strip_suffix(&suffix) {
+            message = stripped.to_string();
+        }
+    }
+    let message = plain_message(message.trim().to_string());
+    let hint = hint_for(&message);
+    let mut problem = located(location, message, hint, pipeline);
+    if problem.hint.as_deref() == Some("") {
+        problem.hint = None;
+    }
+    problem
+}
+
+fn hint_for(message: &str) -> String {
+    // First match wins; the messages come from serde and the YAML parser.
+    const HINTS: [(&str, &str); 9] = [
+        (
+            "unknown field",
+            "remove the field or fix its spelling; `reconciler schema` lists every field",
+        ),
+        (
+            "missing field",
+            "add the field; `reconciler schema` describes it",
+        ),
+        ("duplicate", "remove one of the two keys"),
+        (
+            "too large",
+            "write the document out plainly, without deep nesting or repeated aliases",
+        ),
+        ("unknown variant", "use one of the values listed"),
+        ("invalid u", "write a whole number, e.g. `3`"),
+        (
+            "invalid",
+            "check the value's type against `reconciler schema`",
+        ),
+        (
+            "indicator",
+            "check the YAML syntax here: indentation, brackets, quotes",
+        ),
+        (
+            "expected",
+            "check the YAML syntax here: indentation, brackets, quotes",
+        ),
+    ];
+    HINTS
+        .iter()
+        .find(|(needle, _)| message.contains(needle))
+        .map(|(_, hint)| (*hint).to_string())
+        .unwrap_or_default()
+}
+
+/// Rewrites parser messages that speak of the library's internals.
+fn plain_message(message: String) -> String {
+    if message.starts_with("budget breached") {
+        return "the document is too large or expands too many aliases (parser budget exceeded)"
+            .to_string();
+    }
+    match message.split_once(", set DuplicateKeyPolicy") {
+        Some((head, _)) => head.to_string(),
+        None => message,
+    }
+}
+
+fn reject_duplicate_names(pipelines: &mut Vec<LoadedPipeline>, problems: &mut Vec<SpecProblem>) {
+    let mut first_seen: BTreeMap<String, (PathBuf, u64)> = BTreeMap::new();
+    let mut duplicated = std::collections::BTreeSet::new();
+    for loaded in pipelines.iter() {
+        let name = loaded.pipeline.name().to_string();
+        match first_seen.get(&name) {
+            Some((file, line)) => {
+                problems.push(SpecProblem {
+                    file: loaded.file.clone(),
+                    line: loaded.line,
+                    column: 1,
+                    message: format!(
+                        "pipeline `{name}` is also defined at {}:{line}",
+                        file.display()
+                    ),
+                    hint: Some(
+                        "give each pipeline a unique metadata.name; both are ignored until then"
+                            .into(),
+                    ),
+                    pipeline: Some(name.clone()),
+                });
+                duplicated.insert(name);
+            }
+            None => {
+                first_seen.insert(name, (loaded.file.clone(), loaded.line));
+            }
+        }
+    }
+    pipelines.retain(|p| !duplicated.contains(p.pipeline.name().as_str()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_keeps_line_numbers_and_columns() {
+        let docs = split_documents("a: 1\n---\nb: 2\n--- {c: 3}\n...\n# only a comment\n");
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[0].first_line, 1);
+        assert_eq!(docs[1].first_line, 2);
+        assert_eq!(docs[2].first_line, 4);
+        assert_eq!(docs[2].text, "    {c: 3}\n");
+    }
+
+    #[test]
+    fn markers_need_whitespace_after_them() {
+        assert_eq!(split_documents("a: ---x\n----\n").len(), 1);
+    }
+}

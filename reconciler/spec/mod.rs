@@ -1,0 +1,464 @@
+//! Desired state: the `BackupPipeline` kind that operators write in `specs/*.yaml`.
+//!
+//! The types here are the spec's single source of truth: the YAML loader
+//! deserializes into them, and `schemas/` is generated from them. Field names are
+//! part of the public contract (`apiVersion: reconciler.montagu/v1alpha1`): rename
+//! nothing without a new API version. This module performs no I/O; loading lives
+//! in [`load`].
+
+pub mod load;
+pub mod values;
+
+use std::collections::BTreeMap;
+
+use jiff::tz::TimeZone;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+pub use load::{LoadedPipeline, LoadedSpecs, SpecProblem, load_specs};
+pub use values::{AbsolutePath, HumanDuration, ObjectName, PipelineName, TimeOfDay};
+
+/// The API version every document must declare.
+pub const API_VERSION: &str = "reconciler.montagu/v1alpha1";
+
+/// The `apiVersion` of a document. Only one exists so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ApiVersion {
+    /// The first, still evolving, version of the API.
+    #[serde(rename = "reconciler.montagu/v1alpha1")]
+    V1Alpha1,
+}
+
+/// The `kind` of a `BackupPipeline` document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BackupPipelineKind {
+    /// The only value: `BackupPipeline`.
+    BackupPipeline,
+}
+
+/// A backup pipeline: barman base backups and their retention, a volume holding the
+/// newest backup recovered with its WAL fully replayed, and a starport copy of that
+/// volume for other hosts to restore from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(
+    title = "BackupPipeline",
+    example = example_pipeline(),
+)]
+pub struct BackupPipeline {
+    /// Always `reconciler.montagu/v1alpha1`.
+    pub api_version: ApiVersion,
+    /// Always `BackupPipeline`.
+    pub kind: BackupPipelineKind,
+    /// Identifies the pipeline.
+    pub metadata: Metadata,
+    /// The desired state.
+    pub spec: BackupPipelineSpec,
+}
+
+/// Identifies a document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    /// Unique across all spec files: names the pipeline in `diff`, status and metrics.
+    pub name: PipelineName,
+}
+
+/// The four desired states of a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackupPipelineSpec {
+    /// How barman is reached.
+    pub barman: BarmanSpec,
+    /// How fresh the newest base backup must be, and when one may start.
+    pub base_backup: BaseBackupSpec,
+    /// Which backups to keep.
+    pub retention: RetentionSpec,
+    /// The volume that holds the newest backup, recovered and replayed.
+    pub recovered_volume: RecoveredVolumeSpec,
+    /// The starport copy of the recovered volume. Leave it out for a pipeline that
+    /// ships nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starport: Option<StarportSpec>,
+}
+
+/// How barman is reached: `barman [-c CONFIG] … SERVER`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BarmanSpec {
+    /// The barman server name (a section of barman's configuration).
+    pub server: ObjectName,
+    /// barman's configuration file, passed as `barman -c CONFIG`. Without it barman
+    /// reads `~/.barman.conf`, `/etc/barman.conf` or `/etc/barman/barman.conf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<AbsolutePath>,
+}
+
+/// The newest DONE base backup must be no older than `maxAge`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BaseBackupSpec {
+    /// The oldest the newest DONE backup may be, measured from its end time.
+    pub max_age: HumanDuration,
+    /// When set, a backup starts only inside this daily window, so a multi-hour
+    /// backup never starts in working hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_window: Option<StartWindow>,
+    /// How long `barman backup --wait` may take before the reconciler gives up on it.
+    #[serde(default = "default_backup_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_backup_timeout() -> HumanDuration {
+    duration("12h")
+}
+
+/// A daily window `[start, end)` in a time zone; `end` before `start` wraps past midnight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StartWindow {
+    /// Opening time, `HH:MM`.
+    pub start: TimeOfDay,
+    /// Closing time, `HH:MM` (exclusive).
+    pub end: TimeOfDay,
+    /// IANA time zone of `start` and `end`, e.g. `Europe/London`. Defaults to the
+    /// host's local time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<TimeZoneName>,
+}
+
+/// An IANA time zone name, checked against the host's time zone database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeZoneName {
+    name: String,
+    zone: TimeZone,
+}
+
+impl TimeZoneName {
+    /// The time zone.
+    pub fn zone(&self) -> &TimeZone {
+        &self.zone
+    }
+}
+
+impl TryFrom<String> for TimeZoneName {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        let zone = TimeZone::get(&name).map_err(|_| {
+            format!("`{name}` is not a known time zone; use an IANA name such as `Europe/London` or `UTC`")
+        })?;
+        Ok(Self { name, zone })
+    }
+}
+
+impl From<TimeZoneName> for String {
+    fn from(value: TimeZoneName) -> String {
+        value.name
+    }
+}
+
+impl JsonSchema for TimeZoneName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TimeZoneName".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "An IANA time zone name.",
+            "examples": ["Europe/London", "UTC"],
+        })
+    }
+}
+
+/// Which DONE backups to keep: either the newest `keep`, or every backup needed to
+/// recover to any point in `recoveryWindow`; never fewer than `minimumRedundancy`.
+/// FAILED backups are always deleted (they make `barman check` fail).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "RetentionFields", into = "RetentionFields")]
+pub struct RetentionSpec {
+    /// The rule.
+    pub policy: RetentionPolicy,
+    /// The floor: never keep fewer DONE backups than this.
+    pub minimum_redundancy: u32,
+}
+
+/// The retention rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionPolicy {
+    /// Keep the newest N DONE backups (barman's `REDUNDANCY N`).
+    Redundancy(u32),
+    /// Keep what recovery to any point in the window needs (barman's `RECOVERY WINDOW OF …`).
+    RecoveryWindow(HumanDuration),
+}
+
+/// `retention` as written in YAML.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [{"required": ["keep"]}, {"required": ["recoveryWindow"]}]))]
+pub struct RetentionFields {
+    /// Keep the newest N DONE backups. Give either this or `recoveryWindow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1), example = 3)]
+    pub keep: Option<u32>,
+    /// Keep every backup needed to recover to any point in this window, e.g. `3 months`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_window: Option<HumanDuration>,
+    /// Never keep fewer DONE backups than this (at least 1). Default 1.
+    #[serde(default = "default_minimum_redundancy")]
+    #[schemars(range(min = 1))]
+    pub minimum_redundancy: u32,
+}
+
+fn default_minimum_redundancy() -> u32 {
+    1
+}
+
+impl TryFrom<RetentionFields> for RetentionSpec {
+    type Error = String;
+    fn try_from(f: RetentionFields) -> Result<Self, Self::Error> {
+        if f.minimum_redundancy == 0 {
+            return Err(
+                "minimumRedundancy must be at least 1: the newest DONE backup is never deleted"
+                    .into(),
+            );
+        }
+        let policy = match (f.keep, f.recovery_window) {
+            (Some(_), Some(_)) => {
+                return Err("retention sets both `keep` and `recoveryWindow`; choose one".into());
+            }
+            (None, None) => {
+                return Err("retention needs `keep: N` or `recoveryWindow: DURATION`".into());
+            }
+            (Some(0), None) => return Err("keep must be at least 1".into()),
+            (Some(n), None) if n < f.minimum_redundancy => {
+                return Err(format!(
+                    "keep ({n}) is below minimumRedundancy ({}); raise keep or lower the floor",
+                    f.minimum_redundancy
+                ));
+            }
+            (Some(n), None) => RetentionPolicy::Redundancy(n),
+            (None, Some(w)) => RetentionPolicy::RecoveryWindow(w),
+        };
+        Ok(Self {
+            policy,
+            minimum_redundancy: f.minimum_redundancy,
+        })
+    }
+}
+
+impl From<RetentionSpec> for RetentionFields {
+    fn from(r: RetentionSpec) -> Self {
+        let (keep, recovery_window) = match r.policy {
+            RetentionPolicy::Redundancy(n) => (Some(n), None),
+            RetentionPolicy::RecoveryWindow(w) => (None, Some(w)),
+        };
+        Self {
+            keep,
+            recovery_window,
+            minimum_redundancy: r.minimum_redundancy,
+        }
+    }
+}
+
+/// A directory holding the newest backup, recovered with barman and its WAL fully
+/// replayed by a short-lived postgres, no older than `maxAge`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RecoveredVolumeSpec {
+    /// The directory (it becomes PGDATA). Its parent must exist. barman recovers into
+    /// a staging directory inside it, so it may be a mount point.
+    pub path: AbsolutePath,
+    /// The oldest the recovery may be.
+    pub max_age: HumanDuration,
+    /// The OS user that owns the recovered files (barman's `barman_user`); the replay
+    /// postgres runs as this user.
+    #[serde(default = "default_owner")]
+    pub owner: ObjectName,
+    /// How long `barman recover` may take.
+    #[serde(default = "default_recover_timeout")]
+    pub recover_timeout: HumanDuration,
+    /// How WAL is replayed.
+    pub replay: ReplaySpec,
+}
+
+fn default_recover_timeout() -> HumanDuration {
+    duration("6h")
+}
+
+fn default_owner() -> ObjectName {
+    ObjectName::try_from("barman".to_string()).unwrap_or_else(|_| unreachable!())
+}
+
+/// How the recovered cluster's WAL is replayed: postgres is started on a private
+/// socket with no TCP listener, left to finish recovery, and stopped cleanly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReplaySpec {
+    /// Directory holding `postgres`, `psql` and `pg_controldata` of the backup's major version.
+    #[schemars(example = "/usr/lib/postgresql/15/bin")]
+    pub postgres_bin: AbsolutePath,
+    /// How long replay may take before it is abandoned.
+    #[serde(default = "default_replay_timeout")]
+    pub timeout: HumanDuration,
+    /// How long the clean shutdown (its checkpoint) may take.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: HumanDuration,
+    /// The database role used to ask `select pg_is_in_recovery()`.
+    #[serde(default = "default_database_user")]
+    pub database_user: ObjectName,
+    /// Extra server settings for the replay (`-c name=value`), e.g. a smaller
+    /// `shared_buffers` than production's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<SettingName, SettingValue>,
+}
+
+fn default_replay_timeout() -> HumanDuration {
+    duration("1h")
+}
+
+fn default_stop_timeout() -> HumanDuration {
+    duration("10m")
+}
+
+fn default_database_user() -> ObjectName {
+    ObjectName::try_from("postgres".to_string()).unwrap_or_else(|_| unreachable!())
+}
+
+/// A PostgreSQL setting name: lowercase letters, digits, `_` and `.`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub struct SettingName(String);
+
+impl TryFrom<String> for SettingName {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, Self::Error> {
+        let ok = v.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && v.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+        if ok && v.len() <= 63 {
+            Ok(Self(v))
+        } else {
+            Err(format!("`{v}` is not a PostgreSQL setting name"))
+        }
+    }
+}
+
+impl From<SettingName> for String {
+    fn from(v: SettingName) -> String {
+        v.0
+    }
+}
+
+impl SettingName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A PostgreSQL setting value: any text without control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub struct SettingValue(String);
+
+impl TryFrom<String> for SettingValue {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, Self::Error> {
+        if v.chars().any(char::is_control) || v.len() > 1024 {
+            Err("setting values must be at most 1024 characters without control characters".into())
+        } else {
+            Ok(Self(v))
+        }
+    }
+}
+
+impl From<SettingValue> for String {
+    fn from(v: SettingValue) -> String {
+        v.0
+    }
+}
+
+impl SettingValue {
+    /// The value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A copy of the recovered volume in bb8's starport layout:
+/// `<root>/<target>/data/<volumeName>/` plus `<root>/<target>/meta/metadata.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StarportSpec {
+    /// The starport directory (bb8's `backup_location`).
+    pub root: AbsolutePath,
+    /// The target (bucket) name, e.g. `barman_to_starport`.
+    pub target: ObjectName,
+    /// The name of the copy under `data/`. Defaults to the last component of
+    /// `recoveredVolume.path` (e.g. `montagu_db_volume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_name: Option<ObjectName>,
+    /// How long one rsync of the volume may take.
+    #[serde(default = "default_sync_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_sync_timeout() -> HumanDuration {
+    duration("6h")
+}
+
+impl BackupPipeline {
+    /// The pipeline's name.
+    pub fn name(&self) -> &PipelineName {
+        &self.metadata.name
+    }
+
+    /// The name of the starport copy under `data/`.
+    pub fn starport_volume_name(&self) -> Option<String> {
+        let starport = self.spec.starport.as_ref()?;
+        Some(match &starport.volume_name {
+            Some(n) => n.to_string(),
+            None => self
+                .spec
+                .recovered_volume
+                .path
+                .file_name()
+                .unwrap_or("volume")
+                .to_string(),
+        })
+    }
+}
+
+fn duration(text: &str) -> HumanDuration {
+    HumanDuration::try_from(text.to_string()).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+fn example_pipeline() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": "BackupPipeline",
+        "metadata": {"name": "montagu"},
+        "spec": {
+            "barman": {"server": "montagu", "config": "/etc/barman.conf"},
+            "baseBackup": {"maxAge": "30d", "startWindow": {"start": "00:00", "end": "06:00", "timeZone": "Europe/London"}},
+            "retention": {"recoveryWindow": "3 months", "minimumRedundancy": 1},
+            "recoveredVolume": {
+                "path": "/srv/nightly/montagu_db_volume",
+                "maxAge": "24h",
+                "replay": {"postgresBin": "/usr/lib/postgresql/15/bin", "timeout": "1h"}
+            },
+            "starport": {"root": "/srv/starport", "target": "barman_to_starport"}
+        }
+    })
+}
+
+/// The JSON Schema of a `BackupPipeline` document, as checked in under `schemas/`.
+pub fn backup_pipeline_schema() -> serde_json::Value {
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<BackupPipeline>();
+    schema.to_value()
+}

@@ -1,0 +1,736 @@
+//! Table-driven tests of the pure planner, and convergence: applying a plan's steps
+//! to the observed state (in a simulated world) yields a converged plan.
+
+use jiff::{Timestamp, ToSpan, tz::TimeZone};
+use reconciler::observe::{
+    Backup, BackupStatus, BarmanState, Observation, Observed, StarportMetadata, StarportState,
+    VolumeMarker, VolumeState,
+};
+use reconciler::plan::{
+    BackupRef, ConditionStatus, ConditionType, GenerationRef, Plan, PlanContext, Step, plan,
+};
+use reconciler::spec::BackupPipeline;
+
+const MACHINE: &str = "machine-a";
+
+fn t(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+/// A pipeline from YAML, with `extra` lines spliced into its spec (indented by 2).
+fn pipeline_with(retention: &str, base_backup_extra: &str) -> BackupPipeline {
+    let yaml = format!(
+        r#"apiVersion: reconciler.montagu/v1alpha1
+kind: BackupPipeline
+metadata: {{name: montagu}}
+spec:
+  barman: {{server: montagu}}
+  baseBackup: {{maxAge: 30d{base_backup_extra}}}
+  retention: {retention}
+  recoveredVolume:
+    path: /srv/nightly/montagu_db_volume
+    maxAge: 24h
+    replay: {{postgresBin: /usr/lib/postgresql/15/bin}}
+  starport: {{root: /srv/starport, target: barman_to_starport}}
+"#
+    );
+    serde_saphyr::from_str(&yaml).expect("test pipeline parses")
+}
+
+fn pipeline() -> BackupPipeline {
+    pipeline_with("{keep: 3, minimumRedundancy: 1}", "")
+}
+
+fn cx(now: &str) -> PlanContext {
+    PlanContext {
+        now: t(now),
+        local_time_zone: TimeZone::UTC,
+    }
+}
+
+fn done(id: &str, end: &str) -> Backup {
+    Backup {
+        id: id.to_string(),
+        status: BackupStatus::Done,
+        end_time: Some(t(end)),
+        size_bytes: Some(1),
+    }
+}
+
+fn with_status(id: &str, status: BackupStatus) -> Backup {
+    Backup {
+        id: id.to_string(),
+        status,
+        end_time: None,
+        size_bytes: None,
+    }
+}
+
+fn marker(generation: &str, backup_id: &str, recovered_at: &str) -> VolumeMarker {
+    VolumeMarker {
+        generation: generation.to_string(),
+        backup_id: backup_id.to_string(),
+        backup_end_time: None,
+        recovered_at: t(recovered_at),
+        replayed_to_lsn: "0/3000000".to_string(),
+        checkpoint_time: None,
+        pipeline: "montagu".to_string(),
+    }
+}
+
+fn synced(generation: &str, host: &str) -> StarportState {
+    StarportState::Synced {
+        metadata: StarportMetadata {
+            last_backup: "2026-11-23T06:00:00+00:00".to_string(),
+            instance_guid: Some(host.to_string()),
+            generation: Some(generation.to_string()),
+            backup_id: None,
+            recovered_at: None,
+        },
+    }
+}
+
+/// Observed-state builder.
+#[derive(Clone)]
+struct World {
+    observed: Observed,
+}
+
+impl World {
+    fn empty() -> Self {
+        World {
+            observed: Observed {
+                barman: Observation::observed(BarmanState::default()),
+                volume: Observation::observed(VolumeState::Missing),
+                starport: Some(Observation::observed(StarportState::NoMetadata {
+                    reason: "no metadata.json".into(),
+                })),
+                machine_id: Some(MACHINE.to_string()),
+            },
+        }
+    }
+
+    /// Backup 20261120T000000 (3 days before 2026-11-23), volume and starport fresh.
+    fn converged() -> Self {
+        Self::empty()
+            .backups(vec![done("20261120T000000", "2026-11-20T01:00:00Z")])
+            .volume(marker("g1", "20261120T000000", "2026-11-23T05:00:00Z"))
+            .starport(synced("g1", MACHINE))
+    }
+
+    fn backups(mut self, backups: Vec<Backup>) -> Self {
+        self.observed.barman = Observation::observed(BarmanState { backups });
+        self
+    }
+
+    fn volume(mut self, marker: VolumeMarker) -> Self {
+        self.observed.volume = Observation::observed(VolumeState::Marked {
+            marker,
+            in_use: false,
+        });
+        self
+    }
+
+    fn volume_state(mut self, state: VolumeState) -> Self {
+        self.observed.volume = Observation::observed(state);
+        self
+    }
+
+    fn starport(mut self, state: StarportState) -> Self {
+        self.observed.starport = Some(Observation::observed(state));
+        self
+    }
+
+    fn barman_down(mut self) -> Self {
+        self.observed.barman = Observation::Unavailable {
+            reason: "barman: command not found".into(),
+        };
+        self
+    }
+
+    /// Carries out a step the way the real executor would, on the simulated world.
+    fn apply(&mut self, step: &Step, now: Timestamp) {
+        let o = &mut self.observed;
+        let backups = match &mut o.barman {
+            Observation::Observed { value } => &mut value.backups,
+            Observation::Unavailable { .. } => {
+                panic!("a step was planned with barman unavailable: {step}")
+            }
+        };
+        match step {
+            Step::TakeBaseBackup => backups.push(Backup {
+                id: now.strftime("%Y%m%dT%H%M%S").to_string(),
+                status: BackupStatus::Done,
+                end_time: Some(now),
+                size_bytes: Some(1),
+            }),
+            Step::DeleteBackup { backup_id } => {
+                let before = backups.len();
+                backups.retain(|b| &b.id != backup_id);
+                assert_eq!(
+                    before,
+                    backups.len() + 1,
+                    "deleted a backup that does not exist: {backup_id}"
+                );
+            }
+            Step::RecoverVolume { backup } => {
+                let id = match backup {
+                    BackupRef::Existing(id) => id.clone(),
+                    BackupRef::NewBackup => backups
+                        .iter()
+                        .filter(|b| b.status == BackupStatus::Done)
+                        .max_by_key(|b| b.end_time)
+                        .expect("a new backup was taken first")
+                        .id
+                        .clone(),
+                };
+                assert!(
+                    backups
+                        .iter()
+                        .any(|b| b.id == id && b.status == BackupStatus::Done)
+                );
+                let generation = format!("{id}-{}", now.as_second());
+                o.volume = Observation::observed(VolumeState::Marked {
+                    marker: VolumeMarker {
+                        generation,
+                        backup_id: id,
+                        backup_end_time: None,
+                        recovered_at: now,
+                        replayed_to_lsn: "0/5000000".into(),
+                        checkpoint_time: None,
+                        pipeline: "montagu".into(),
+                    },
+                    in_use: false,
+                });
+            }
+            Step::SyncStarport { generation } => {
+                let current = match o.volume.value() {
+                    Some(VolumeState::Marked { marker, .. }) => marker.generation.clone(),
+                    other => panic!("sync planned without a marked volume: {other:?}"),
+                };
+                if let GenerationRef::Existing(g) = generation {
+                    assert_eq!(g, &current);
+                }
+                o.starport = Some(Observation::observed(synced(&current, MACHINE)));
+            }
+        }
+    }
+}
+
+fn steps(plan: &Plan) -> Vec<Step> {
+    plan.steps.iter().map(|s| s.step.clone()).collect()
+}
+
+fn status(plan: &Plan, kind: ConditionType) -> ConditionStatus {
+    plan.condition(kind).expect("condition present").status
+}
+
+fn delete(id: &str) -> Step {
+    Step::DeleteBackup {
+        backup_id: id.to_string(),
+    }
+}
+
+const NOW: &str = "2026-11-23T12:00:00Z";
+
+#[test]
+fn empty_world_takes_a_backup_then_recovers_then_syncs() {
+    let plan = plan(&pipeline(), &World::empty().observed, &cx(NOW));
+    assert_eq!(
+        steps(&plan),
+        vec![
+            Step::TakeBaseBackup,
+            Step::RecoverVolume {
+                backup: BackupRef::NewBackup
+            },
+            Step::SyncStarport {
+                generation: GenerationRef::FromRecovery
+            },
+        ]
+    );
+    assert_eq!(
+        status(&plan, ConditionType::BaseBackupFresh),
+        ConditionStatus::False
+    );
+    assert_eq!(
+        plan.condition(ConditionType::BaseBackupFresh)
+            .unwrap()
+            .reason,
+        "NoBackup"
+    );
+    assert_eq!(status(&plan, ConditionType::Ready), ConditionStatus::False);
+    assert!(plan.steps.iter().all(|s| !s.reason.is_empty()));
+}
+
+#[test]
+fn converged_world_plans_nothing_and_names_the_next_deadline() {
+    let plan = plan(&pipeline(), &World::converged().observed, &cx(NOW));
+    assert!(plan.is_converged(), "{plan:#?}");
+    assert!(
+        plan.conditions
+            .iter()
+            .all(|c| c.status == ConditionStatus::True)
+    );
+    assert_eq!(plan.conditions.len(), 5);
+    let deadline = plan.next_deadline.expect("a deadline");
+    // The volume (recovered 05:00) turns 24h old before the backup turns 30 days old.
+    assert_eq!(deadline.at, t("2026-11-24T05:00:00Z"));
+    assert!(deadline.what.contains("volume"), "{}", deadline.what);
+}
+
+#[test]
+fn planning_at_a_later_instant_shows_future_drift() {
+    let world = World::converged();
+    let friday = plan(&pipeline(), &world.observed, &cx("2026-11-27T17:00:00Z"));
+    assert_eq!(
+        steps(&friday),
+        vec![
+            Step::RecoverVolume {
+                backup: BackupRef::Existing("20261120T000000".into())
+            },
+            Step::SyncStarport {
+                generation: GenerationRef::FromRecovery
+            },
+        ]
+    );
+    let in_a_month = plan(&pipeline(), &world.observed, &cx("2026-12-21T00:00:00Z"));
+    assert_eq!(steps(&in_a_month)[0], Step::TakeBaseBackup);
+    assert_eq!(
+        in_a_month
+            .condition(ConditionType::BaseBackupFresh)
+            .unwrap()
+            .reason,
+        "Stale"
+    );
+}
+
+#[test]
+fn a_backup_beyond_keep_is_deleted_oldest_first() {
+    let world = World::converged().backups(vec![
+        done("20261120T000000", "2026-11-20T01:00:00Z"),
+        done("20261101T000000", "2026-11-01T01:00:00Z"),
+        done("20261001T000000", "2026-10-01T01:00:00Z"),
+        done("20260901T000000", "2026-09-01T01:00:00Z"),
+        done("20260801T000000", "2026-08-01T01:00:00Z"),
+    ]);
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert_eq!(
+        steps(&plan),
+        vec![delete("20260801T000000"), delete("20260901T000000")]
+    );
+    assert_eq!(
+        plan.condition(ConditionType::RetentionSatisfied)
+            .unwrap()
+            .reason,
+        "ObsoleteBackups"
+    );
+}
+
+#[test]
+fn deletes_made_due_by_a_new_backup_come_after_it() {
+    let world = World::converged()
+        .backups(vec![
+            done("20261001T000000", "2026-10-01T01:00:00Z"),
+            done("20260901T000000", "2026-09-01T01:00:00Z"),
+            done("20260801T000000", "2026-08-01T01:00:00Z"),
+        ])
+        .volume(marker("g1", "20261001T000000", "2026-11-23T05:00:00Z"));
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert_eq!(
+        steps(&plan),
+        vec![Step::TakeBaseBackup, delete("20260801T000000")]
+    );
+    assert!(
+        plan.steps[1].reason.contains("once the new backup is DONE"),
+        "{}",
+        plan.steps[1].reason
+    );
+    // Retention holds today; it is the new backup that will make one obsolete.
+    assert_eq!(
+        status(&plan, ConditionType::RetentionSatisfied),
+        ConditionStatus::True
+    );
+}
+
+#[test]
+fn failed_backups_are_deleted() {
+    let world = World::converged().backups(vec![
+        with_status("20261121T000000", BackupStatus::Failed),
+        done("20261120T000000", "2026-11-20T01:00:00Z"),
+    ]);
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert_eq!(steps(&plan), vec![delete("20261121T000000")]);
+    assert_eq!(
+        plan.condition(ConditionType::RetentionSatisfied)
+            .unwrap()
+            .reason,
+        "FailedBackups"
+    );
+}
+
+#[test]
+fn a_running_backup_means_wait_not_a_second_backup_nor_deletes() {
+    let world = World::converged().backups(vec![
+        with_status("20261123T110000", BackupStatus::Started),
+        with_status("20261122T000000", BackupStatus::Failed),
+        done("20261001T000000", "2026-10-01T01:00:00Z"),
+    ]);
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert!(!steps(&plan).contains(&Step::TakeBaseBackup));
+    assert!(
+        !steps(&plan)
+            .iter()
+            .any(|s| matches!(s, Step::DeleteBackup { .. }))
+    );
+    assert!(
+        plan.waiting_on
+            .iter()
+            .any(|w| w.contains("20261123T110000")),
+        "{:?}",
+        plan.waiting_on
+    );
+}
+
+#[test]
+fn barman_unavailable_is_unknown_and_touches_nothing_of_barmans() {
+    let world = World::converged().barman_down();
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert!(steps(&plan).is_empty());
+    assert_eq!(
+        status(&plan, ConditionType::BaseBackupFresh),
+        ConditionStatus::Unknown
+    );
+    assert_eq!(
+        status(&plan, ConditionType::RetentionSatisfied),
+        ConditionStatus::Unknown
+    );
+    assert_eq!(
+        status(&plan, ConditionType::VolumeFresh),
+        ConditionStatus::True
+    );
+    assert_eq!(
+        status(&plan, ConditionType::Ready),
+        ConditionStatus::Unknown
+    );
+    // A stale volume can't be recovered without barman either.
+    let later = plan_at(&world, "2026-11-25T00:00:00Z");
+    assert!(steps(&later).is_empty(), "{:?}", steps(&later));
+}
+
+fn plan_at(world: &World, now: &str) -> Plan {
+    plan(&pipeline(), &world.observed, &cx(now))
+}
+
+#[test]
+fn a_closed_start_window_waits_until_it_opens() {
+    let windowed = pipeline_with(
+        "{keep: 3}",
+        ", startWindow: {start: \"00:00\", end: \"06:00\", timeZone: Europe/London}",
+    );
+    let world = World::empty();
+    let closed = plan(&windowed, &world.observed, &cx("2026-11-23T12:00:00Z"));
+    assert!(!steps(&closed).contains(&Step::TakeBaseBackup));
+    assert!(closed.waiting_on.iter().any(|w| w.contains("start window")));
+    assert_eq!(closed.next_deadline.unwrap().at, t("2026-11-24T00:00:00Z"));
+    let open = plan(&windowed, &world.observed, &cx("2026-11-24T03:00:00Z"));
+    assert_eq!(steps(&open)[0], Step::TakeBaseBackup);
+    // In summer, London's midnight is 23:00 UTC.
+    let summer = plan(&windowed, &world.observed, &cx("2026-07-01T12:00:00Z"));
+    assert_eq!(summer.next_deadline.unwrap().at, t("2026-07-01T23:00:00Z"));
+}
+
+#[test]
+fn a_lost_marker_recovers_the_newest_backup_and_resyncs() {
+    let world = World::converged().volume_state(VolumeState::Unmarked {
+        reason: "no marker".into(),
+        in_use: false,
+        foreign: false,
+    });
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert_eq!(
+        steps(&plan),
+        vec![
+            Step::RecoverVolume {
+                backup: BackupRef::Existing("20261120T000000".into())
+            },
+            Step::SyncStarport {
+                generation: GenerationRef::FromRecovery
+            },
+        ]
+    );
+    assert_eq!(
+        plan.condition(ConditionType::VolumeFresh).unwrap().reason,
+        "NoValidMarker"
+    );
+}
+
+#[test]
+fn a_stale_starport_is_synced_from_the_current_generation() {
+    let world = World::converged().starport(synced("g0", MACHINE));
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert_eq!(
+        steps(&plan),
+        vec![Step::SyncStarport {
+            generation: GenerationRef::Existing("g1".into())
+        }]
+    );
+    let no_meta = World::converged().starport(StarportState::NoMetadata {
+        reason: "no metadata.json".into(),
+    });
+    assert_eq!(steps(&plan_at(&no_meta, NOW)).len(), 1);
+}
+
+#[test]
+fn a_starport_written_by_another_host_is_left_alone() {
+    let world = World::converged().starport(synced("g0", "machine-b"));
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert!(steps(&plan).is_empty());
+    assert_eq!(
+        plan.condition(ConditionType::StarportInSync)
+            .unwrap()
+            .reason,
+        "OwnedByAnotherHost"
+    );
+    assert!(plan.waiting_on[0].contains("machine-b"));
+}
+
+#[test]
+fn a_volume_in_use_or_holding_foreign_files_is_never_overwritten() {
+    for (state, reason) in [
+        (
+            VolumeState::Unmarked {
+                reason: "no marker".into(),
+                in_use: true,
+                foreign: false,
+            },
+            "NoValidMarker",
+        ),
+        (
+            VolumeState::Unmarked {
+                reason: "foreign".into(),
+                in_use: false,
+                foreign: true,
+            },
+            "ForeignData",
+        ),
+    ] {
+        let world = World::converged().volume_state(state);
+        let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+        assert!(
+            !steps(&plan)
+                .iter()
+                .any(|s| matches!(s, Step::RecoverVolume { .. })),
+            "{reason}"
+        );
+        assert_eq!(
+            plan.condition(ConditionType::VolumeFresh).unwrap().reason,
+            reason
+        );
+        assert!(!plan.waiting_on.is_empty());
+    }
+}
+
+#[test]
+fn a_backup_from_the_future_deletes_nothing_and_waits() {
+    let world = World::converged().backups(vec![
+        done("20261201T000000", "2026-12-01T00:00:00Z"),
+        done("20261120T000000", "2026-11-20T01:00:00Z"),
+        done("20261101T000000", "2026-11-01T01:00:00Z"),
+        done("20261001T000000", "2026-10-01T01:00:00Z"),
+        done("20260901T000000", "2026-09-01T01:00:00Z"),
+    ]);
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert!(steps(&plan).is_empty(), "{:?}", steps(&plan));
+    assert_eq!(
+        plan.condition(ConditionType::BaseBackupFresh)
+            .unwrap()
+            .reason,
+        "BackupFromTheFuture"
+    );
+    assert_eq!(
+        status(&plan, ConditionType::RetentionSatisfied),
+        ConditionStatus::Unknown
+    );
+}
+
+#[test]
+fn a_recovery_window_keeps_what_recovery_to_its_start_needs() {
+    let windowed = pipeline_with("{recoveryWindow: 3 months, minimumRedundancy: 1}", "");
+    let world = World::converged().backups(vec![
+        done("20261120T000000", "2026-11-20T01:00:00Z"),
+        done("20260901T000000", "2026-09-01T01:00:00Z"), // inside (window starts 2026-08-23)
+        done("20260801T000000", "2026-08-01T01:00:00Z"), // needed: recovery to 08-23 starts here
+        done("20260701T000000", "2026-07-01T01:00:00Z"), // obsolete
+        done("20260601T000000", "2026-06-01T01:00:00Z"), // obsolete
+    ]);
+    let plan = plan(&windowed, &world.observed, &cx(NOW));
+    assert_eq!(
+        steps(&plan),
+        vec![delete("20260601T000000"), delete("20260701T000000")]
+    );
+    // When 2026-09-01 leaves the window, 2026-08-01 becomes obsolete.
+    let deadlines = reconciler::plan::retention::obsolete(
+        &world.observed.barman.value().unwrap().backups,
+        &windowed.spec.retention,
+        t(NOW),
+    );
+    assert_eq!(deadlines.next_change, Some(t("2026-12-01T01:00:00Z")));
+}
+
+#[test]
+fn the_floor_and_the_newest_backup_are_never_deleted() {
+    let backups: Vec<Backup> = (1..=6)
+        .map(|i| {
+            done(
+                &format!("2026110{i}T000000"),
+                &format!("2026-11-0{i}T01:00:00Z"),
+            )
+        })
+        .rev()
+        .collect();
+    for keep in 1..=6u32 {
+        for floor in 1..=keep {
+            for count in 1..=6usize {
+                let case = format!("keep {keep} floor {floor} count {count}");
+                let spec =
+                    pipeline_with(&format!("{{keep: {keep}, minimumRedundancy: {floor}}}"), "");
+                let world = World::converged().backups(backups[..count].to_vec());
+                let deletes = |plan: &Plan| -> Vec<usize> {
+                    plan.steps
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| matches!(s.step, Step::DeleteBackup { .. }))
+                        .map(|(i, _)| i)
+                        .collect()
+                };
+                // Backups fresh: the newest and the floor survive, whatever keep says.
+                let fresh = plan(&spec, &world.observed, &cx(NOW));
+                assert!(
+                    !steps(&fresh).contains(&delete(&backups[0].id)),
+                    "newest deleted: {case}"
+                );
+                assert!(
+                    count - deletes(&fresh).len() >= (keep as usize).min(count),
+                    "{case}"
+                );
+                // Backups stale: the current newest may go only after the new backup, in order.
+                let stale = plan(&spec, &world.observed, &cx("2026-12-25T00:00:00Z"));
+                assert_eq!(steps(&stale)[0], Step::TakeBaseBackup, "{case}");
+                let remaining = count + 1 - deletes(&stale).len();
+                assert!(
+                    remaining >= (floor as usize).min(count + 1),
+                    "below floor: {case}"
+                );
+                for i in deletes(&stale) {
+                    assert!(i > 0, "a delete before the new backup: {case}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn planning_is_deterministic() {
+    for world in [
+        World::empty(),
+        World::converged(),
+        World::converged().barman_down(),
+    ] {
+        assert_eq!(plan_at(&world, NOW), plan_at(&world, NOW));
+    }
+}
+
+/// Every scenario above, driven to convergence: apply all the steps of a plan,
+/// plan again: nothing left to do.
+#[test]
+fn applying_a_plan_converges_every_actionable_scenario() {
+    let scenarios = vec![
+        ("empty", World::empty(), NOW),
+        ("converged", World::converged(), NOW),
+        (
+            "stale everything",
+            World::converged(),
+            "2026-12-25T00:00:00Z",
+        ),
+        ("volume stale", World::converged(), "2026-11-24T06:00:00Z"),
+        (
+            "extra backups",
+            World::converged().backups(vec![
+                done("20261120T000000", "2026-11-20T01:00:00Z"),
+                done("20261101T000000", "2026-11-01T01:00:00Z"),
+                done("20261001T000000", "2026-10-01T01:00:00Z"),
+                done("20260901T000000", "2026-09-01T01:00:00Z"),
+            ]),
+            NOW,
+        ),
+        (
+            "failed backup",
+            World::converged().backups(vec![
+                with_status("20261121T000000", BackupStatus::Failed),
+                done("20261120T000000", "2026-11-20T01:00:00Z"),
+            ]),
+            NOW,
+        ),
+        (
+            "lost marker",
+            World::converged().volume_state(VolumeState::Unmarked {
+                reason: "x".into(),
+                in_use: false,
+                foreign: false,
+            }),
+            NOW,
+        ),
+        (
+            "stale starport",
+            World::converged().starport(synced("g0", MACHINE)),
+            NOW,
+        ),
+    ];
+    for (name, mut world, now) in scenarios {
+        let context = cx(now);
+        let first = plan(&pipeline(), &world.observed, &context);
+        for planned in &first.steps {
+            world.apply(&planned.step, context.now);
+        }
+        let after = plan(&pipeline(), &world.observed, &context);
+        assert!(
+            after.is_converged(),
+            "{name}: not converged after applying {:?}: {after:#?}",
+            steps(&first)
+        );
+    }
+}
+
+/// The way `apply` really runs: one step, then observe and plan again.
+#[test]
+fn step_by_step_replanning_converges_in_as_many_steps_as_planned() {
+    let mut world = World::converged().backups(vec![
+        done("20261001T000000", "2026-10-01T01:00:00Z"),
+        done("20260901T000000", "2026-09-01T01:00:00Z"),
+        done("20260801T000000", "2026-08-01T01:00:00Z"),
+    ]);
+    let mut now = t("2026-11-24T12:00:00Z");
+    let planned = plan(&pipeline(), &world.observed, &cx("2026-11-24T12:00:00Z"))
+        .steps
+        .len();
+    let mut executed = 0;
+    loop {
+        let p = plan(
+            &pipeline(),
+            &world.observed,
+            &PlanContext {
+                now,
+                local_time_zone: TimeZone::UTC,
+            },
+        );
+        let Some(first) = p.steps.first() else {
+            assert!(p.is_converged(), "{p:#?}");
+            break;
+        };
+        world.apply(&first.step, now);
+        executed += 1;
+        now = now.checked_add(1.minute()).unwrap();
+        assert!(executed <= 10, "does not converge");
+    }
+    assert_eq!(executed, planned);
+}

@@ -1,0 +1,182 @@
+//! Spec loading: the checked-in specs and schema, and clear `file:line:col` errors
+//! for broken ones.
+
+use std::path::{Path, PathBuf};
+
+use reconciler::spec::{backup_pipeline_schema, load_specs};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn checked_in_schema_matches_the_types() {
+    let path = root().join("schemas/backup-pipeline.schema.json");
+    let generated = serde_json::to_string_pretty(&backup_pipeline_schema()).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "{} is stale: run `UPDATE_SCHEMAS=1 cargo test --test specs` (or `reconciler schema > {}`) and commit it",
+        path.display(),
+        path.display()
+    );
+}
+
+#[test]
+fn every_checked_in_spec_and_example_is_valid() {
+    let loaded = load_specs(&[root().join("specs"), root().join("examples")]);
+    assert!(loaded.problems.is_empty(), "{:#?}", loaded.problems);
+    assert!(
+        loaded
+            .pipelines
+            .iter()
+            .any(|p| p.pipeline.name().as_str() == "montagu")
+    );
+}
+
+const VALID: &str = "apiVersion: reconciler.montagu/v1alpha1
+kind: BackupPipeline
+metadata:
+  name: montagu
+spec:
+  barman:
+    server: montagu
+  baseBackup:
+    maxAge: 30d
+  retention:
+    keep: 3
+  recoveredVolume:
+    path: /srv/nightly/montagu_db_volume
+    maxAge: 24h
+    replay:
+      postgresBin: /usr/lib/postgresql/15/bin
+";
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Loads `text` as a lone spec file and returns its single problem as `line:col: message`.
+fn problem_of(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "p.yaml", text);
+    let loaded = load_specs(&[file.clone()]);
+    assert!(loaded.pipelines.is_empty(), "loaded: {text}");
+    assert_eq!(loaded.problems.len(), 1, "{:#?}", loaded.problems);
+    let shown = loaded.problems[0].to_string();
+    let prefix = format!("{}:", file.display());
+    assert!(shown.starts_with(&prefix), "{shown}");
+    shown[prefix.len()..].to_string()
+}
+
+#[test]
+fn valid_spec_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = load_specs(&[write(dir.path(), "ok.yaml", VALID)]);
+    assert!(loaded.problems.is_empty(), "{:#?}", loaded.problems);
+    assert_eq!(loaded.pipelines.len(), 1);
+}
+
+#[test]
+fn broken_specs_are_located_and_explained() {
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("bad yaml", VALID.replace("    keep: 3", "    keep: [3"), "12:"),
+        ("unknown field", VALID.replace("    keep: 3", "    keep: 3\n    keepp: 4"), "12:5: unknown field `keepp`"),
+        ("wrong type", VALID.replace("keep: 3", "keep: three"), "11:11: "),
+        ("bad duration", VALID.replace("maxAge: 30d", "maxAge: thirty days"), "9:13: `thirty days` is not a duration"),
+        ("negative duration", VALID.replace("maxAge: 30d", "maxAge: -30d"), "9:13: duration `-30d` is negative"),
+        ("absurd duration", VALID.replace("maxAge: 30d", "maxAge: 500y"), "longer than 10 years"),
+        ("keep and window", VALID.replace("    keep: 3", "    keep: 3\n    recoveryWindow: 3 months"), "both `keep` and `recoveryWindow`"),
+        ("neither keep nor window", VALID.replace("    keep: 3", "    minimumRedundancy: 1"), "needs `keep: N` or `recoveryWindow"),
+        ("keep below floor", VALID.replace("    keep: 3", "    keep: 1\n    minimumRedundancy: 2"), "keep (1) is below minimumRedundancy (2)"),
+        ("relative path", VALID.replace("path: /srv/nightly/montagu_db_volume", "path: nightly/vol"), "13:11: path `nightly/vol` is relative"),
+        ("dotdot path", VALID.replace("path: /srv/nightly/montagu_db_volume", "path: /srv/../etc"), "contains `.` or `..`"),
+        ("shell in name", VALID.replace("name: montagu", "name: \"x; rm -rf /\""), "4:9: pipeline name"),
+        ("slash in server", VALID.replace("server: montagu", "server: a/b"), "7:13: name `a/b` may contain only"),
+        ("option-like server", VALID.replace("server: montagu", "server: \"-rf\""), "7:13:"),
+        ("missing field", VALID.replace("    maxAge: 24h\n", ""), "missing field `maxAge`"),
+        ("wrong apiVersion", VALID.replace("reconciler.montagu/v1alpha1", "v1"), "1:13: unsupported apiVersion `v1`"),
+        ("unknown kind", VALID.replace("kind: BackupPipeline", "kind: Backup"), "2:7: unknown kind `Backup`"),
+        ("missing kind", VALID.replace("kind: BackupPipeline\n", ""), "1:1: document has no kind"),
+        ("bad time of day", VALID.replace("maxAge: 30d", "maxAge: 30d\n    startWindow: {start: \"25:00\", end: \"06:00\"}"), "`25:00` is not a time of day"),
+        ("bad time zone", VALID.replace("maxAge: 30d", "maxAge: 30d\n    startWindow: {start: \"00:00\", end: \"06:00\", timeZone: Mars/Base}"), "`Mars/Base` is not a known time zone"),
+        ("zero keep", VALID.replace("keep: 3", "keep: 0"), "keep must be at least 1"),
+        ("alias bomb", format!("{VALID}x: &a [1,1,1,1,1,1,1,1,1,1]\ny: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nz: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nw: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\nv: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"), ":"),
+        ("duplicate key", VALID.replace("    keep: 3", "    keep: 3\n    keep: 4"), "duplicate"),
+    ];
+    let mut failures = Vec::new();
+    for (name, text, expected) in &cases {
+        let got = problem_of(text);
+        if std::env::var_os("SHOW_PROBLEMS").is_some() {
+            eprintln!("{name}: {got}");
+        }
+        if !got.contains(expected) {
+            failures.push(format!("{name}: expected `{expected}` in `{got}`"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_broken_document_stops_only_its_own_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let second = VALID
+        .replace("name: montagu", "name: annex")
+        .replace("keep: 3", "keep: nope");
+    let third = VALID.replace("name: montagu", "name: science");
+    write(
+        dir.path(),
+        "a.yaml",
+        &format!("{VALID}---\n{second}---\n{third}"),
+    );
+    let loaded = load_specs(&[dir.path().to_path_buf()]);
+    let names: Vec<&str> = loaded
+        .pipelines
+        .iter()
+        .map(|p| p.pipeline.name().as_str())
+        .collect();
+    assert_eq!(names, vec!["montagu", "science"]);
+    assert_eq!(loaded.problems.len(), 1);
+    let problem = &loaded.problems[0];
+    assert_eq!(problem.pipeline.as_deref(), Some("annex"));
+    // Line numbers count from the top of the file, across documents.
+    assert_eq!(problem.line, 17 + 11);
+}
+
+#[test]
+fn duplicate_names_across_files_are_both_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", VALID);
+    write(dir.path(), "b.yml", VALID);
+    write(dir.path(), "notes.txt", "not a spec");
+    let loaded = load_specs(&[dir.path().to_path_buf()]);
+    assert!(loaded.pipelines.is_empty());
+    assert_eq!(loaded.problems.len(), 1);
+    assert!(
+        loaded.problems[0].message.contains("also defined at"),
+        "{}",
+        loaded.problems[0]
+    );
+}
+
+#[test]
+fn huge_and_missing_files_are_refused_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = write(dir.path(), "huge.yaml", &"# padding\n".repeat(200_000));
+    let loaded = load_specs(&[huge, dir.path().join("absent.yaml")]);
+    assert_eq!(loaded.problems.len(), 2);
+    let messages: Vec<&str> = loaded.problems.iter().map(|p| p.message.as_str()).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("more than the")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("cannot read spec path")),
+        "{messages:?}"
+    );
+}
