@@ -1,6 +1,7 @@
 //! The `reconciler` binary: parse the command line, set up logging on stderr,
 //! dispatch, and map the outcome to an exit code. Data goes to stdout.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -16,6 +17,7 @@ fn init_tracing(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     match cli.log_format {
         LogFormat::Text => builder.init(),

@@ -1,0 +1,401 @@
+//! Real test environment for integration tests: one PostgreSQL primary per test
+//! binary, one private barman server (own config, home and replication slot)
+//! per test, both set up by `scripts/testenv`. Nothing here imitates barman or
+//! PostgreSQL: the reconciler binary under test talks to the real ones.
+//!
+//! The primary is started on first use and torn down by a reaper process once the
+//! test binary exits. Each barman server is torn down when its [`TestPipeline`]
+//! drops, including after a failed assertion.
+
+#![allow(dead_code, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub const PGBIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn testenv() -> Command {
+    Command::new(repo().join("scripts/testenv"))
+}
+
+fn run_checked(mut cmd: Command, what: &str) -> String {
+    let out = cmd
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The shared primary of this test binary.
+pub struct Primary {
+    pub dir: PathBuf,
+}
+
+pub fn primary() -> &'static Primary {
+    static PRIMARY: OnceLock<Primary> = OnceLock::new();
+    PRIMARY.get_or_init(|| {
+        run_checked(
+            {
+                let mut c = testenv();
+                c.arg("install");
+                c
+            },
+            "testenv install",
+        );
+        let dir = PathBuf::from(format!("/tmp/reconciler-it-{}", std::process::id()));
+        let mut up = testenv();
+        up.arg("primary-up").arg(&dir);
+        run_checked(up, "testenv primary-up");
+        // Tear down after this process, whatever way it ends.
+        Command::new(repo().join("scripts/testenv"))
+            .arg("reap-after")
+            .arg(std::process::id().to_string())
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start the reaper");
+        Primary { dir }
+    })
+}
+
+impl Primary {
+    /// Runs SQL on the primary, returns the output rows.
+    pub fn sql(&self, sql: &str) -> String {
+        let mut c = testenv();
+        c.arg("psql").arg(&self.dir).arg("-c").arg(sql);
+        run_checked(c, &format!("psql {sql}"))
+    }
+}
+
+use std::os::unix::process::CommandExt;
+
+/// One pipeline under test: a barman server streaming from the shared primary, a
+/// directory for the recovered volume, a starport, and a spec file.
+pub struct TestPipeline {
+    pub name: String,
+    pub root: PathBuf,
+    pub barman_conf: PathBuf,
+    pub volume: PathBuf,
+    pub starport: PathBuf,
+    pub specs: PathBuf,
+}
+
+impl TestPipeline {
+    /// `name`: lowercase letters, digits, `_`; unique per test binary.
+    pub fn new(name: &str, retention: &str) -> Self {
+        let primary = primary();
+        let root = primary.dir.join("servers").join(name);
+        let mut up = testenv();
+        up.arg("barman-up").arg(&primary.dir).arg(&root).arg(name);
+        let barman_conf = PathBuf::from(run_checked(up, "testenv barman-up"));
+        let nightly = root.join("nightly");
+        let starport = root.join("starport");
+        let specs = root.join("specs");
+        for dir in [&nightly, &starport, &specs] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        // barman (as its own user) recovers into a staging directory in the volume.
+        run_checked(
+            {
+                let mut c = Command::new("chown");
+                c.arg("barman:barman").arg(&nightly);
+                c
+            },
+            "chown nightly",
+        );
+        let pipeline = TestPipeline {
+            name: name.to_string(),
+            volume: nightly.join(format!("{name}_db_volume")),
+            root,
+            barman_conf,
+            starport,
+            specs,
+        };
+        pipeline.write_spec(retention, "30d");
+        pipeline
+    }
+
+    /// (Re)writes the pipeline's spec.
+    pub fn write_spec(&self, retention: &str, backup_max_age: &str) {
+        let spec = format!(
+            "apiVersion: reconciler.montagu/v1alpha1
+kind: BackupPipeline
+metadata:
+  name: {pipeline}
+spec:
+  barman:
+    server: {name}
+    config: {conf}
+  baseBackup:
+    maxAge: {backup_max_age}
+    timeout: 5m
+  retention: {retention}
+  recoveredVolume:
+    path: {volume}
+    maxAge: 24h
+    recoverTimeout: 5m
+    replay:
+      postgresBin: {PGBIN}
+      timeout: 5m
+      stopTimeout: 2m
+  starport:
+    root: {starport}
+    target: barman_to_starport
+    timeout: 5m
+",
+            pipeline = self.name.replace('_', "-"),
+            name = self.name,
+            conf = self.barman_conf.display(),
+            volume = self.volume.display(),
+            starport = self.starport.display(),
+        );
+        std::fs::write(self.specs.join("pipeline.yaml"), spec).unwrap();
+    }
+
+    /// Runs the reconciler binary with `--specs` pointing at this pipeline's spec.
+    pub fn reconciler(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconciler"));
+        cmd.args(args)
+            .arg("--specs")
+            .arg(&self.specs)
+            .env("RECONCILER_LOG", "info");
+        let out = cmd.output().expect("run reconciler");
+        eprintln!(
+            "$ reconciler {} -> {}\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `reconciler diff --output json`, parsed; with its exit code.
+    pub fn diff_json(&self, extra: &[&str]) -> (i32, Value) {
+        let mut args = vec!["diff", "--output", "json"];
+        args.extend_from_slice(extra);
+        let out = self.reconciler(&args);
+        let value = serde_json::from_slice(&out.stdout).expect("diff prints JSON");
+        (out.status.code().unwrap_or(-1), value)
+    }
+
+    /// `reconciler apply --output json`, parsed; with its exit code.
+    pub fn apply_json(&self) -> (i32, Value) {
+        let out = self.reconciler(&["apply", "--output", "json"]);
+        let value = serde_json::from_slice(&out.stdout).expect("apply prints JSON");
+        (out.status.code().unwrap_or(-1), value)
+    }
+
+    /// Runs `barman -c CONF -f json ARGS…` and parses its output.
+    pub fn barman(&self, args: &[&str]) -> Value {
+        let out = Command::new("barman")
+            .arg("-c")
+            .arg(&self.barman_conf)
+            .args(["-f", "json"])
+            .args(args)
+            .output()
+            .expect("run barman");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "barman {args:?}: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Takes a backup directly with barman (test setup, not the reconciler).
+    pub fn take_backup(&self) -> String {
+        let v = self.barman(&["backup", &self.name, "--wait", "--wait-timeout", "120"]);
+        assert_eq!(v["status"], "DONE", "{v}");
+        v["backup_id"].as_str().unwrap().to_string()
+    }
+
+    /// Backup ids and statuses, newest first.
+    pub fn backups(&self) -> Vec<(String, String)> {
+        let v = self.barman(&["list-backups", &self.name]);
+        v[&self.name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["backup_id"].as_str().unwrap().to_string(),
+                    b["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Closes the current WAL segment and waits until barman archived it.
+    pub fn switch_wal(&self) {
+        let mut c = testenv();
+        c.arg("switch-wal")
+            .arg(&primary().dir)
+            .arg(&self.root)
+            .arg(&self.name);
+        run_checked(c, "testenv switch-wal");
+    }
+
+    pub fn marker(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.volume.join(".reconciler-volume.json")).ok()?;
+        Some(serde_json::from_str(&text).unwrap())
+    }
+
+    pub fn starport_metadata_path(&self) -> PathBuf {
+        self.starport.join("barman_to_starport/meta/metadata.json")
+    }
+
+    pub fn starport_data(&self) -> PathBuf {
+        self.starport
+            .join("barman_to_starport/data")
+            .join(self.volume.file_name().unwrap())
+    }
+
+    pub fn starport_metadata(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.starport_metadata_path()).ok()?;
+        Some(serde_json::from_str(&text).unwrap())
+    }
+}
+
+impl Drop for TestPipeline {
+    fn drop(&mut self) {
+        let status = testenv()
+            .arg("barman-down")
+            .arg(&primary().dir)
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("barman-down {} failed: {status:?}", self.root.display());
+        }
+    }
+}
+
+/// Steps of a plan or report, as `action` strings.
+pub fn actions(steps: &Value) -> Vec<String> {
+    steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let step = &s["step"];
+            let action = step["action"].as_str().unwrap().to_string();
+            match step.get("backupId").and_then(Value::as_str) {
+                Some(id) => format!("{action}:{id}"),
+                None => action,
+            }
+        })
+        .collect()
+}
+
+/// The first pipeline of a diff report.
+pub fn first(report: &Value) -> &Value {
+    &report["pipelines"][0]
+}
+
+pub fn condition<'a>(pipeline: &'a Value, kind: &str) -> &'a Value {
+    pipeline["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no condition {kind}"))
+}
+
+/// Starts postgres on a data directory (as its owner), runs `sql`, stops it.
+/// Returns the query output and the server log.
+pub fn query_cluster(data: &Path, sql: &str) -> (String, String) {
+    let sock = tempfile::Builder::new()
+        .prefix("it-sock-")
+        .tempdir()
+        .unwrap();
+    run_checked(
+        {
+            let mut c = Command::new("chown");
+            c.arg("barman:barman").arg(sock.path());
+            c
+        },
+        "chown socket dir",
+    );
+    let log = sock.path().join("log");
+    let runuser = |args: &[&std::ffi::OsStr]| {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "barman", "--"]).args(args).current_dir("/");
+        c
+    };
+    let pg_ctl = format!("{PGBIN}/pg_ctl");
+    let opts = format!(
+        "-c listen_addresses='' -k {} -p 5432",
+        sock.path().display()
+    );
+    run_checked(
+        runuser(&[
+            pg_ctl.as_ref(),
+            "-D".as_ref(),
+            data.as_os_str(),
+            "-l".as_ref(),
+            log.as_os_str(),
+            "-w".as_ref(),
+            "-t".as_ref(),
+            "120".as_ref(),
+            "-o".as_ref(),
+            opts.as_ref(),
+            "start".as_ref(),
+        ]),
+        "pg_ctl start",
+    );
+    let psql = format!("{PGBIN}/psql");
+    let out = runuser(&[
+        psql.as_ref(),
+        "-X".as_ref(),
+        "-At".as_ref(),
+        "-h".as_ref(),
+        sock.path().as_os_str(),
+        "-p".as_ref(),
+        "5432".as_ref(),
+        "-U".as_ref(),
+        "postgres".as_ref(),
+        "-d".as_ref(),
+        "postgres".as_ref(),
+        "-c".as_ref(),
+        sql.as_ref(),
+    ])
+    .output()
+    .unwrap();
+    let _ = runuser(&[
+        pg_ctl.as_ref(),
+        "-D".as_ref(),
+        data.as_os_str(),
+        "-m".as_ref(),
+        "fast".as_ref(),
+        "-w".as_ref(),
+        "stop".as_ref(),
+    ])
+    .status();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "query failed: {}\n{log_text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        log_text,
+    )
+}

@@ -1,0 +1,297 @@
+//! End-to-end: the reconciler binary against real barman 3.4, a real PostgreSQL 15
+//! primary streaming to it, real rsync and a real replay postgres.
+
+mod common;
+
+use std::process::Command;
+
+use common::{TestPipeline, actions, condition, first, query_cluster};
+use serde_json::Value;
+
+/// A throwaway copy, so that starting postgres on it changes nothing under test.
+fn copy_of(data: &std::path::Path) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("it-copy-")
+        .tempdir()
+        .unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", data.display()))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("chown")
+        .args(["-R", "barman:barman"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn an_empty_pipeline_converges_and_stays_converged() {
+    let p = TestPipeline::new("it_converge", "{keep: 2, minimumRedundancy: 1}");
+    common::primary().sql("insert into rows(note) values ('it_converge: before backup')");
+
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 1, "drift before the first apply");
+    let pipeline = first(&report);
+    assert_eq!(
+        actions(&pipeline["steps"]),
+        vec!["takeBaseBackup", "recoverVolume", "syncStarport"]
+    );
+    for kind in [
+        "BaseBackupFresh",
+        "RetentionSatisfied",
+        "VolumeFresh",
+        "StarportInSync",
+        "Ready",
+    ] {
+        let c = condition(pipeline, kind);
+        assert!(
+            c["status"].is_string() && c["reason"].is_string() && c["message"].is_string(),
+            "{c}"
+        );
+    }
+    assert_eq!(condition(pipeline, "BaseBackupFresh")["reason"], "NoBackup");
+    assert_eq!(
+        condition(pipeline, "VolumeFresh")["reason"],
+        "VolumeMissing"
+    );
+    assert_eq!(condition(pipeline, "Ready")["status"], "False");
+
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 0, "apply converges: {report:#}");
+    let executed = &report["pipelines"][0]["steps"];
+    assert_eq!(
+        actions(executed),
+        vec!["takeBaseBackup", "recoverVolume", "syncStarport"]
+    );
+    assert!(
+        executed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["outcome"] == "done")
+    );
+
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 0, "no drift after apply");
+    assert!(
+        first(&report)["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "True")
+    );
+
+    // A second apply right after convergence executes nothing.
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 0);
+    assert_eq!(report["pipelines"][0]["steps"], Value::Array(vec![]));
+
+    // The marker and the starport metadata agree, and the legacy marker exists.
+    let marker = p.marker().expect("marker written");
+    let metadata = p.starport_metadata().expect("starport metadata written");
+    assert_eq!(marker["generation"], metadata["generation"]);
+    assert!(metadata["last_backup"].is_string() && metadata["instance_guid"].is_string());
+    assert!(p.volume.join(".barman-last-restore").exists());
+    assert_eq!(p.backups().len(), 1);
+
+    // The volume holds a cluster that was shut down cleanly, not mid-recovery.
+    let control = Command::new(format!("{}/pg_controldata", common::PGBIN))
+        .arg(&p.volume)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    let control = String::from_utf8_lossy(&control.stdout);
+    assert!(
+        control.contains("Database cluster state:               shut down\n"),
+        "{control}"
+    );
+    // The starport copy starts at once (no recovery) and serves the primary's rows.
+    let copy = copy_of(&p.starport_data());
+    let (rows, log) = query_cluster(
+        copy.path(),
+        "select note from rows where note like 'it_converge:%'",
+    );
+    assert_eq!(rows, "it_converge: before backup");
+    assert!(
+        !log.contains("redo starts"),
+        "the copy replayed WAL on start:\n{log}"
+    );
+
+    // Evaluated a month later, everything has drifted: backup, volume and starport.
+    let (code, report) = p.diff_json(&["--at", &later(&metadata, 31)]);
+    assert_eq!(code, 1);
+    let pipeline = first(&report);
+    assert_eq!(condition(pipeline, "BaseBackupFresh")["reason"], "Stale");
+    assert_eq!(
+        actions(&pipeline["steps"]),
+        vec!["takeBaseBackup", "recoverVolume", "syncStarport"]
+    );
+}
+
+/// `days` after the metadata's recovery time, as RFC 3339.
+fn later(metadata: &Value, days: i64) -> String {
+    let recovered: jiff::Timestamp = metadata["recovered_at"].as_str().unwrap().parse().unwrap();
+    recovered
+        .checked_add(jiff::SignedDuration::from_hours(24 * days))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn wal_written_after_the_backup_is_replayed_into_the_volume() {
+    let p = TestPipeline::new("it_replay", "{keep: 3}");
+    let primary = common::primary();
+    primary.sql("insert into rows(note) values ('it_replay: before backup')");
+    let backup = p.take_backup();
+    primary.sql("insert into rows(note) values ('it_replay: after backup')");
+    p.switch_wal();
+
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 1);
+    // The backup is fresh: only the volume and the starport need work.
+    assert_eq!(
+        actions(&first(&report)["steps"]),
+        vec!["recoverVolume", "syncStarport"]
+    );
+    assert_eq!(
+        first(&report)["steps"][0]["step"]["backup"]["id"],
+        backup.as_str()
+    );
+
+    let (code, _) = p.apply_json();
+    assert_eq!(code, 0);
+    let copy = copy_of(&p.volume);
+    let (rows, _) = query_cluster(
+        copy.path(),
+        "select note from rows where note like 'it_replay:%' order by id",
+    );
+    assert_eq!(rows, "it_replay: before backup\nit_replay: after backup");
+    assert_eq!(p.marker().unwrap()["backupId"], backup.as_str());
+}
+
+#[test]
+fn each_kind_of_drift_gets_exactly_the_steps_it_needs() {
+    let p = TestPipeline::new("it_drift", "{keep: 2, minimumRedundancy: 1}");
+    let (code, _) = p.apply_json();
+    assert_eq!(code, 0);
+
+    // Backups beyond keep: the oldest goes, nothing else happens.
+    let oldest = p.backups().last().unwrap().0.clone();
+    p.take_backup();
+    p.take_backup();
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        actions(&first(&report)["steps"]),
+        vec![format!("deleteBackup:{oldest}")]
+    );
+    assert_eq!(
+        condition(first(&report), "RetentionSatisfied")["reason"],
+        "ObsoleteBackups"
+    );
+    let (code, _) = p.apply_json();
+    assert_eq!(code, 0);
+    assert_eq!(p.backups().len(), 2);
+    assert!(!p.backups().iter().any(|(id, _)| *id == oldest));
+
+    // A FAILED backup (barman's catalogue entry of a backup whose copy failed) is deleted.
+    let failed = make_failed_backup(&p);
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        actions(&first(&report)["steps"]),
+        vec![format!("deleteBackup:{failed}")]
+    );
+    assert_eq!(
+        condition(first(&report), "RetentionSatisfied")["reason"],
+        "FailedBackups"
+    );
+    let (code, _) = p.apply_json();
+    assert_eq!(code, 0);
+    assert!(p.backups().iter().all(|(_, status)| status == "DONE"));
+
+    // A deleted marker: recover the newest backup, then resync the starport.
+    let newest = p.backups()[0].0.clone();
+    std::fs::remove_file(p.volume.join(".reconciler-volume.json")).unwrap();
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        actions(&first(&report)["steps"]),
+        vec!["recoverVolume", "syncStarport"]
+    );
+    assert_eq!(
+        condition(first(&report), "VolumeFresh")["reason"],
+        "NoValidMarker"
+    );
+    let (code, _) = p.apply_json();
+    assert_eq!(code, 0);
+    assert_eq!(p.marker().unwrap()["backupId"], newest.as_str());
+
+    // A stale starport (its metadata names another generation): only a sync.
+    let path = p.starport_metadata_path();
+    let mut metadata = p.starport_metadata().unwrap();
+    metadata["generation"] = Value::from("an-older-generation");
+    std::fs::write(&path, serde_json::to_vec(&metadata).unwrap()).unwrap();
+    std::fs::write(p.starport_data().join("stray-file"), "left over").unwrap();
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(actions(&first(&report)["steps"]), vec!["syncStarport"]);
+    let (code, _) = p.apply_json();
+    assert_eq!(code, 0);
+    assert_eq!(
+        p.starport_metadata().unwrap()["generation"],
+        p.marker().unwrap()["generation"]
+    );
+    assert!(
+        !p.starport_data().join("stray-file").exists(),
+        "rsync --delete removed the stray file"
+    );
+
+    let (code, _) = p.diff_json(&[]);
+    assert_eq!(code, 0);
+}
+
+/// Turns a copy of the newest backup's catalogue entry into a FAILED backup, the
+/// state barman leaves when a copy fails (its `backup.info` says FAILED).
+fn make_failed_backup(p: &TestPipeline) -> String {
+    let newest = p.backups()[0].0.clone();
+    let base = p.root.join("home").join(&p.name).join("base");
+    let id = "20000101T000000".to_string();
+    let target = base.join(&id);
+    std::fs::create_dir(&target).unwrap();
+    let info = std::fs::read_to_string(base.join(&newest).join("backup.info")).unwrap();
+    let info: String = info
+        .lines()
+        .map(|l| match l.split_once('=') {
+            Some(("backup_id", _)) => format!("backup_id={id}"),
+            Some(("status", _)) => "status=FAILED".to_string(),
+            Some(("error", _)) => "error=failure copying files (test)".to_string(),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(target.join("backup.info"), info + "\n").unwrap();
+    let status = Command::new("chown")
+        .args(["-R", "barman:barman"])
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        p.backups().iter().any(|(b, s)| *b == id && s == "FAILED"),
+        "{:?}",
+        p.backups()
+    );
+    id
+}
