@@ -65,7 +65,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn problem_of(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "p.yaml", text);
-    let loaded = load_specs(&[file.clone()]);
+    let loaded = load_specs(std::slice::from_ref(&file));
     assert!(loaded.pipelines.is_empty(), "loaded: {text}");
     assert_eq!(loaded.problems.len(), 1, "{:#?}", loaded.problems);
     let shown = loaded.problems[0].to_string();

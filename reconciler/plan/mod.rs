@@ -803,19 +803,19 @@ fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
             format!("{target} has no valid metadata ({reason})"),
         ),
         StarportState::Synced { metadata } => {
-            if let (Some(theirs), Some(ours)) = (&metadata.instance_guid, &p.observed.machine_id) {
-                if theirs != ours {
-                    p.plan.conditions.push(condition(
-                        ConditionType::StarportInSync,
-                        False,
-                        "OwnedByAnotherHost",
-                        format!("{target} was written by host {theirs}, this host is {ours}"),
-                    ));
-                    p.wait(format!(
+            if let (Some(theirs), Some(ours)) = (&metadata.instance_guid, &p.observed.machine_id)
+                && theirs != ours
+            {
+                p.plan.conditions.push(condition(
+                    ConditionType::StarportInSync,
+                    False,
+                    "OwnedByAnotherHost",
+                    format!("{target} was written by host {theirs}, this host is {ours}"),
+                ));
+                p.wait(format!(
                         "{target} to be released by host {theirs}: remove its meta/metadata.json to hand it to this host"
                     ));
-                    return;
-                }
+                return;
             }
             match (&metadata.generation, &volume_generation) {
                 (Some(theirs), Some(ours)) if theirs == ours && !recovery_planned => (

@@ -39,6 +39,16 @@ fn run_checked(mut cmd: Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Installs barman, rsync and PostgreSQL when missing (once per test binary).
+pub fn ensure_installed() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let mut c = testenv();
+        c.arg("install");
+        run_checked(c, "testenv install");
+    });
+}
+
 /// The shared primary of this test binary.
 pub struct Primary {
     pub dir: PathBuf,
@@ -47,19 +57,14 @@ pub struct Primary {
 pub fn primary() -> &'static Primary {
     static PRIMARY: OnceLock<Primary> = OnceLock::new();
     PRIMARY.get_or_init(|| {
-        run_checked(
-            {
-                let mut c = testenv();
-                c.arg("install");
-                c
-            },
-            "testenv install",
-        );
+        ensure_installed();
         let dir = PathBuf::from(format!("/tmp/reconciler-it-{}", std::process::id()));
         let mut up = testenv();
         up.arg("primary-up").arg(&dir);
         run_checked(up, "testenv primary-up");
-        // Tear down after this process, whatever way it ends.
+        // Tear down after this process, whatever way it ends. The reaper outlives
+        // us on purpose, so it is never waited for.
+        #[allow(clippy::zombie_processes)]
         Command::new(repo().join("scripts/testenv"))
             .arg("reap-after")
             .arg(std::process::id().to_string())
