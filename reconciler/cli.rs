@@ -35,8 +35,57 @@ pub enum Command {
     /// Run one reconcile pass: execute steps until converged or a step fails.
     /// Exit 0 converged, 1 not converged, 2 error.
     Apply(ApplyArgs),
+    /// Reconcile continuously: on spec changes, at deadlines, periodically and on
+    /// SIGHUP; serve /metrics, /healthz and /status. Stops cleanly on SIGTERM/SIGINT.
+    Run(RunArgs),
+    /// Show the status `run` records in its state directory.
+    Status(StatusArgs),
     /// Print the JSON Schema of the `BackupPipeline` kind.
     Schema,
+}
+
+/// `reconciler run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    /// Where the specs are.
+    pub specs: SpecsArgs,
+    /// Where status files and the instance lock live (one reconciler per directory).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/reconciler",
+        env = "RECONCILER_STATE_DIR"
+    )]
+    pub state_dir: PathBuf,
+    /// Address of /metrics, /healthz and /status. Loopback unless you mean otherwise.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9187")]
+    pub listen: std::net::SocketAddr,
+    /// Look at every pipeline at least this often, e.g. `5m`.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub resync: String,
+    /// At most this many pipelines run steps at once.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub max_parallel: usize,
+    /// After SIGTERM, wait at most this long for running steps to stop cleanly.
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub shutdown_timeout: String,
+}
+
+/// `reconciler status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The state directory of `reconciler run`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/reconciler",
+        env = "RECONCILER_STATE_DIR"
+    )]
+    pub state_dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 /// Where the specs are.

@@ -17,7 +17,8 @@
 //! - [`plan`]: the pure planner, the only place that decides; conditions and steps.
 //! - [`execute`]: carries out one step through the drivers; decides nothing.
 //! - [`drivers`]: barman, volume, replay, starport, host; the only code with side effects.
-//! - [`reconcile`]: the one code path `diff` and `apply` share.
+//! - [`reconcile`]: the one code path `diff`, `apply` and `run` share.
+//! - [`runtime`]: `reconciler run`: triggers, scheduling, backoff, status, metrics, health.
 //! - [`cli`] and [`commands`]: the command line.
 
 pub mod cli;
@@ -27,4 +28,5 @@ pub mod execute;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;
+pub mod runtime;
 pub mod spec;

@@ -8,6 +8,7 @@ use clap::Parser;
 use reconciler::cli::{Cli, Command, LogFormat};
 use reconciler::commands::{self, ExitStatus};
 use reconciler::drivers::Drivers;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(cli: &Cli) {
@@ -42,10 +43,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match &cli.command {
         Command::Validate(args) => Ok(commands::validate::validate(args)),
         Command::Schema => commands::schema::schema(),
-        Command::Diff(args) => runtime()?.block_on(commands::diff::diff(args, &Drivers::local())),
-        Command::Apply(args) => {
-            runtime()?.block_on(commands::apply::apply(args, &Drivers::local()))
-        }
+        Command::Status(args) => commands::status::status(args),
+        Command::Diff(args) => runtime()?.block_on(async {
+            commands::diff::diff(args, &Drivers::local(CancellationToken::new())).await
+        }),
+        Command::Apply(args) => runtime()?.block_on(async {
+            // Ctrl-C or SIGTERM during apply: the running step stops cleanly.
+            let cancel = CancellationToken::new();
+            commands::cancel_on_signals(cancel.clone());
+            commands::apply::apply(args, &Drivers::local(cancel)).await
+        }),
+        Command::Run(args) => runtime()?.block_on(commands::run::run(args)),
     }
 }
 

@@ -6,7 +6,7 @@
 //! each action is decided on fresh observations, never on a stale snapshot.
 
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::drivers::Drivers;
 use crate::execute::execute_step;
@@ -30,7 +30,7 @@ pub async fn diff_pipeline(
 }
 
 /// What happened to one executed step.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StepRecord {
     /// The step and its reason.
@@ -47,7 +47,7 @@ pub struct StepRecord {
 }
 
 /// A step's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum StepOutcome {
     /// Completed.
@@ -80,16 +80,39 @@ pub trait Progress: Send + Sync {
     fn step_finished(&self, pipeline: &str, record: &StepRecord);
 }
 
-/// Converges one pipeline as far as one pass can.
+/// Converges one pipeline as far as one pass can, running at most `max_steps`
+/// steps (`apply` runs up to [`MAX_STEPS_PER_APPLY`]; `run` runs one, then re-reads
+/// the specs before the next).
 pub async fn apply_pipeline(
     pipeline: &BackupPipeline,
     drivers: &Drivers,
     context: &(dyn Fn() -> PlanContext + Send + Sync),
     progress: &dyn Progress,
+    max_steps: usize,
 ) -> ApplyReport {
     let name = pipeline.name().to_string();
     let clock = || context().now;
     let mut steps = Vec::new();
+    // Held for the whole run: one reconciler at a time works on a volume.
+    let _lock = match drivers
+        .volume
+        .lock(pipeline.spec.recovered_volume.path.as_path())
+        .await
+    {
+        Ok(lock) => lock,
+        Err(e) => {
+            let (_, mut plan) = diff_pipeline(pipeline, drivers, &context()).await;
+            let reason = error_chain(&e);
+            tracing::warn!(pipeline = %name, reason = %reason, "not working on this pipeline now");
+            plan.waiting_on.push(reason);
+            return ApplyReport {
+                pipeline: name,
+                steps,
+                converged: false,
+                final_plan: plan,
+            };
+        }
+    };
     loop {
         let (observed, plan) = diff_pipeline(pipeline, drivers, &context()).await;
         let next = plan.steps.first().cloned();
@@ -98,7 +121,7 @@ pub async fn apply_pipeline(
                 .last()
                 .is_some_and(|s: &StepRecord| s.outcome != StepOutcome::Done);
         let Some(planned) = next.filter(|_| !stop) else {
-            if steps.len() >= MAX_STEPS_PER_APPLY {
+            if steps.len() >= MAX_STEPS_PER_APPLY && max_steps >= MAX_STEPS_PER_APPLY {
                 tracing::error!(pipeline = %name, "gave up after {MAX_STEPS_PER_APPLY} steps without converging");
             }
             return ApplyReport {

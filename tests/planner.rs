@@ -613,20 +613,105 @@ fn the_floor_and_the_newest_backup_are_never_deleted() {
                     count - deletes(&fresh).len() >= (keep as usize).min(count),
                     "{case}"
                 );
-                // Backups stale: the current newest may go only after the new backup, in order.
+                // Backups stale: a new backup comes; what is obsolete today may go before
+                // it, the current newest only after it (once it is DONE).
                 let stale = plan(&spec, &world.observed, &cx("2026-12-25T00:00:00Z"));
-                assert_eq!(steps(&stale)[0], Step::TakeBaseBackup, "{case}");
+                let take = steps(&stale)
+                    .iter()
+                    .position(|s| *s == Step::TakeBaseBackup)
+                    .expect(&case);
+                let before: Vec<usize> =
+                    deletes(&stale).into_iter().filter(|i| *i < take).collect();
+                assert!(
+                    !steps(&stale)[..take].contains(&delete(&backups[0].id)),
+                    "newest deleted before the new backup: {case}"
+                );
+                assert!(
+                    count - before.len() >= (floor as usize).min(count),
+                    "below floor before the new backup: {case}"
+                );
                 let remaining = count + 1 - deletes(&stale).len();
                 assert!(
                     remaining >= (floor as usize).min(count + 1),
                     "below floor: {case}"
                 );
-                for i in deletes(&stale) {
-                    assert!(i > 0, "a delete before the new backup: {case}");
-                }
             }
         }
     }
+}
+
+#[test]
+fn a_done_backup_without_end_time_is_never_deleted_nor_taken_for_the_oldest() {
+    let mut newest = done("20261120T000000", "2026-11-20T01:00:00Z");
+    newest.end_time = None;
+    let world = World::converged().backups(vec![
+        done("20261101T000000", "2026-11-01T01:00:00Z"),
+        newest,
+    ]);
+    let spec = pipeline_with("{keep: 1, minimumRedundancy: 1}", "");
+    let plan = plan(&spec, &world.observed, &cx(NOW));
+    assert!(
+        !steps(&plan).contains(&delete("20261120T000000")),
+        "{:?}",
+        steps(&plan)
+    );
+    assert_eq!(
+        plan.condition(ConditionType::BaseBackupFresh)
+            .unwrap()
+            .reason,
+        "EndTimeUnknown"
+    );
+}
+
+#[test]
+fn failed_and_already_obsolete_backups_are_deleted_before_a_new_backup() {
+    let world = World::converged().backups(vec![
+        with_status("20261122T000000", BackupStatus::Failed),
+        done("20261001T000000", "2026-10-01T01:00:00Z"),
+        done("20260901T000000", "2026-09-01T01:00:00Z"),
+        done("20260801T000000", "2026-08-01T01:00:00Z"),
+        done("20260701T000000", "2026-07-01T01:00:00Z"),
+    ]);
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert_eq!(
+        steps(&plan)[..4],
+        [
+            delete("20261122T000000"),
+            delete("20260701T000000"),
+            Step::TakeBaseBackup,
+            delete("20260801T000000")
+        ]
+    );
+}
+
+#[test]
+fn a_volume_a_postgres_runs_on_is_neither_fresh_nor_copied() {
+    let world = World::converged()
+        .volume_state(VolumeState::Marked {
+            marker: marker("g1", "20261120T000000", "2026-11-23T05:00:00Z"),
+            in_use: true,
+        })
+        .starport(synced("g0", MACHINE));
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert!(steps(&plan).is_empty(), "{:?}", steps(&plan));
+    assert_eq!(
+        plan.condition(ConditionType::VolumeFresh).unwrap().reason,
+        "VolumeInUse"
+    );
+}
+
+#[test]
+fn a_host_without_machine_id_never_takes_over_a_guarded_starport() {
+    let mut world = World::converged().starport(synced("g0", MACHINE));
+    world.observed.machine_id = None;
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert!(steps(&plan).is_empty());
+    assert_eq!(
+        plan.condition(ConditionType::StarportInSync)
+            .unwrap()
+            .reason,
+        "OwnedByAnotherHost"
+    );
 }
 
 #[test]

@@ -106,12 +106,17 @@ fn broken_specs_are_located_and_explained() {
         ("bad time of day", VALID.replace("maxAge: 30d", "maxAge: 30d\n    startWindow: {start: \"25:00\", end: \"06:00\"}"), "`25:00` is not a time of day"),
         ("bad time zone", VALID.replace("maxAge: 30d", "maxAge: 30d\n    startWindow: {start: \"00:00\", end: \"06:00\", timeZone: Mars/Base}"), "`Mars/Base` is not a known time zone"),
         ("zero keep", VALID.replace("keep: 3", "keep: 0"), "keep must be at least 1"),
-        ("alias bomb", format!("{VALID}x: &a [1,1,1,1,1,1,1,1,1,1]\ny: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nz: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nw: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\nv: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"), ":"),
+        ("alias bomb", format!("{VALID}x: &a [1,1,1,1,1,1,1,1,1,1]\ny: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nz: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nw: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\nv: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"), "expands too many aliases"),
+        ("reserved replay setting", VALID.replace("postgresBin: /usr/lib/postgresql/15/bin", "postgresBin: /usr/lib/postgresql/15/bin\n      settings: {listen_addresses: '*'}"), "`listen_addresses` is set by the reconciler"),
+        ("volume inside starport", format!("{VALID}  starport: {{root: /srv/nightly, target: t}}\n").replace("path: /srv/nightly/montagu_db_volume", "path: /srv/nightly/t/vol"), "overlap"),
         ("duplicate key", VALID.replace("    keep: 3", "    keep: 3\n    keep: 4"), "duplicate"),
     ];
     let mut failures = Vec::new();
     for (name, text, expected) in &cases {
         let got = problem_of(text);
+        if !got.contains("\n  hint: ") {
+            failures.push(format!("{name}: no hint in `{got}`"));
+        }
         if std::env::var_os("SHOW_PROBLEMS").is_some() {
             eprintln!("{name}: {got}");
         }
@@ -128,7 +133,9 @@ fn a_broken_document_stops_only_its_own_pipeline() {
     let second = VALID
         .replace("name: montagu", "name: annex")
         .replace("keep: 3", "keep: nope");
-    let third = VALID.replace("name: montagu", "name: science");
+    let third = VALID
+        .replace("name: montagu", "name: science")
+        .replace("montagu_db_volume", "science_db_volume");
     write(
         dir.path(),
         "a.yaml",
@@ -146,6 +153,26 @@ fn a_broken_document_stops_only_its_own_pipeline() {
     assert_eq!(problem.pipeline.as_deref(), Some("annex"));
     // Line numbers count from the top of the file, across documents.
     assert_eq!(problem.line, 17 + 11);
+}
+
+#[test]
+fn pipelines_sharing_a_volume_are_both_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", VALID);
+    write(
+        dir.path(),
+        "b.yaml",
+        &VALID.replace("name: montagu", "name: annex"),
+    );
+    let loaded = load_specs(&[dir.path().to_path_buf()]);
+    assert!(loaded.pipelines.is_empty());
+    assert!(
+        loaded.problems[0]
+            .message
+            .contains("where pipeline `montagu`"),
+        "{}",
+        loaded.problems[0]
+    );
 }
 
 #[test]

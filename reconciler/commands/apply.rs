@@ -10,7 +10,8 @@ use crate::cli::{ApplyArgs, OutputFormat};
 use crate::drivers::Drivers;
 use crate::plan::{Plan, PlannedStep, render_text};
 use crate::reconcile::{
-    ApplyReport, Progress, StepOutcome, StepRecord, apply_pipeline, diff_pipeline,
+    ApplyReport, MAX_STEPS_PER_APPLY, Progress, StepOutcome, StepRecord, apply_pipeline,
+    diff_pipeline,
 };
 use crate::spec::{SpecProblem, load_specs};
 
@@ -84,7 +85,7 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
         let mut plans = Vec::new();
         for loaded in &pipelines {
             let (_, plan) = diff_pipeline(&loaded.pipeline, drivers, &cx).await;
-            print!("{}", render_text(&plan, cx.now));
+            out!("{}", render_text(&plan, cx.now));
             plans.push(plan);
         }
         print_problems(&problems);
@@ -93,7 +94,14 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
     }
     let progress = StepProgress::new();
     for loaded in &pipelines {
-        let report = apply_pipeline(&loaded.pipeline, drivers, &context_now, &progress).await;
+        let report = apply_pipeline(
+            &loaded.pipeline,
+            drivers,
+            &context_now,
+            &progress,
+            MAX_STEPS_PER_APPLY,
+        )
+        .await;
         reports.push(report);
     }
     if let Some(bar) = &progress.bar {
@@ -108,13 +116,13 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
         OutputFormat::Text => {
             let now = jiff::Timestamp::now();
             for report in &reports {
-                println!(
+                outln!(
                     "pipeline {}: {} step(s) executed",
                     report.pipeline,
                     report.steps.len()
                 );
                 for (i, step) in report.steps.iter().enumerate() {
-                    println!(
+                    outln!(
                         "  {}. {} — {:?} in {:.1}s: {}",
                         i + 1,
                         step.planned.step,
@@ -123,7 +131,7 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
                         step.detail
                     );
                 }
-                print!("{}", render_text(&report.final_plan, now));
+                out!("{}", render_text(&report.final_plan, now));
             }
             print_problems(&problems);
         }
@@ -135,7 +143,7 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
                 pipelines: reports,
                 problems,
             };
-            println!("{}", serde_json::to_string_pretty(&document)?);
+            outln!("{}", serde_json::to_string_pretty(&document)?);
         }
     }
     Ok(status)

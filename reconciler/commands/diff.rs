@@ -75,7 +75,7 @@ pub async fn diff(args: &DiffArgs, drivers: &Drivers) -> anyhow::Result<ExitStat
     match args.output {
         OutputFormat::Text => {
             for entry in &entries {
-                print!("{}", render_text(&entry.plan, cx.now));
+                out!("{}", render_text(&entry.plan, cx.now));
             }
             print_problems(&problems);
         }
@@ -88,7 +88,7 @@ pub async fn diff(args: &DiffArgs, drivers: &Drivers) -> anyhow::Result<ExitStat
                 pipelines: entries,
                 problems,
             };
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         }
     }
     Ok(status)

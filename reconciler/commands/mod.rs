@@ -1,9 +1,28 @@
 //! One module per subcommand. Commands load specs, call [`crate::reconcile`] and
 //! print; they return an [`ExitStatus`]. anyhow is allowed here, at the edge.
 
+/// Writes to stdout like `print!`, but a closed stdout (`reconciler diff | head`)
+/// is not an error: there is just no one left to read.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `println!` that tolerates a closed stdout; see [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 pub mod apply;
 pub mod diff;
+pub mod run;
 pub mod schema;
+pub mod status;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -101,4 +120,23 @@ pub fn print_problems(problems: &[SpecProblem]) {
     for problem in problems {
         eprintln!("{problem}");
     }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT: running steps stop cleanly, no new one starts.
+pub fn cancel_on_signals(token: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+        token.cancel();
+    });
 }

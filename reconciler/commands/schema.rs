@@ -5,6 +5,6 @@ use super::ExitStatus;
 /// Runs the command.
 pub fn schema() -> anyhow::Result<ExitStatus> {
     let schema = crate::spec::backup_pipeline_schema();
-    println!("{}", serde_json::to_string_pretty(&schema)?);
+    outln!("{}", serde_json::to_string_pretty(&schema)?);
     Ok(ExitStatus::Success)
 }

@@ -9,7 +9,7 @@ use super::{ExitStatus, print_problems};
 pub fn validate(args: &SpecsArgs) -> ExitStatus {
     let specs = load_specs(&args.specs);
     for loaded in &specs.pipelines {
-        println!(
+        outln!(
             "valid: {} ({}:{})",
             loaded.pipeline.name(),
             loaded.file.display(),

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::command::{CommandError, CommandLine, CommandOutput, CommandRunner};
+use super::command::{CommandError, CommandLine, CommandOutput, CommandRunner, OnCancel};
 use crate::observe::{Backup, BackupStatus};
 use crate::spec::BarmanSpec;
 
@@ -83,6 +83,8 @@ pub trait BarmanDriver: Send + Sync + std::fmt::Debug {
     ) -> Result<String, BarmanError>;
     /// Deletes one backup.
     async fn delete_backup(&self, barman: &BarmanSpec, backup_id: &str) -> Result<(), BarmanError>;
+    /// Closes the current WAL segment and waits until barman archived it.
+    async fn switch_wal(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError>;
     /// Recovers a backup into `destination`, which must not exist yet.
     async fn recover(
         &self,
@@ -145,7 +147,10 @@ impl BarmanDriver for BarmanCli {
             .command(barman, "backup", timeout + BACKUP_GRACE)
             .arg(barman.server.as_str())
             .args(["--wait", "--wait-timeout"])
-            .arg(timeout.as_secs().max(1).to_string());
+            .arg(timeout.as_secs().max(1).to_string())
+            // Killing barman mid-backup would orphan pg_basebackup and leave a
+            // STARTED entry; let it finish on its own instead.
+            .on_cancel(OnCancel::LeaveRunning);
         let out = self.run(cmd).await?;
         parse_backup_result(&out)
     }
@@ -157,6 +162,22 @@ impl BarmanDriver for BarmanCli {
             .arg(backup_id);
         let out = self.run(cmd).await?;
         parse_delete_result(backup_id, &out)
+    }
+
+    async fn switch_wal(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError> {
+        // No --force: that needs a superuser (barman 3.4), and pg_switch_wal() does
+        // nothing when no WAL was written since the last switch anyway.
+        let cmd = self
+            .command(barman, "switch-wal", timeout + QUICK_CALL_TIMEOUT)
+            .args(["--archive", "--archive-timeout"])
+            .arg(timeout.as_secs().max(1).to_string())
+            .arg(barman.server.as_str());
+        let out = self.run(cmd).await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(failure("switch-wal", &out))
+        }
     }
 
     async fn recover(

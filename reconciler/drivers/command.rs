@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
 
 /// How long a command gets to exit after SIGTERM before it is killed.
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(10);
@@ -42,6 +43,19 @@ pub struct CommandLine {
     pub env: Vec<(String, String)>,
     /// Stop it (SIGTERM, then SIGKILL) after this long.
     pub timeout: Duration,
+    /// What a shutdown of the reconciler does to it.
+    pub on_cancel: OnCancel,
+}
+
+/// What happens to a running command when the reconciler is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCancel {
+    /// Stop it: SIGTERM to its process group, SIGKILL after a grace period.
+    #[default]
+    Terminate,
+    /// Leave it running on its own (a barman base backup finishes by itself and is
+    /// seen as STARTED, then DONE, by the next start).
+    LeaveRunning,
 }
 
 impl CommandLine {
@@ -53,7 +67,15 @@ impl CommandLine {
             run_as: None,
             env: Vec::new(),
             timeout,
+            on_cancel: OnCancel::Terminate,
         }
+    }
+
+    /// Sets what a shutdown does to the command.
+    #[must_use]
+    pub fn on_cancel(mut self, on_cancel: OnCancel) -> Self {
+        self.on_cancel = on_cancel;
+        self
     }
 
     /// Appends one argument.
@@ -157,6 +179,12 @@ pub enum CommandError {
         /// The timeout.
         timeout: Duration,
     },
+    /// The reconciler is shutting down; the command was stopped or left running.
+    #[error("`{program}` interrupted by shutdown")]
+    Cancelled {
+        /// The program.
+        program: String,
+    },
     /// Waiting for it failed.
     #[error("lost track of `{program}`")]
     Wait {
@@ -176,17 +204,25 @@ pub trait CommandRunner: Send + Sync + fmt::Debug {
 }
 
 /// Runs commands as child processes of this one.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LocalProcess;
+#[derive(Debug, Clone, Default)]
+pub struct LocalProcess {
+    cancel: CancellationToken,
+}
 
 impl LocalProcess {
+    /// Commands that stop (or are left running) when `cancel` fires.
+    pub fn new(cancel: CancellationToken) -> Self {
+        Self { cancel }
+    }
+
     /// A tokio command for `command`, in its own process group so that a timeout can
     /// stop the whole tree (barman's pg_basebackup, rsync's receiver).
     pub fn prepare(command: &CommandLine) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&command.program);
         cmd.args(&command.args)
             .stdin(Stdio::null())
-            .kill_on_drop(true)
+            // A command left running at shutdown must survive its handle being dropped.
+            .kill_on_drop(command.on_cancel == OnCancel::Terminate)
             .process_group(0);
         for (k, v) in &command.env {
             cmd.env(k, v);
@@ -244,12 +280,21 @@ impl CommandRunner for LocalProcess {
             tokio::join!(read_out, read_err);
             (out, err)
         };
-        let finished = tokio::time::timeout(command.timeout, async {
-            let (out, err) = read_all.await;
-            let status = child.wait().await;
-            (out, err, status)
-        })
-        .await;
+        let finished = tokio::select! {
+            finished = tokio::time::timeout(command.timeout, async {
+                let (out, err) = read_all.await;
+                let status = child.wait().await;
+                (out, err, status)
+            }) => finished,
+            () = self.cancel.cancelled() => {
+                if command.on_cancel == OnCancel::Terminate {
+                    terminate_group(&mut child).await;
+                } else {
+                    tracing::warn!(command = %command, "left running at shutdown");
+                }
+                return Err(CommandError::Cancelled { program });
+            }
+        };
         match finished {
             Ok((out, err, status)) => {
                 let status = status.map_err(|source| CommandError::Wait { program, source })?;

@@ -9,11 +9,14 @@
 pub mod barman;
 pub mod command;
 pub mod fsutil;
+pub mod pause;
 pub mod replay;
 pub mod starport;
 pub mod volume;
 
 use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
 
 use self::barman::{BarmanCli, BarmanDriver};
 use self::command::{CommandRunner, LocalProcess};
@@ -53,18 +56,22 @@ pub struct Drivers {
     pub starport: Arc<dyn StarportDriver>,
     /// This host.
     pub host: Arc<dyn HostDriver>,
+    /// Fires when the reconciler is asked to stop: running commands stop (or are
+    /// left running, for a barman backup) and no new step starts.
+    pub cancel: CancellationToken,
 }
 
 impl Drivers {
-    /// Everything on this host, commands run as local processes.
-    pub fn local() -> Self {
-        let runner: Arc<dyn CommandRunner> = Arc::new(LocalProcess);
+    /// Everything on this host, commands run as local processes, stopped by `cancel`.
+    pub fn local(cancel: CancellationToken) -> Self {
+        let runner: Arc<dyn CommandRunner> = Arc::new(LocalProcess::new(cancel.clone()));
         Self {
             barman: Arc::new(BarmanCli::new(runner.clone())),
             volume: Arc::new(LocalVolume),
-            replay: Arc::new(LocalReplay::new(runner.clone())),
+            replay: Arc::new(LocalReplay::new(runner.clone(), cancel.clone())),
             starport: Arc::new(LocalStarport::new(runner)),
             host: Arc::new(LocalHost),
+            cancel,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tokio_util::sync::CancellationToken;
 
 use super::command::{CommandError, CommandLine, CommandRunner, LocalProcess, RunAs};
 use crate::spec::ReplaySpec;
@@ -78,6 +79,9 @@ pub enum ReplayError {
         /// What was seen.
         detail: String,
     },
+    /// The reconciler is shutting down; postgres was stopped cleanly.
+    #[error("replay interrupted by shutdown; postgres was stopped and the volume stays unmarked")]
+    Cancelled,
     /// A helper command (psql, pg_controldata) failed to run.
     #[error("running a postgres tool failed")]
     Tool(#[source] CommandError),
@@ -100,12 +104,14 @@ pub trait ReplayDriver: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct LocalReplay {
     tools: Arc<dyn CommandRunner>,
+    cancel: CancellationToken,
 }
 
 impl LocalReplay {
-    /// Replay whose helper tools run through `tools`.
-    pub fn new(tools: Arc<dyn CommandRunner>) -> Self {
-        Self { tools }
+    /// Replay whose helper tools run through `tools`, abandoned (cleanly) when
+    /// `cancel` fires.
+    pub fn new(tools: Arc<dyn CommandRunner>, cancel: CancellationToken) -> Self {
+        Self { tools, cancel }
     }
 }
 
@@ -174,6 +180,15 @@ impl ReplayDriver for LocalReplay {
         let mut server = CommandLine::new(bin.join("postgres"), spec.timeout.to_std())
             .arg("-D")
             .arg(data_dir)
+            .run_as(Some(owner));
+        for (name, value) in &spec.settings {
+            server = server
+                .arg("-c")
+                .arg(format!("{}={}", name.as_str(), value.as_str()));
+        }
+        // The fixed settings come last, so that no setting in the spec can override them
+        // (postgres keeps the last value given): no TCP listener, no archiving.
+        server = server
             .arg("-k")
             .arg(socket_dir.path())
             .args([
@@ -189,13 +204,7 @@ impl ReplayDriver for LocalReplay {
                 "logging_collector=off",
                 "-c",
                 "log_destination=stderr",
-            ])
-            .run_as(Some(owner));
-        for (name, value) in &spec.settings {
-            server = server
-                .arg("-c")
-                .arg(format!("{}={}", name.as_str(), value.as_str()));
-        }
+            ]);
         tracing::info!(command = %server, "starting postgres to replay WAL");
         let mut child = LocalProcess::prepare(&server)
             .stdout(Stdio::from(log))
@@ -206,6 +215,7 @@ impl ReplayDriver for LocalReplay {
                 source,
             })?;
 
+        super::pause::pause_point("replay", &self.cancel).await;
         let probe = CommandLine::new(bin.join("psql"), Duration::from_secs(30))
             .args(["-X", "-A", "-t", "-q", "-h"])
             .arg(socket_dir.path())
@@ -224,6 +234,10 @@ impl ReplayDriver for LocalReplay {
                     log_tail: log_tail(&log_path),
                 });
             }
+            if self.cancel.is_cancelled() {
+                stop_postgres(&mut child, spec.stop_timeout.to_std()).await;
+                return Err(ReplayError::Cancelled);
+            }
             if Instant::now() >= deadline {
                 stop_postgres(&mut child, spec.stop_timeout.to_std()).await;
                 return Err(ReplayError::TimedOut {
@@ -239,7 +253,10 @@ impl ReplayDriver for LocalReplay {
                 Ok(out) => last_probe = out.last_words(),
                 Err(e) => last_probe = e.to_string(),
             }
-            tokio::time::sleep(PROBE_INTERVAL).await;
+            tokio::select! {
+                () = tokio::time::sleep(PROBE_INTERVAL) => {}
+                () = self.cancel.cancelled() => {}
+            }
         };
         tracing::info!(lsn = %replayed_to, "replay finished; stopping postgres");
         if !stop_postgres(&mut child, spec.stop_timeout.to_std()).await {

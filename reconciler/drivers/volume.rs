@@ -41,6 +41,20 @@ pub enum VolumeError {
         #[source]
         source: io::Error,
     },
+    /// A postgres runs on the directory.
+    #[error("refusing to touch {}: a postgres runs on it (postmaster.pid)", path.display())]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Another reconciler works on the same volume.
+    #[error("another reconciler (pid {holder}) is working on {}", path.display())]
+    Locked {
+        /// The volume.
+        path: PathBuf,
+        /// The pid written by the holder.
+        holder: String,
+    },
     /// The directory holds something that is not ours to wipe.
     #[error("refusing to wipe {}: it is neither empty nor a PostgreSQL data directory", path.display())]
     Foreign {
@@ -77,6 +91,25 @@ pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
         marker: &VolumeMarker,
         owner: RunAs,
     ) -> Result<(), VolumeError>;
+    /// Takes the volume's work lock, so that two reconcilers (an `apply` and a `run`,
+    /// or two `apply`s) never work on one volume at once. Held until dropped.
+    async fn lock(&self, path: &Path) -> Result<VolumeLock, VolumeError>;
+}
+
+/// A held volume work lock.
+#[derive(Debug)]
+pub struct VolumeLock {
+    _file: fs::File,
+}
+
+/// `<parent>/.<volume>.reconciler-lock`: beside the volume, not in it, so that
+/// wiping the volume never touches it.
+pub fn lock_path(volume: &Path) -> PathBuf {
+    let name = volume
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    volume.with_file_name(format!(".{name}.reconciler-lock"))
 }
 
 /// A volume that is a directory on this host.
@@ -95,6 +128,27 @@ fn is_wipeable(path: &Path) -> io::Result<bool> {
         .any(|n| path.join(n).exists()))
 }
 
+/// True when `postmaster.pid` names a live process. A pid file left by a crash
+/// (its process gone) does not count: postgres itself ignores such a file.
+pub fn postmaster_running(data_dir: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(data_dir.join("postmaster.pid")) else {
+        return false;
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        // Unreadable: assume the worst.
+        return true;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::ESRCH) => false,
+        Err(_) => true,
+    }
+}
+
 fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
     match fs::metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(VolumeState::Missing),
@@ -107,7 +161,7 @@ fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
         }
         Ok(_) => {}
     }
-    let in_use = path.join("postmaster.pid").exists();
+    let in_use = postmaster_running(path);
     let unmarked = |reason: String| VolumeState::Unmarked {
         reason,
         in_use,
@@ -177,6 +231,10 @@ impl VolumeDriver for LocalVolume {
         if foreign {
             return Err(VolumeError::Foreign { path: p });
         }
+        // Checked again here, not only at observation: a server may have started since.
+        if postmaster_running(&p) {
+            return Err(VolumeError::InUse { path: p });
+        }
         blocking({
             let p = p.clone();
             move || {
@@ -214,6 +272,34 @@ impl VolumeDriver for LocalVolume {
         })
         .await
         .map_err(io_err("move the recovered data into", path))
+    }
+
+    async fn lock(&self, path: &Path) -> Result<VolumeLock, VolumeError> {
+        use std::io::{Read, Seek, Write};
+        let lock = lock_path(path);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock)
+            .map_err(io_err("open the lock file of", path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(VolumeError::Locked {
+                    path: path.to_path_buf(),
+                    holder: holder.trim().to_string(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", path)(e)),
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(VolumeLock { _file: file })
     }
 
     async fn write_marker(

@@ -63,6 +63,9 @@ impl ExecuteError {
     }
 }
 
+/// How long a recovery waits for barman to archive the current WAL segment.
+pub const SWITCH_WAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What a completed step did, for the operator.
 pub type StepDetail = String;
 
@@ -133,6 +136,16 @@ async fn recover_volume(
     let volume = &pipeline.spec.recovered_volume;
     let path = volume.path.as_path();
     let owner = owner_of(pipeline)?;
+    // Close the current WAL segment and wait until barman has it, so the recovery
+    // includes the newest writes. On an idle server this can wait out its timeout;
+    // the recovery then replays what is archived, which is still consistent.
+    if let Err(e) = drivers
+        .barman
+        .switch_wal(&pipeline.spec.barman, SWITCH_WAL_TIMEOUT)
+        .await
+    {
+        tracing::warn!(error = %crate::observe::error_chain(&e), "could not archive the current WAL segment; recovering what is archived");
+    }
     // The marker goes first: from here until the end the data is not to be used.
     drivers.volume.invalidate_marker(path).await?;
     let staging = drivers.volume.prepare_for_recovery(path, owner).await?;
@@ -179,8 +192,12 @@ async fn current_generation(
         .volume
         .inspect(pipeline.spec.recovered_volume.path.as_path())
         .await?;
+    // A volume a postgres runs on does not hold what its marker says.
     Ok(match state {
-        VolumeState::Marked { marker, .. } => Some(marker),
+        VolumeState::Marked {
+            marker,
+            in_use: false,
+        } => Some(marker),
         _ => None,
     })
 }

@@ -318,8 +318,10 @@ fn done_backups_newest_first(backups: &[Backup]) -> Vec<Backup> {
         .filter(|b| b.status == BackupStatus::Done)
         .cloned()
         .collect();
-    // barman ids are sortable timestamps; end time first, id as the tie-breaker.
-    done.sort_by(|a, b| b.end_time.cmp(&a.end_time).then_with(|| b.id.cmp(&a.id)));
+    // barman ids are start timestamps (YYYYMMDDTHHMMSS) and sort as such; unlike the
+    // end time they are always present, so a DONE entry missing its end time can
+    // never be mistaken for the oldest.
+    done.sort_by(|a, b| b.id.cmp(&a.id));
     done
 }
 
@@ -599,32 +601,43 @@ fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
         ));
         return;
     }
+    // FAILED entries and what is obsolete today go first: they need nothing new and
+    // must not wait behind a backup that may fail. What only the new backup makes
+    // obsolete goes after it, so it runs once that backup is DONE.
+    let mut first = Vec::new();
     for backup in failed {
-        p.step(
-            Step::DeleteBackup {
+        first.push(PlannedStep {
+            step: Step::DeleteBackup {
                 backup_id: backup.id.clone(),
             },
-            format!(
+            reason: format!(
                 "backup {} is FAILED; FAILED backups make `barman check` fail",
                 backup.id
             ),
-        );
+        });
     }
+    let obsolete_today = |id: &str| now_verdict_contains(&done, retention, p.cx.now, id);
     for (backup, why) in projected_verdict.obsolete.iter().rev() {
-        let after = if outcome.new_backup_planned
-            && !now_verdict_contains(&done, retention, p.cx.now, &backup.id)
-        {
-            " once the new backup is DONE"
+        if obsolete_today(&backup.id) {
+            first.push(PlannedStep {
+                step: Step::DeleteBackup {
+                    backup_id: backup.id.clone(),
+                },
+                reason: format!("backup {} is obsolete: {why}", backup.id),
+            });
         } else {
-            ""
-        };
-        p.step(
-            Step::DeleteBackup {
-                backup_id: backup.id.clone(),
-            },
-            format!("backup {} is obsolete{after}: {why}", backup.id),
-        );
+            p.step(
+                Step::DeleteBackup {
+                    backup_id: backup.id.clone(),
+                },
+                format!(
+                    "backup {} is obsolete once the new backup is DONE: {why}",
+                    backup.id
+                ),
+            );
+        }
     }
+    p.plan.steps.splice(0..0, first);
 }
 
 fn now_verdict_contains(
@@ -683,6 +696,17 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
             "NoValidMarker",
             format!("{} holds no valid recovery marker ({reason})", spec.path),
             *in_use,
+        ),
+        VolumeState::Marked {
+            marker,
+            in_use: true,
+        } => (
+            "VolumeInUse",
+            format!(
+                "a postgres runs on {} (postmaster.pid), so it no longer holds recovery {} as marked",
+                spec.path, marker.generation
+            ),
+            true,
         ),
         VolumeState::Marked { marker, in_use } => {
             let expires = spec.max_age.after(marker.recovered_at);
@@ -792,8 +816,12 @@ fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
             return;
         }
     };
+    // A volume a postgres runs on is changing under its marker: never copied.
     let volume_generation = match p.observed.volume.value() {
-        Some(VolumeState::Marked { marker, .. }) => Some(marker.generation.clone()),
+        Some(VolumeState::Marked {
+            marker,
+            in_use: false,
+        }) => Some(marker.generation.clone()),
         _ => None,
     };
     let (status, reason, message) = match state {
@@ -803,9 +831,14 @@ fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
             format!("{target} has no valid metadata ({reason})"),
         ),
         StarportState::Synced { metadata } => {
-            if let (Some(theirs), Some(ours)) = (&metadata.instance_guid, &p.observed.machine_id)
-                && theirs != ours
+            if let Some(theirs) = &metadata.instance_guid
+                && p.observed.machine_id.as_ref() != Some(theirs)
             {
+                let ours = p
+                    .observed
+                    .machine_id
+                    .as_deref()
+                    .unwrap_or("unknown (no /etc/machine-id)");
                 p.plan.conditions.push(condition(
                     ConditionType::StarportInSync,
                     False,

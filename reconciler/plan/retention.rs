@@ -32,8 +32,8 @@ pub fn obsolete(done: &[Backup], retention: &RetentionSpec, now: Timestamp) -> V
         RetentionPolicy::Redundancy(n) => {
             rule = format!("keep {n}");
             why = format!("more than the {n} newest DONE backups are kept");
-            for k in keep.iter_mut().take(n as usize) {
-                *k = true;
+            for (i, backup) in done.iter().enumerate() {
+                keep[i] = i < n as usize || backup.end_time.is_none();
             }
         }
         RetentionPolicy::RecoveryWindow(window) => {

@@ -102,6 +102,7 @@ pub fn load_specs(paths: &[PathBuf]) -> LoadedSpecs {
         load_file(file, &mut pipelines, &mut problems);
     }
     reject_duplicate_names(&mut pipelines, &mut problems);
+    reject_overlapping_paths(&mut pipelines, &mut problems);
     pipelines.sort_by(|a, b| a.pipeline.name().cmp(b.pipeline.name()));
     LoadedSpecs {
         pipelines,
@@ -360,11 +361,7 @@ fn yaml_problem(error: &serde_saphyr::Error, pipeline: Option<String>) -> SpecPr
     }
     let message = plain_message(message.trim().to_string());
     let hint = hint_for(&message);
-    let mut problem = located(location, message, hint, pipeline);
-    if problem.hint.as_deref() == Some("") {
-        problem.hint = None;
-    }
-    problem
+    located(location, message, hint, pipeline)
 }
 
 fn hint_for(message: &str) -> String {
@@ -401,8 +398,11 @@ fn hint_for(message: &str) -> String {
     HINTS
         .iter()
         .find(|(needle, _)| message.contains(needle))
-        .map(|(_, hint)| (*hint).to_string())
-        .unwrap_or_default()
+        .map_or(
+            "README.md's spec reference describes every field; `reconciler schema` prints the JSON Schema",
+            |(_, hint)| hint,
+        )
+        .to_string()
 }
 
 /// Rewrites parser messages that speak of the library's internals.
@@ -446,6 +446,76 @@ fn reject_duplicate_names(pipelines: &mut Vec<LoadedPipeline>, problems: &mut Ve
         }
     }
     pipelines.retain(|p| !duplicated.contains(p.pipeline.name().as_str()));
+}
+
+/// What a pipeline writes to: its volume and its starport target.
+fn written_paths(loaded: &LoadedPipeline) -> Vec<(&'static str, PathBuf)> {
+    let spec = &loaded.pipeline.spec;
+    let mut paths = vec![(
+        "recoveredVolume.path",
+        spec.recovered_volume.path.as_path().to_path_buf(),
+    )];
+    if let Some(starport) = &spec.starport {
+        paths.push((
+            "starport target",
+            starport.root.as_path().join(starport.target.as_str()),
+        ));
+    }
+    paths
+}
+
+/// Rejects pipelines whose written paths overlap: a volume inside its own starport
+/// (or the reverse) would be wiped or copied into itself, and two pipelines sharing a
+/// volume or a starport target would undo each other's work.
+fn reject_overlapping_paths(pipelines: &mut Vec<LoadedPipeline>, problems: &mut Vec<SpecProblem>) {
+    let mut rejected = std::collections::BTreeSet::new();
+    let overlap = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+    for (i, a) in pipelines.iter().enumerate() {
+        let name = a.pipeline.name().to_string();
+        let own = written_paths(a);
+        if let [(_, volume), (_, starport)] = own.as_slice()
+            && overlap(volume, starport)
+        {
+            problems.push(SpecProblem {
+                file: a.file.clone(),
+                line: a.line,
+                column: 1,
+                message: format!(
+                    "pipeline `{name}`: recoveredVolume.path {} and the starport target {} overlap",
+                    volume.display(),
+                    starport.display()
+                ),
+                hint: Some("keep the volume and the starport in separate directories".into()),
+                pipeline: Some(name.clone()),
+            });
+            rejected.insert(name.clone());
+        }
+        for b in pipelines.iter().skip(i + 1) {
+            for (what_a, path_a) in &own {
+                for (what_b, path_b) in written_paths(b) {
+                    if overlap(path_a, &path_b) {
+                        let other = b.pipeline.name().to_string();
+                        problems.push(SpecProblem {
+                            file: b.file.clone(),
+                            line: b.line,
+                            column: 1,
+                            message: format!(
+                                "pipeline `{other}` writes its {what_b} {} where pipeline `{name}` ({}:{}) writes its {what_a}",
+                                path_b.display(),
+                                a.file.display(),
+                                a.line
+                            ),
+                            hint: Some("give each pipeline its own volume and starport target; both are ignored until then".into()),
+                            pipeline: Some(other.clone()),
+                        });
+                        rejected.insert(name.clone());
+                        rejected.insert(other);
+                    }
+                }
+            }
+        }
+    }
+    pipelines.retain(|p| !rejected.contains(p.pipeline.name().as_str()));
 }
 
 #[cfg(test)]

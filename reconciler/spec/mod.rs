@@ -331,9 +331,27 @@ fn default_database_user() -> ObjectName {
 #[schemars(with = "String")]
 pub struct SettingName(String);
 
+/// Settings the replay sets itself: it must listen on no TCP port and archive nothing.
+pub const RESERVED_SETTINGS: [&str; 9] = [
+    "listen_addresses",
+    "port",
+    "unix_socket_directories",
+    "archive_mode",
+    "archive_command",
+    "logging_collector",
+    "log_destination",
+    "data_directory",
+    "config_file",
+];
+
 impl TryFrom<String> for SettingName {
     type Error = String;
     fn try_from(v: String) -> Result<Self, Self::Error> {
+        if RESERVED_SETTINGS.contains(&v.as_str()) {
+            return Err(format!(
+                "`{v}` is set by the reconciler for the replay (no TCP listener, no archiving); remove it"
+            ));
+        }
         let ok = v.chars().next().is_some_and(|c| c.is_ascii_lowercase())
             && v.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');

@@ -75,11 +75,49 @@ pub fn primary() -> &'static Primary {
             .process_group(0)
             .spawn()
             .expect("start the reaper");
-        Primary { dir }
+        let primary = Primary { dir };
+        primary.keep_busy();
+        primary
     })
 }
 
 impl Primary {
+    /// Keeps a trickle of WAL flowing, as a production primary always has: barman
+    /// archives the newest segment only once the next one starts, so on an idle
+    /// test server `switch-wal --archive` would wait 13-23 s (barman-facts P1).
+    fn keep_busy(&self) {
+        let env = std::fs::read_to_string(self.dir.join("env")).expect("primary env");
+        let port = env
+            .lines()
+            .find_map(|l| l.strip_prefix("PRIMARY_PORT="))
+            .expect("PRIMARY_PORT")
+            .trim()
+            .to_string();
+        std::thread::spawn(move || {
+            loop {
+                let _ = Command::new(format!("{PGBIN}/psql"))
+                    .args([
+                        "-X",
+                        "-q",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &port,
+                        "-U",
+                        "postgres",
+                        "-d",
+                        "postgres",
+                        "-c",
+                    ])
+                    .arg("select pg_logical_emit_message(false, 'it', 'keep busy')")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+        });
+    }
+
     /// Runs SQL on the primary, returns the output rows.
     pub fn sql(&self, sql: &str) -> String {
         let mut c = testenv();

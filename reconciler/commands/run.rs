@@ -1,0 +1,33 @@
+//! `reconciler run`: the long-running service.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::RunArgs;
+use crate::drivers::Drivers;
+use crate::runtime::{RunConfig, run as run_loop};
+use crate::spec::HumanDuration;
+
+use super::ExitStatus;
+
+fn duration(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
+    HumanDuration::try_from(text.to_string())
+        .map(|d| d.to_std())
+        .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+}
+
+/// Runs the command until SIGTERM or SIGINT.
+pub async fn run(args: &RunArgs) -> anyhow::Result<ExitStatus> {
+    let config = RunConfig {
+        specs: args.specs.specs.clone(),
+        state_dir: args.state_dir.clone(),
+        listen: args.listen,
+        resync: duration("resync", &args.resync)?,
+        max_parallel: args.max_parallel,
+        shutdown_timeout: duration("shutdown-timeout", &args.shutdown_timeout)?,
+    };
+    let shutdown = CancellationToken::new();
+    super::cancel_on_signals(shutdown.clone());
+    let drivers = Drivers::local(shutdown.clone());
+    run_loop(config, drivers, shutdown).await?;
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,524 @@
+//! `reconciler run`: reconcile continuously, and say what is going on.
+//!
+//! The loop wakes on a spec change, SIGHUP, a pipeline's next deadline, a retry
+//! after a failure, or the periodic resync ([`schedule`]). Each wake is a pass: it
+//! re-reads the specs and re-observes every pipeline (triggers carry no data), plans,
+//! records status and metrics, and hands pipelines with steps to do to a worker. A
+//! worker runs the same code as `apply` ([`crate::reconcile::apply_pipeline`]), so
+//! there is one code path. At most one worker runs per pipeline, at most
+//! `max_parallel` in all; while one runs for hours, the loop keeps observing,
+//! serving `/metrics` and noticing spec changes.
+//!
+//! Failures back off per pipeline ([`backoff`]); barman being busy is a wait, not a
+//! failure; an invalid spec waits for the file to change. On shutdown no new step
+//! starts, running ones are cancelled (a replay stops its postgres cleanly and leaves
+//! the marker invalid), and the loop exits within a bound.
+
+pub mod backoff;
+pub mod http;
+pub mod lock;
+pub mod metrics;
+pub mod schedule;
+pub mod status;
+pub mod trigger;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use self::backoff::RetryBackoff;
+use self::lock::{LockError, StateLock};
+use self::metrics::Metrics;
+use self::schedule::{Scheduler, Wake};
+use self::status::{
+    InProgress, PipelineStatus, git_commit, merge_conditions, spec_digest, write_status,
+};
+use crate::commands::context_now;
+use crate::drivers::Drivers;
+use crate::plan::PlannedStep;
+use crate::reconcile::{
+    ApplyReport, Progress, StepOutcome, StepRecord, apply_pipeline, diff_pipeline,
+};
+use crate::spec::{LoadedPipeline, load_specs};
+
+/// How `run` is configured.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Spec files or directories.
+    pub specs: Vec<PathBuf>,
+    /// Where status and the lock live.
+    pub state_dir: PathBuf,
+    /// Where `/metrics`, `/healthz` and `/status` are served.
+    pub listen: SocketAddr,
+    /// Look at everything at least this often.
+    pub resync: Duration,
+    /// At most this many pipelines work at once.
+    pub max_parallel: usize,
+    /// After SIGTERM, wait at most this long for running steps to stop.
+    pub shutdown_timeout: Duration,
+}
+
+/// How long a pass may be missing before `/healthz` says the loop stalled.
+pub fn stall_limit(resync: Duration) -> Duration {
+    resync * 3 + Duration::from_secs(60)
+}
+
+/// Why `run` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state directory is locked by another instance.
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    /// The metrics address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spec paths could not be watched.
+    #[error(transparent)]
+    Watch(#[from] trigger::WatchError),
+}
+
+/// State shared with the HTTP endpoints.
+#[derive(Debug)]
+pub struct Shared {
+    /// The metrics.
+    pub metrics: Metrics,
+    /// The latest status of every pipeline.
+    pub statuses: Mutex<BTreeMap<String, PipelineStatus>>,
+    last_pass: Mutex<tokio::time::Instant>,
+    /// `/healthz` fails once no pass completed for this long.
+    pub stall_after: Duration,
+}
+
+impl Shared {
+    /// Time since the loop last completed a pass.
+    pub fn last_pass_age(&self) -> Duration {
+        self.last_pass
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or(Duration::MAX)
+    }
+
+    fn update_status(
+        &self,
+        state_dir: &std::path::Path,
+        name: &str,
+        edit: impl FnOnce(&mut PipelineStatus),
+    ) {
+        let Ok(mut statuses) = self.statuses.lock() else {
+            return;
+        };
+        let Some(status) = statuses.get_mut(name) else {
+            return;
+        };
+        edit(status);
+        status.updated_at = Timestamp::now();
+        if let Err(e) = write_status(state_dir, status) {
+            tracing::error!(pipeline = name, error = %e, "cannot write status");
+        }
+    }
+}
+
+/// Per-pipeline bookkeeping of the loop.
+#[derive(Debug, Default)]
+struct PipelineRuntime {
+    backoff: RetryBackoff,
+    working: bool,
+    /// Do not start steps before this (backoff after a failure, or barman busy).
+    not_before: Option<tokio::time::Instant>,
+}
+
+/// Reports a worker's steps into status and metrics as they happen.
+struct WorkerProgress {
+    shared: Arc<Shared>,
+    state_dir: PathBuf,
+}
+
+impl Progress for WorkerProgress {
+    fn step_started(&self, pipeline: &str, _index: usize, planned: &PlannedStep) {
+        self.shared.update_status(&self.state_dir, pipeline, |s| {
+            s.in_progress = Some(InProgress {
+                step: planned.step.to_string(),
+                reason: planned.reason.clone(),
+                since: Timestamp::now(),
+            });
+        });
+    }
+
+    fn step_finished(&self, pipeline: &str, record: &StepRecord) {
+        self.shared.metrics.step(pipeline, record);
+        self.shared.update_status(&self.state_dir, pipeline, |s| {
+            s.in_progress = None;
+            s.last_steps.push(record.clone());
+        });
+    }
+}
+
+/// Runs until `shutdown` is cancelled. `drivers.cancel` must be `shutdown` (or a
+/// child of it) so running steps stop too.
+pub async fn run(
+    config: RunConfig,
+    drivers: Drivers,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let _lock = StateLock::acquire(&config.state_dir)?;
+    let listener = http::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new(),
+        statuses: Mutex::new(
+            status::read_statuses(&config.state_dir)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.pipeline.clone(),
+                        PipelineStatus {
+                            in_progress: None,
+                            ..s
+                        },
+                    )
+                })
+                .collect(),
+        ),
+        last_pass: Mutex::new(tokio::time::Instant::now()),
+        stall_after: stall_limit(config.resync),
+    });
+    tracing::info!(listen = %config.listen, state_dir = %config.state_dir.display(), "reconciler running");
+    let server = tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
+
+    // Spec changes → (debounced) triggers; SIGHUP too.
+    let (raw_tx, raw_rx) = mpsc::unbounded_channel();
+    let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
+    let _watcher = trigger::SpecWatcher::start(&config.specs, raw_tx)?;
+    tokio::spawn(trigger::coalesce(
+        raw_rx,
+        wake_tx.clone(),
+        trigger::SPEC_QUIET_PERIOD,
+    ));
+    spawn_sighup(wake_tx.clone());
+
+    let mut scheduler = Scheduler::new(config.resync);
+    let mut pipelines: HashMap<String, PipelineRuntime> = HashMap::new();
+    let mut workers: JoinSet<(String, ApplyReport)> = JoinSet::new();
+    let permits = Arc::new(Semaphore::new(config.max_parallel.max(1)));
+    let progress = Arc::new(WorkerProgress {
+        shared: shared.clone(),
+        state_dir: config.state_dir.clone(),
+    });
+
+    let mut wake = Wake::Triggered;
+    loop {
+        let span = tracing::info_span!("pass", wake = ?wake);
+        async {
+            pass(
+                &config,
+                &drivers,
+                &shared,
+                &mut scheduler,
+                &mut pipelines,
+                &mut workers,
+                &permits,
+                &progress,
+            )
+            .await;
+        }
+        .instrument(span)
+        .await;
+        scheduler.pass_done();
+        if let Ok(mut t) = shared.last_pass.lock() {
+            *t = tokio::time::Instant::now();
+        }
+        wake = tokio::select! {
+            // Cancel-safe: a finished worker stays in the set until joined.
+            Some(joined) = workers.join_next(), if !workers.is_empty() => {
+                match joined {
+                    Ok((name, report)) => worker_finished(&config, &shared, &mut pipelines, &name, &report),
+                    Err(e) => tracing::error!(error = %e, "a worker panicked"),
+                }
+                Wake::Triggered
+            }
+            w = scheduler.wait(&mut wake_rx, &shutdown) => w,
+        };
+        if wake == Wake::Shutdown {
+            break;
+        }
+    }
+
+    tracing::info!(
+        running = workers.len(),
+        "shutting down: no new steps; cancelling running ones"
+    );
+    let drained = tokio::time::timeout(config.shutdown_timeout, async {
+        while let Some(joined) = workers.join_next().await {
+            if let Ok((name, report)) = joined {
+                worker_finished(&config, &shared, &mut pipelines, &name, &report);
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::error!(
+            timeout_secs = config.shutdown_timeout.as_secs(),
+            "steps still running at the shutdown timeout; abandoning them"
+        );
+        workers.abort_all();
+    }
+    let _ = server.await;
+    tracing::info!("reconciler stopped");
+    Ok(())
+}
+
+fn spawn_sighup(wake: mpsc::UnboundedSender<()>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reconciling now");
+            if wake.send(()).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// One pass: load, observe, plan, record; start workers where there is work.
+#[allow(clippy::too_many_arguments)]
+async fn pass(
+    config: &RunConfig,
+    drivers: &Drivers,
+    shared: &Arc<Shared>,
+    scheduler: &mut Scheduler,
+    pipelines: &mut HashMap<String, PipelineRuntime>,
+    workers: &mut JoinSet<(String, ApplyReport)>,
+    permits: &Arc<Semaphore>,
+    progress: &Arc<WorkerProgress>,
+) {
+    let specs = load_specs(&config.specs);
+    for problem in &specs.problems {
+        tracing::error!(problem = %problem, "invalid spec: its pipeline waits until the file changes");
+    }
+    let names: Vec<String> = specs
+        .pipelines
+        .iter()
+        .map(|p| p.pipeline.name().to_string())
+        .collect();
+    forget_removed(config, shared, pipelines, &names, &specs.problems);
+    scheduler.retain(&names);
+    let commit = config.specs.first().and_then(|p| git_commit(p));
+    let cx = context_now();
+
+    for loaded in specs.pipelines {
+        let name = loaded.pipeline.name().to_string();
+        let (observed, plan) = diff_pipeline(&loaded.pipeline, drivers, &cx).await;
+        shared
+            .metrics
+            .observe(&loaded.pipeline, &observed, &plan, cx.now);
+        let runtime = pipelines.entry(name.clone()).or_default();
+        record_plan(config, shared, &loaded, &plan, commit.clone(), cx.now);
+
+        if let Some(deadline) = &plan.next_deadline {
+            let wait = (deadline.at.as_millisecond() - cx.now.as_millisecond()).max(0) as u64;
+            // A second late, so the deadline has passed when the pass looks.
+            scheduler.due_at(
+                &name,
+                tokio::time::Instant::now() + Duration::from_millis(wait) + Duration::from_secs(1),
+            );
+        }
+        if runtime.working || plan.steps.is_empty() {
+            continue;
+        }
+        if let Some(at) = runtime.not_before
+            && at > tokio::time::Instant::now()
+        {
+            scheduler.due_at(&name, at);
+            continue;
+        }
+        runtime.working = true;
+        runtime.not_before = None;
+        let (drivers, permits, progress) = (drivers.clone(), permits.clone(), progress.clone());
+        let pipeline = loaded.pipeline;
+        let span = tracing::info_span!(parent: None, "worker", pipeline = %name);
+        workers.spawn(
+            async move {
+                let report = match permits.acquire_owned().await {
+                    // One step, then back to the loop, which re-reads the specs first.
+                    Ok(_permit) => {
+                        apply_pipeline(&pipeline, &drivers, &context_now, progress.as_ref(), 1)
+                            .await
+                    }
+                    Err(_) => unreachable!("the semaphore is never closed"),
+                };
+                (pipeline.name().to_string(), report)
+            }
+            .instrument(span),
+        );
+    }
+    shared.metrics.pass_completed(cx.now, specs.problems.len());
+}
+
+fn record_plan(
+    config: &RunConfig,
+    shared: &Shared,
+    loaded: &LoadedPipeline,
+    plan: &crate::plan::Plan,
+    commit: Option<String>,
+    now: Timestamp,
+) {
+    let name = loaded.pipeline.name().to_string();
+    let digest = spec_digest(&loaded.pipeline);
+    let Ok(mut statuses) = shared.statuses.lock() else {
+        return;
+    };
+    let previous = statuses.get(&name);
+    let generation = match previous {
+        Some(p) if p.spec_digest == digest => p.generation,
+        Some(p) => p.generation + 1,
+        None => 1,
+    };
+    if previous.is_some_and(|p| p.spec_digest != digest) {
+        tracing::info!(pipeline = %name, generation, "spec changed");
+    }
+    let conditions = merge_conditions(
+        previous.map(|p| p.conditions.as_slice()),
+        plan,
+        generation,
+        now,
+    );
+    let status = PipelineStatus {
+        pipeline: name.clone(),
+        source: format!("{}:{}", loaded.file.display(), loaded.line),
+        spec_digest: digest,
+        generation,
+        git_commit: commit,
+        conditions,
+        waiting_on: plan.waiting_on.clone(),
+        pending_steps: plan.steps.iter().map(|s| s.step.to_string()).collect(),
+        in_progress: previous.and_then(|p| p.in_progress.clone()),
+        last_steps: previous.map(|p| p.last_steps.clone()).unwrap_or_default(),
+        last_run_finished_at: previous.and_then(|p| p.last_run_finished_at),
+        consecutive_failures: previous.map_or(0, |p| p.consecutive_failures),
+        last_error: previous.and_then(|p| p.last_error.clone()),
+        last_converged_at: if plan.is_converged() {
+            Some(now)
+        } else {
+            previous.and_then(|p| p.last_converged_at)
+        },
+        next_reconcile_at: Some(
+            plan.next_deadline
+                .as_ref()
+                .map(|d| d.at)
+                .into_iter()
+                .chain(std::iter::once(
+                    now + jiff::SignedDuration::try_from(config.resync).unwrap_or_default(),
+                ))
+                .min()
+                .unwrap_or(now),
+        ),
+        updated_at: now,
+    };
+    if let Err(e) = write_status(&config.state_dir, &status) {
+        tracing::error!(pipeline = %name, error = %e, "cannot write status");
+    }
+    statuses.insert(name, status);
+}
+
+fn worker_finished(
+    config: &RunConfig,
+    shared: &Shared,
+    pipelines: &mut HashMap<String, PipelineRuntime>,
+    name: &str,
+    report: &ApplyReport,
+) {
+    let runtime = pipelines.entry(name.to_string()).or_default();
+    runtime.working = false;
+    let failed = report
+        .steps
+        .iter()
+        .find(|s| s.outcome == StepOutcome::Failed);
+    let busy = report
+        .steps
+        .last()
+        .is_some_and(|s| s.outcome == StepOutcome::Busy);
+    let error = failed.map(|s| format!("{}: {}", s.planned.step, s.detail));
+    if let Some(error) = &error {
+        let delay = runtime.backoff.failed();
+        runtime.not_before = Some(tokio::time::Instant::now() + delay);
+        tracing::warn!(pipeline = name, retry_in_secs = delay.as_secs(), error = %error, "run failed; backing off");
+    } else if busy {
+        // barman's lock is taken (a backup already runs): look again soon, no penalty.
+        runtime.not_before = Some(tokio::time::Instant::now() + backoff::MIN_RETRY_DELAY);
+    } else {
+        runtime.backoff.succeeded();
+    }
+    let failures = runtime.backoff.failures();
+    shared.metrics.failures(name, failures);
+    shared.update_status(&config.state_dir, name, |s| {
+        s.in_progress = None;
+        s.last_steps = report.steps.clone();
+        s.last_run_finished_at = Some(Timestamp::now());
+        s.consecutive_failures = failures;
+        s.last_error = error.clone();
+    });
+}
+
+fn forget_removed(
+    config: &RunConfig,
+    shared: &Shared,
+    pipelines: &mut HashMap<String, PipelineRuntime>,
+    names: &[String],
+    problems: &[crate::spec::SpecProblem],
+) {
+    // A pipeline whose spec is broken is not forgotten: its status stays, marked.
+    let broken: Vec<&str> = problems
+        .iter()
+        .filter_map(|p| p.pipeline.as_deref())
+        .collect();
+    pipelines.retain(|name, runtime| {
+        runtime.working || names.contains(name) || broken.contains(&name.as_str())
+    });
+    let Ok(mut statuses) = shared.statuses.lock() else {
+        return;
+    };
+    statuses.retain(|name, status| {
+        if names.contains(name) {
+            return true;
+        }
+        if broken.contains(&name.as_str()) {
+            let problem = problems
+                .iter()
+                .find(|p| p.pipeline.as_deref() == Some(name.as_str()))
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            status.last_error = Some(format!(
+                "invalid spec, waiting for the file to change: {problem}"
+            ));
+            status.waiting_on = vec!["a valid spec".to_string()];
+            let _ = write_status(&config.state_dir, status);
+            return true;
+        }
+        shared.metrics.forget(name);
+        let _ = std::fs::remove_file(status::status_path(&config.state_dir, name));
+        tracing::info!(pipeline = %name, "pipeline removed from the specs");
+        false
+    });
+}

@@ -1,0 +1,286 @@
+//! `reconciler run` end to end, against real barman and PostgreSQL: convergence,
+//! a spec edit picked up at once, status, metrics, health, the state-directory lock,
+//! and SIGTERM during a replay.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestPipeline;
+use serde_json::Value;
+
+struct Running {
+    child: Child,
+    log: PathBuf,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_run(p: &TestPipeline, state: &Path, extra_env: &[(&str, &str)]) -> Running {
+    let port = free_port();
+    let log = state.with_extension(format!("{port}.log"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconciler"));
+    cmd.arg("run")
+        .arg("--specs")
+        .arg(&p.specs)
+        .arg("--state-dir")
+        .arg(state)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--resync",
+            "10m",
+            "--shutdown-timeout",
+            "2m",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    Running {
+        child: cmd.spawn().expect("start reconciler run"),
+        log,
+        port,
+    }
+}
+
+impl Running {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    /// Waits (bounded) until `ready` holds, polling.
+    fn wait_for(&self, what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !ready() {
+            assert!(
+                start.elapsed() < limit,
+                "timed out waiting for {what}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "run did not stop after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status(state: &Path) -> Option<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["status", "--output", "json", "--state-dir"])
+        .arg(state)
+        .output()
+        .ok()?;
+    let all: Value = serde_json::from_slice(&out.stdout).ok()?;
+    all.get(0).cloned()
+}
+
+fn ready(state: &Path) -> bool {
+    status(state).is_some_and(|s| {
+        s["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        }) && s["inProgress"].is_null()
+    })
+}
+
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn done_backups(p: &TestPipeline) -> usize {
+    p.backups()
+        .iter()
+        .filter(|(_, status)| status == "DONE")
+        .count()
+}
+
+#[test]
+fn run_converges_reports_and_follows_spec_edits() {
+    let p = TestPipeline::new("it_run", "{keep: 2}");
+    let state = p.root.join("state");
+    let mut run = start_run(&p, &state, &[]);
+    run.wait_for("convergence", Duration::from_secs(180), || ready(&state));
+
+    // Metrics: each age beside its maximum; health is fine.
+    let (code, body) = run.get("/metrics");
+    assert_eq!(code, 200);
+    for name in [
+        "reconciler_base_backup_age_seconds",
+        "reconciler_volume_age_seconds",
+        "reconciler_starport_age_seconds",
+    ] {
+        let age = metric(&body, name).unwrap_or_else(|| panic!("{name} missing:\n{body}"));
+        let max = metric(&body, &name.replace("_age_seconds", "_max_age_seconds")).expect("max");
+        assert!(age >= 0.0 && age < max, "{name}: {age} vs {max}");
+    }
+    assert_eq!(
+        metric(&body, "reconciler_base_backup_max_age_seconds"),
+        Some(30.0 * 86400.0)
+    );
+    assert!(
+        body.contains(
+            r#"reconciler_steps_total{pipeline="it-run",action="recoverVolume",outcome="done"} 1"#
+        ),
+        "{body}"
+    );
+    assert_eq!(run.get("/healthz").0, 200);
+
+    // A second instance on the same state directory refuses to start.
+    let second = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .arg("run")
+        .arg("--specs")
+        .arg(&p.specs)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another reconciler"),
+        "{second:?}"
+    );
+
+    // Edit the spec: the base backup may now be only 3 seconds old. The loop notices
+    // the file, starts a pass, takes a new backup and converges again.
+    let generation = status(&state).unwrap()["generation"].as_u64().unwrap();
+    let backups_before = done_backups(&p);
+    std::thread::sleep(Duration::from_secs(3));
+    let edited = Instant::now();
+    p.write_spec("{keep: 2}", "3s");
+    run.wait_for(
+        "the pass that reads the edit",
+        Duration::from_secs(30),
+        || status(&state).is_some_and(|s| s["generation"].as_u64() == Some(generation + 1)),
+    );
+    eprintln!("spec edit to recorded pass: {:?}", edited.elapsed());
+    assert!(run.log().contains("spec changed"), "{}", run.log());
+    run.wait_for("a new backup", Duration::from_secs(120), || {
+        done_backups(&p) > backups_before
+    });
+    let (_, body) = run.get("/metrics");
+    assert_eq!(
+        metric(&body, "reconciler_base_backup_max_age_seconds"),
+        Some(3.0)
+    );
+    let s = status(&state).unwrap();
+    assert!(
+        s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["observedGeneration"] == generation + 1),
+        "{s:#}"
+    );
+
+    // Back to a sane spec, so that no backup runs when the loop stops.
+    p.write_spec("{keep: 2}", "30d");
+    run.wait_for(
+        "convergence on the restored spec",
+        Duration::from_secs(120),
+        || {
+            status(&state).is_some_and(|s| s["generation"].as_u64() == Some(generation + 2))
+                && ready(&state)
+        },
+    );
+    assert!(run.terminate().success());
+}
+
+#[test]
+fn sigterm_during_replay_stops_postgres_and_leaves_the_marker_invalid() {
+    let p = TestPipeline::new("it_sigterm", "{keep: 2}");
+    p.take_backup();
+    let state = p.root.join("state");
+    let mut run = start_run(&p, &state, &[("RECONCILER_PAUSE_AT", "replay")]);
+    let pid_file = p.volume.join("postmaster.pid");
+    run.wait_for("the replay to start", Duration::from_secs(120), || {
+        run.log().contains("paused at replay")
+            && std::fs::read_to_string(&pid_file)
+                .is_ok_and(|t| t.lines().next().is_some_and(|l| l.parse::<i32>().is_ok()))
+    });
+    let postmaster: i32 = std::fs::read_to_string(&pid_file)
+        .expect("postgres runs on the volume")
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let status = run.terminate();
+    assert!(status.success(), "exit {status:?}:\n{}", run.log());
+    assert!(
+        run.log().contains("replay interrupted by shutdown"),
+        "{}",
+        run.log()
+    );
+    // Postgres stopped cleanly and nothing claims the volume is good.
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(postmaster), None).is_err(),
+        "postgres {postmaster} still runs"
+    );
+    assert!(!pid_file.exists());
+    assert!(
+        p.marker().is_none(),
+        "marker written for an interrupted replay"
+    );
+    assert!(!p.volume.join(".barman-last-restore").exists());
+}
