@@ -203,6 +203,21 @@ impl World {
                     in_use: false,
                 });
             }
+            Step::StopStrayReplay { pid } => match &mut o.volume {
+                Observation::Observed {
+                    value:
+                        VolumeState::Unmarked {
+                            in_use,
+                            stray_replay_pid,
+                            ..
+                        },
+                } => {
+                    assert_eq!(*stray_replay_pid, Some(*pid));
+                    *in_use = false;
+                    *stray_replay_pid = None;
+                }
+                other => panic!("stopping a stray replay on {other:?}"),
+            },
             Step::SyncStarport { generation } => {
                 let current = match o.volume.value() {
                     Some(VolumeState::Marked { marker, .. }) => marker.generation.clone(),
@@ -445,6 +460,7 @@ fn a_lost_marker_recovers_the_newest_backup_and_resyncs() {
         reason: "no marker".into(),
         in_use: false,
         foreign: false,
+        stray_replay_pid: None,
     });
     let plan = plan(&pipeline(), &world.observed, &cx(NOW));
     assert_eq!(
@@ -502,6 +518,7 @@ fn a_volume_in_use_or_holding_foreign_files_is_never_overwritten() {
                 reason: "no marker".into(),
                 in_use: true,
                 foreign: false,
+                stray_replay_pid: None,
             },
             "NoValidMarker",
         ),
@@ -510,6 +527,7 @@ fn a_volume_in_use_or_holding_foreign_files_is_never_overwritten() {
                 reason: "foreign".into(),
                 in_use: false,
                 foreign: true,
+                stray_replay_pid: None,
             },
             "ForeignData",
         ),
@@ -528,6 +546,29 @@ fn a_volume_in_use_or_holding_foreign_files_is_never_overwritten() {
         );
         assert!(!plan.waiting_on.is_empty());
     }
+}
+
+#[test]
+fn a_replay_left_running_by_a_killed_run_is_stopped_then_redone() {
+    let world = World::converged().volume_state(VolumeState::Unmarked {
+        reason: "an interrupted recovery left its staging directory".into(),
+        in_use: true,
+        foreign: false,
+        stray_replay_pid: Some(4242),
+    });
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert_eq!(
+        steps(&plan),
+        vec![
+            Step::StopStrayReplay { pid: 4242 },
+            Step::RecoverVolume {
+                backup: BackupRef::Existing("20261120T000000".into())
+            },
+            Step::SyncStarport {
+                generation: GenerationRef::FromRecovery
+            },
+        ]
+    );
 }
 
 #[test]
@@ -762,6 +803,7 @@ fn applying_a_plan_converges_every_actionable_scenario() {
                 reason: "x".into(),
                 in_use: false,
                 foreign: false,
+                stray_replay_pid: None,
             }),
             NOW,
         ),

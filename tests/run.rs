@@ -284,3 +284,47 @@ fn sigterm_during_replay_stops_postgres_and_leaves_the_marker_invalid() {
     );
     assert!(!p.volume.join(".barman-last-restore").exists());
 }
+
+#[test]
+fn a_replay_left_running_by_a_killed_reconciler_is_stopped_and_redone() {
+    let p = TestPipeline::new("it_sigkill", "{keep: 2}");
+    p.take_backup();
+    let state = p.root.join("state");
+    let mut run = start_run(&p, &state, &[("RECONCILER_PAUSE_AT", "replay")]);
+    let pid_file = p.volume.join("postmaster.pid");
+    run.wait_for("the replay to start", Duration::from_secs(120), || {
+        run.log().contains("paused at replay")
+            && std::fs::read_to_string(&pid_file)
+                .is_ok_and(|t| t.lines().next().is_some_and(|l| l.parse::<i32>().is_ok()))
+    });
+    // SIGKILL: no chance to clean up. The replay postgres survives its parent.
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    let stray: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(stray), None).is_ok(),
+        "the replay should have outlived the reconciler"
+    );
+    assert!(p.marker().is_none());
+
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        common::actions(&common::first(&report)["steps"]),
+        vec!["stopStrayReplay", "recoverVolume", "syncStarport"]
+    );
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 0, "{report:#}");
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(stray), None).is_err(),
+        "stray replay {stray} still runs"
+    );
+    assert!(p.marker().is_some());
+    assert!(!pid_file.exists(), "a postgres still runs on the volume");
+}

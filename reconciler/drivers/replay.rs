@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 use super::command::{CommandError, CommandLine, CommandRunner, LocalProcess, RunAs};
 use crate::spec::ReplaySpec;
 
+/// The replay's private socket directory starts with this, which is how a replay
+/// left running by a killed reconciler is recognised on the next start.
+pub const SOCKET_DIR_PREFIX: &str = "reconciler-replay-";
 /// The port only names the socket file; nothing listens on TCP.
 const REPLAY_PORT: &str = "5432";
 /// How often replay progress is probed.
@@ -167,7 +170,7 @@ impl ReplayDriver for LocalReplay {
             source,
         };
         let socket_dir = tempfile::Builder::new()
-            .prefix("reconciler-replay-")
+            .prefix(SOCKET_DIR_PREFIX)
             .tempdir()
             .map_err(prepare)?;
         std::os::unix::fs::chown(socket_dir.path(), Some(owner.uid), Some(owner.gid))

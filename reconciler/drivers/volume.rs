@@ -149,6 +149,51 @@ pub fn postmaster_running(data_dir: &Path) -> bool {
     }
 }
 
+/// The pid of a live postgres on `data_dir` whose socket directory is one the
+/// replay driver makes (`reconciler-replay-*`): a replay a killed reconciler left.
+/// Line 1 of postmaster.pid is the pid, line 5 the first socket directory.
+pub fn stray_replay(data_dir: &Path) -> Option<i32> {
+    let text = fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let pid = lines.first()?.trim().parse::<i32>().ok()?;
+    let socket_dir = Path::new(lines.get(4)?.trim());
+    let ours = socket_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(super::replay::SOCKET_DIR_PREFIX));
+    (ours && postmaster_running(data_dir)).then_some(pid)
+}
+
+/// Stops a stray replay postgres: fast shutdown, then immediate after `timeout`.
+/// Only a postgres [`stray_replay`] still names is signalled.
+pub async fn stop_stray_replay(
+    data_dir: &Path,
+    pid: i32,
+    timeout: std::time::Duration,
+) -> Result<(), VolumeError> {
+    use nix::sys::signal::{Signal, kill};
+    let target = nix::unistd::Pid::from_raw(pid);
+    if stray_replay(data_dir) != Some(pid) {
+        return Ok(());
+    }
+    for (signal, wait) in [
+        (Signal::SIGINT, timeout),
+        (Signal::SIGQUIT, std::time::Duration::from_secs(60)),
+    ] {
+        let _ = kill(target, signal);
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            if kill(target, None).is_err() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    Err(VolumeError::InUse {
+        path: data_dir.to_path_buf(),
+    })
+}
+
 fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
     match fs::metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(VolumeState::Missing),
@@ -162,10 +207,12 @@ fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
         Ok(_) => {}
     }
     let in_use = postmaster_running(path);
+    let stray_replay_pid = if in_use { stray_replay(path) } else { None };
     let unmarked = |reason: String| VolumeState::Unmarked {
         reason,
         in_use,
         foreign: false,
+        stray_replay_pid,
     };
     if path.join(STAGING_DIR).exists() {
         return Ok(unmarked(
@@ -177,6 +224,7 @@ fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
             reason: "it holds files that are not a PostgreSQL data directory".into(),
             in_use,
             foreign: true,
+            stray_replay_pid: None,
         });
     }
     let marker_path = path.join(MARKER_FILE);

@@ -102,6 +102,15 @@ pub async fn execute_step(
             };
             recover_volume(pipeline, backup_id, observed, drivers, clock).await
         }
+        Step::StopStrayReplay { pid } => {
+            crate::drivers::volume::stop_stray_replay(
+                spec.recovered_volume.path.as_path(),
+                *pid,
+                spec.recovered_volume.replay.stop_timeout.to_std(),
+            )
+            .await?;
+            Ok(format!("stray replay postgres {pid} stopped"))
+        }
         Step::SyncStarport { generation } => {
             let GenerationRef::Existing(generation) = generation else {
                 return Err(ExecuteError::Unresolved {

@@ -146,6 +146,10 @@ pub enum VolumeState {
         /// It holds files that are not a PostgreSQL data directory: never overwritten.
         #[serde(default)]
         foreign: bool,
+        /// The pid of a replay postgres that an interrupted reconciler left running on
+        /// it (its socket is in a `reconciler-replay-*` directory).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stray_replay_pid: Option<i32>,
     },
     /// The directory carries a valid marker.
     Marked {

@@ -95,6 +95,11 @@ pub enum Step {
         /// The backup to recover.
         backup: BackupRef,
     },
+    /// Stop a replay postgres an interrupted run left on the volume (fast shutdown).
+    StopStrayReplay {
+        /// Its pid.
+        pid: i32,
+    },
     /// Invalidate starport metadata, rsync the volume, write metadata.
     SyncStarport {
         /// The volume generation to copy.
@@ -112,6 +117,9 @@ impl std::fmt::Display for Step {
             }
             Step::SyncStarport { generation } => {
                 write!(f, "sync the starport copy to {generation}")
+            }
+            Step::StopStrayReplay { pid } => {
+                write!(f, "stop the stray replay postgres (pid {pid})")
             }
         }
     }
@@ -758,7 +766,21 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
         reason,
         message.clone(),
     ));
-    if in_use {
+    if let VolumeState::Unmarked {
+        stray_replay_pid: Some(pid),
+        ..
+    } = state
+    {
+        // Restart safety: our own replay, orphaned when a reconciler was killed. The
+        // marker was invalidated before it started, so nothing relies on the data.
+        p.step(
+            Step::StopStrayReplay { pid: *pid },
+            format!(
+                "a replay postgres (pid {pid}) left by an interrupted run still runs on {}",
+                spec.path
+            ),
+        );
+    } else if in_use {
         p.wait(format!(
             "the postgres running on {} to stop (postmaster.pid present); the volume is never overwritten under a running server",
             spec.path
