@@ -70,6 +70,9 @@ pub struct RunArgs {
     /// After SIGTERM, wait at most this long for running steps to stop cleanly.
     #[arg(long, value_name = "DURATION", default_value = "15m")]
     pub shutdown_timeout: String,
+    /// /healthz fails once no pass completed for this long (default: 3 resyncs + 1m).
+    #[arg(long, value_name = "DURATION")]
+    pub stall_after: Option<String>,
 }
 
 /// `reconciler status`.

@@ -328,3 +328,51 @@ fn a_replay_left_running_by_a_killed_reconciler_is_stopped_and_redone() {
     assert!(p.marker().is_some());
     assert!(!pid_file.exists(), "a postgres still runs on the volume");
 }
+
+#[test]
+fn healthz_fails_when_the_loop_stalls() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    std::fs::create_dir(&specs).unwrap();
+    std::fs::write(
+        specs.join("p.yaml"),
+        "apiVersion: reconciler.montagu/v1alpha1
+kind: BackupPipeline
+metadata: {name: stalled}
+spec:
+  barman: {server: stalled}
+  baseBackup: {maxAge: 30d}
+  retention: {keep: 3}
+  recoveredVolume: {path: /nonexistent/stalled/vol, maxAge: 24h, replay: {postgresBin: /usr/lib/postgresql/15/bin}}
+",
+    )
+    .unwrap();
+    let port = free_port();
+    let log = dir.path().join("run.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .arg("run")
+        .arg("--specs")
+        .arg(&specs)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--stall-after",
+            "2s",
+        ])
+        // The loop hangs in its first observation, as it would on a barman that never answers.
+        .env("RECONCILER_PAUSE_AT", "observe")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut run = Running { child, log, port };
+    run.wait_for("the loop to hang", Duration::from_secs(30), || {
+        run.log().contains("paused at observe")
+    });
+    run.wait_for("/healthz to fail", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok() && run.get("/healthz").0 == 503
+    });
+    assert!(run.get("/healthz").1.contains("stalled"));
+    assert!(run.terminate().success());
+}

@@ -24,6 +24,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitStatus> {
         resync: duration("resync", &args.resync)?,
         max_parallel: args.max_parallel,
         shutdown_timeout: duration("shutdown-timeout", &args.shutdown_timeout)?,
+        stall_after: args
+            .stall_after
+            .as_deref()
+            .map(|d| duration("stall-after", d))
+            .transpose()?,
     };
     let shutdown = CancellationToken::new();
     super::cancel_on_signals(shutdown.clone());

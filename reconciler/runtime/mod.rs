@@ -64,6 +64,8 @@ pub struct RunConfig {
     pub max_parallel: usize,
     /// After SIGTERM, wait at most this long for running steps to stop.
     pub shutdown_timeout: Duration,
+    /// `/healthz` fails once no pass completed for this long; default [`stall_limit`].
+    pub stall_after: Option<Duration>,
 }
 
 /// How long a pass may be missing before `/healthz` says the loop stalled.
@@ -199,7 +201,9 @@ pub async fn run(
                 .collect(),
         ),
         last_pass: Mutex::new(tokio::time::Instant::now()),
-        stall_after: stall_limit(config.resync),
+        stall_after: config
+            .stall_after
+            .unwrap_or_else(|| stall_limit(config.resync)),
     });
     tracing::info!(listen = %config.listen, state_dir = %config.state_dir.display(), "reconciler running");
     let server = tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
