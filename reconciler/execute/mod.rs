@@ -13,6 +13,7 @@ use crate::drivers::Drivers;
 use crate::drivers::barman::BarmanError;
 use crate::drivers::command::RunAs;
 use crate::drivers::fsutil::lookup_account;
+use crate::drivers::pause::pause_point;
 use crate::drivers::replay::ReplayError;
 use crate::drivers::starport::StarportError;
 use crate::drivers::volume::VolumeError;
@@ -79,6 +80,11 @@ pub async fn execute_step(
     clock: &(dyn Fn() -> Timestamp + Send + Sync),
 ) -> Result<StepDetail, ExecuteError> {
     let spec = &pipeline.spec;
+    let action = serde_json::to_value(step)
+        .ok()
+        .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(String::from))
+        .unwrap_or_default();
+    pause_point(&format!("step:{action}"), &drivers.cancel).await;
     match step {
         Step::TakeBaseBackup => {
             let id = drivers
@@ -168,6 +174,7 @@ async fn recover_volume(
             volume.recover_timeout.to_std(),
         )
         .await?;
+    pause_point("recover:staged", &drivers.cancel).await;
     drivers.volume.promote_staging(path).await?;
     let replayed = drivers.replay.replay(path, owner, &volume.replay).await?;
     let recovered_at = clock();
@@ -236,6 +243,7 @@ async fn sync_starport(
         .starport
         .invalidate_metadata(starport, &volume_name)
         .await?;
+    pause_point("sync:invalidated", &drivers.cancel).await;
     drivers
         .starport
         .copy(
@@ -245,6 +253,7 @@ async fn sync_starport(
             starport.timeout.to_std(),
         )
         .await?;
+    pause_point("sync:copied", &drivers.cancel).await;
     // The volume must not have changed under rsync, or the copy is a mix.
     let marker = check(current_generation(pipeline, drivers).await?)?;
     let now = clock();

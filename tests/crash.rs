@@ -1,0 +1,307 @@
+//! Crash injection: `reconciler apply` is SIGKILLed at every step boundary and in
+//! the middle of the long steps (stopped there by the `RECONCILER_PAUSE_AT` hook),
+//! then run again. Whatever the moment, nothing claims more than it holds, nothing
+//! is lost, and the second run converges and leaves no process behind.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestPipeline, query_cluster};
+use serde_json::Value;
+
+/// Brings the pipeline into a state whose plan runs the step being crashed.
+#[derive(Clone, Copy, Debug)]
+enum Setup {
+    /// The base backup is stale: takeBaseBackup.
+    StaleBackup,
+    /// Two backups beyond keep: deleteBackup.
+    ExtraBackups,
+    /// The marker is gone: recoverVolume, then syncStarport.
+    LostMarker,
+    /// The starport holds another generation: syncStarport.
+    StaleStarport,
+}
+
+fn prepare(p: &TestPipeline, setup: Setup) {
+    match setup {
+        Setup::StaleBackup => {
+            p.write_spec("{keep: 2}", "2s");
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        Setup::ExtraBackups => {
+            p.take_backup();
+            p.take_backup();
+        }
+        Setup::LostMarker => {
+            std::fs::remove_file(p.volume.join(".reconciler-volume.json")).unwrap();
+        }
+        Setup::StaleStarport => {
+            let mut metadata = p.starport_metadata().unwrap();
+            metadata["generation"] = Value::from("an-older-generation");
+            std::fs::write(
+                p.starport_metadata_path(),
+                serde_json::to_vec(&metadata).unwrap(),
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn newest_done(p: &TestPipeline) -> Option<String> {
+    p.backups()
+        .into_iter()
+        .find(|(_, s)| s == "DONE")
+        .map(|(id, _)| id)
+}
+
+/// `rsync --dry-run` lists no difference between the volume and its starport copy.
+fn starport_matches_volume(p: &TestPipeline) -> bool {
+    let out = Command::new("rsync")
+        .args([
+            "-a",
+            "--delete",
+            "--dry-run",
+            "--itemize-changes",
+            "--exclude=/.reconciler-staging",
+        ])
+        .arg(format!("{}/", p.volume.display()))
+        .arg(format!("{}/", p.starport_data().display()))
+        .output()
+        .unwrap();
+    out.status.success() && out.stdout.is_empty()
+}
+
+/// Processes whose command line mentions `root`, other than barman's own receive-wal.
+fn processes_under(root: &Path) -> Vec<String> {
+    let needle = root.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let zombie =
+            std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| s.contains(") Z "));
+        if cmdline.contains(&needle)
+            && !cmdline.contains("receive-wal")
+            && !cmdline.contains("pg_receivewal")
+            && !zombie
+        {
+            found.push(cmdline);
+        }
+    }
+    found
+}
+
+/// The promises that hold at any moment, crash or not.
+fn check_invariants(p: &TestPipeline, newest_before: &Option<String>, when: &str) {
+    // A marker is only ever on a complete, cleanly stopped cluster.
+    if let Some(marker) = p.marker() {
+        assert!(
+            !p.volume.join(".reconciler-staging").exists(),
+            "{when}: marker beside a staging directory"
+        );
+        let control = Command::new(format!("{}/pg_controldata", common::PGBIN))
+            .arg(&p.volume)
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        let control = String::from_utf8_lossy(&control.stdout);
+        assert!(
+            control.contains("Database cluster state:               shut down\n"),
+            "{when}: marked volume is not cleanly shut down:\n{control}"
+        );
+        // Starport metadata that names the volume's generation names a complete copy.
+        if let Some(metadata) = p.starport_metadata()
+            && metadata["generation"] == marker["generation"]
+        {
+            assert!(
+                starport_matches_volume(p),
+                "{when}: metadata claims generation {} but the copy differs",
+                marker["generation"]
+            );
+        }
+    }
+    // No backup lost: the newest DONE backup of before is still there, and at least
+    // the floor of one DONE backup.
+    let backups = p.backups();
+    if let Some(id) = newest_before {
+        assert!(
+            backups.iter().any(|(b, s)| b == id && s == "DONE"),
+            "{when}: backup {id} lost: {backups:?}"
+        );
+    }
+    assert!(
+        backups.iter().any(|(_, s)| s == "DONE"),
+        "{when}: no DONE backup left"
+    );
+}
+
+fn crash_at(name: &str, setup: Setup, point: &str) {
+    let p = TestPipeline::new(name, "{keep: 2, minimumRedundancy: 1}");
+    common::primary().sql(&format!(
+        "insert into rows(note) values ('{name}: committed before the crash')"
+    ));
+    let (code, _) = p.apply_json();
+    assert_eq!(code, 0, "initial convergence");
+    prepare(&p, setup);
+    let newest_before = newest_done(&p);
+
+    // Run until the pause point, then SIGKILL: no cleanup of any kind.
+    let log = p
+        .root
+        .join(format!("crash-{}.log", point.replace(':', "-")));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .arg("apply")
+        .arg("--specs")
+        .arg(&p.specs)
+        .env("RECONCILER_PAUSE_AT", point)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(&format!("paused at {point}"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120) && child.try_wait().unwrap().is_none(),
+            "never reached {point}:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if point == "replay" {
+        // Let the postgres write its pid file, so the crash leaves it really running.
+        let pid_file = p.volume.join("postmaster.pid");
+        while !std::fs::read_to_string(&pid_file).is_ok_and(|t| t.lines().count() >= 5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    check_invariants(&p, &newest_before, &format!("after SIGKILL at {point}"));
+
+    // Run again (spec back to normal): it converges from wherever the crash left it.
+    if matches!(setup, Setup::StaleBackup) {
+        p.write_spec("{keep: 2}", "2s");
+    }
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 0, "second run after a crash at {point}: {report:#}");
+    check_invariants(
+        &p,
+        &newest_before,
+        &format!("after recovering from a crash at {point}"),
+    );
+    let marker = p.marker().expect("converged volume is marked");
+    assert_eq!(
+        p.starport_metadata().unwrap()["generation"],
+        marker["generation"]
+    );
+    assert!(starport_matches_volume(&p));
+    // The marked volume starts at once (no recovery) and holds what was committed.
+    let copy = tempfile::Builder::new()
+        .prefix("crash-copy-")
+        .tempdir()
+        .unwrap();
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", p.volume.display()))
+            .arg(copy.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("chown")
+            .args(["-R", "barman:barman"])
+            .arg(copy.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::set_permissions(
+        copy.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let (rows, server_log) = query_cluster(
+        copy.path(),
+        &format!("select count(*) from rows where note = '{name}: committed before the crash'"),
+    );
+    assert_eq!(rows, "1");
+    assert!(
+        !server_log.contains("redo starts"),
+        "a marked volume needed recovery:\n{server_log}"
+    );
+    // Nothing of the crashed run is left running.
+    let start = Instant::now();
+    loop {
+        let left = processes_under(&p.root);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "left behind after a crash at {point}: {left:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn crash_before_a_base_backup() {
+    crash_at("crash_backup", Setup::StaleBackup, "step:takeBaseBackup");
+}
+
+#[test]
+fn crash_before_a_delete() {
+    crash_at("crash_delete", Setup::ExtraBackups, "step:deleteBackup");
+}
+
+#[test]
+fn crash_before_a_recovery() {
+    crash_at(
+        "crash_recover_start",
+        Setup::LostMarker,
+        "step:recoverVolume",
+    );
+}
+
+#[test]
+fn crash_between_barman_recover_and_moving_the_data_in_place() {
+    crash_at("crash_recover_staged", Setup::LostMarker, "recover:staged");
+}
+
+#[test]
+fn crash_during_replay() {
+    crash_at("crash_replay", Setup::LostMarker, "replay");
+}
+
+#[test]
+fn crash_before_a_sync() {
+    crash_at(
+        "crash_sync_start",
+        Setup::StaleStarport,
+        "step:syncStarport",
+    );
+}
+
+#[test]
+fn crash_after_invalidating_the_starport_before_rsync() {
+    crash_at(
+        "crash_sync_invalidated",
+        Setup::StaleStarport,
+        "sync:invalidated",
+    );
+}
+
+#[test]
+fn crash_between_rsync_and_the_metadata_write() {
+    crash_at("crash_sync_copied", Setup::StaleStarport, "sync:copied");
+}
