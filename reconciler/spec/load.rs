@@ -207,7 +207,18 @@ fn load_file(file: &Path, pipelines: &mut Vec<LoadedPipeline>, problems: &mut Ve
             return;
         }
     };
-    for document in split_documents(&text) {
+    load_text(file, &text, pipelines, problems);
+}
+
+/// Parses the text of one spec file (named `file` in diagnostics); what loads goes to
+/// `pipelines`, what does not to `problems`. Pure: no I/O.
+pub fn load_text(
+    file: &Path,
+    text: &str,
+    pipelines: &mut Vec<LoadedPipeline>,
+    problems: &mut Vec<SpecProblem>,
+) {
+    for document in split_documents(text) {
         match parse_document(&document.text) {
             Ok(pipeline) => pipelines.push(LoadedPipeline {
                 file: file.to_path_buf(),
