@@ -109,6 +109,16 @@ fn broken_specs_are_located_and_explained() {
         ("alias bomb", format!("{VALID}x: &a [1,1,1,1,1,1,1,1,1,1]\ny: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nz: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nw: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\nv: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"), "expands too many aliases"),
         ("reserved replay setting", VALID.replace("postgresBin: /usr/lib/postgresql/15/bin", "postgresBin: /usr/lib/postgresql/15/bin\n      settings: {listen_addresses: '*'}"), "`listen_addresses` is set by the reconciler"),
         ("volume inside starport", format!("{VALID}  starport: {{root: /srv/nightly, target: t}}\n").replace("path: /srv/nightly/montagu_db_volume", "path: /srv/nightly/t/vol"), "overlap"),
+        ("volume in /etc", VALID.replace("path: /srv/nightly/montagu_db_volume", "path: /etc/postgresql/data"), "inside the system directory /etc"),
+        ("top-level volume", VALID.replace("path: /srv/nightly/montagu_db_volume", "path: /srv"), "`/srv` is a top-level directory"),
+        ("starport in /proc", format!("{VALID}  starport: {{root: /proc/self, target: t}}\n"), "inside the system directory /proc"),
+        ("space in target", format!("{VALID}  starport: {{root: /srv/starport, target: \"a b\"}}\n"), "name `a b` may contain only"),
+        ("dotdot target", format!("{VALID}  starport: {{root: /srv/starport, target: \"..\"}}\n"), "name `..`"),
+        ("shell metacharacter in path", VALID.replace("path: /srv/nightly/montagu_db_volume", "path: \"/srv/$(reboot)/v\""), "contains the character '$'"),
+        ("unknown top-level field", format!("{VALID}status: {{}}\n"), "unknown field `status`"),
+        ("spec is a list", VALID.replace("spec:\n  barman", "spec:\n- barman"), "6:3: expected mapping"),
+        ("empty name", VALID.replace("name: montagu", "name: \"\""), "must not be empty"),
+        ("name too long", VALID.replace("name: montagu", &format!("name: {}", "a".repeat(64))), "longer than 63"),
         ("duplicate key", VALID.replace("    keep: 3", "    keep: 3\n    keep: 4"), "duplicate"),
     ];
     let mut failures = Vec::new();

@@ -16,7 +16,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 pub use load::{LoadedPipeline, LoadedSpecs, SpecProblem, load_specs};
-pub use values::{AbsolutePath, HumanDuration, ObjectName, PipelineName, TimeOfDay};
+pub use values::{AbsolutePath, DataPath, HumanDuration, ObjectName, PipelineName, TimeOfDay};
 
 /// The API version every document must declare.
 pub const API_VERSION: &str = "reconciler.montagu/v1alpha1";
@@ -268,7 +268,7 @@ impl From<RetentionSpec> for RetentionFields {
 pub struct RecoveredVolumeSpec {
     /// The directory (it becomes PGDATA). Its parent must exist. barman recovers into
     /// a staging directory inside it, so it may be a mount point.
-    pub path: AbsolutePath,
+    pub path: DataPath,
     /// The oldest the recovery may be.
     pub max_age: HumanDuration,
     /// The OS user that owns the recovered files (barman's `barman_user`); the replay
@@ -412,7 +412,7 @@ impl SettingValue {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StarportSpec {
     /// The starport directory (bb8's `backup_location`).
-    pub root: AbsolutePath,
+    pub root: DataPath,
     /// The target (bucket) name, e.g. `barman_to_starport`.
     pub target: ObjectName,
     /// The name of the copy under `data/`. Defaults to the last component of

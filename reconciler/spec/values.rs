@@ -198,6 +198,75 @@ impl JsonSchema for AbsolutePath {
     }
 }
 
+/// A directory the reconciler writes (and may wipe): an [`AbsolutePath`] at least two
+/// levels deep and outside the system's own directories, so that a typo can never
+/// point a recovery at `/etc` or `/srv`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DataPath(AbsolutePath);
+
+/// Directories the reconciler never writes into.
+const SYSTEM_DIRS: [&str; 12] = [
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin", "/sys",
+    "/usr",
+];
+
+impl DataPath {
+    /// The path.
+    pub fn as_path(&self) -> &Path {
+        self.0.as_path()
+    }
+
+    /// The last component.
+    pub fn file_name(&self) -> Option<&str> {
+        self.0.file_name()
+    }
+}
+
+impl TryFrom<String> for DataPath {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let path = AbsolutePath::try_from(value)?;
+        if path.as_path().components().count() < 3 {
+            return Err(format!(
+                "`{path}` is a top-level directory; name a directory of its own below it, e.g. `{path}/reconciler`"
+            ));
+        }
+        if let Some(system) = SYSTEM_DIRS.iter().find(|d| path.as_path().starts_with(d)) {
+            return Err(format!(
+                "`{path}` is inside the system directory {system}; put data under /srv, /var/lib or /mnt"
+            ));
+        }
+        Ok(Self(path))
+    }
+}
+
+impl From<DataPath> for String {
+    fn from(value: DataPath) -> String {
+        value.0.into()
+    }
+}
+
+impl fmt::Display for DataPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl JsonSchema for DataPath {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DataPath".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "An absolute directory at least two levels deep, outside /etc, /usr and the other system directories.",
+            "pattern": "^/[^/]+/",
+            "examples": ["/srv/nightly/montagu_db_volume", "/mnt/data/starport"],
+        })
+    }
+}
+
 /// A human duration such as `30d`, `24h`, `1h30m` or `3 months`.
 ///
 /// Calendar units (days, weeks, months, years) are counted in UTC, so `1d` is 24 hours

@@ -211,6 +211,14 @@ spec:
         std::fs::write(self.specs.join("pipeline.yaml"), spec).unwrap();
     }
 
+    /// Replaces `from` with `to` in the spec file (which must contain it).
+    pub fn edit_spec(&self, from: &str, to: &str) {
+        let path = self.specs.join("pipeline.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "`{from}` not in the spec:\n{text}");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+    }
+
     /// Runs the reconciler binary with `--specs` pointing at this pipeline's spec.
     pub fn reconciler(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconciler"));
