@@ -58,8 +58,9 @@ pub async fn diff(args: &DiffArgs, drivers: &Drivers) -> anyhow::Result<ExitStat
         cx = PlanContext { now: at, ..cx };
     }
     let mut entries = Vec::new();
+    let pass = drivers.for_one_pass();
     for loaded in &pipelines {
-        let (observed, plan) = diff_pipeline(&loaded.pipeline, drivers, &cx).await;
+        let (observed, plan) = diff_pipeline(&loaded.pipeline, &pass, &cx).await;
         entries.push(PipelineDiff {
             source: format!("{}:{}", loaded.file.display(), loaded.line),
             drift: !plan.is_converged(),

@@ -347,6 +347,74 @@ pub fn parse_delete_result(backup_id: &str, out: &CommandOutput) -> Result<(), B
     }
 }
 
+/// A barman catalogue: (config file, server).
+type CatalogueKey = (Option<std::path::PathBuf>, String);
+
+/// Remembers `list-backups` answers for the length of one pass, so that pipelines
+/// sharing a barman server cost one barman call per pass, not one each. Everything
+/// else goes straight through; executing steps never goes through a cache.
+#[derive(Debug)]
+pub struct PassCache {
+    inner: Arc<dyn BarmanDriver>,
+    answers: std::sync::Mutex<std::collections::HashMap<CatalogueKey, Vec<Backup>>>,
+}
+
+impl PassCache {
+    /// A fresh cache in front of `inner`.
+    pub fn new(inner: Arc<dyn BarmanDriver>) -> Self {
+        Self {
+            inner,
+            answers: std::sync::Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl BarmanDriver for PassCache {
+    async fn list_backups(&self, barman: &BarmanSpec) -> Result<Vec<Backup>, BarmanError> {
+        let key = (
+            barman.config.as_ref().map(|c| c.as_path().to_path_buf()),
+            barman.server.to_string(),
+        );
+        if let Some(hit) = self.answers.lock().ok().and_then(|a| a.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let backups = self.inner.list_backups(barman).await?;
+        if let Ok(mut answers) = self.answers.lock() {
+            answers.insert(key, backups.clone());
+        }
+        Ok(backups)
+    }
+
+    async fn take_backup(
+        &self,
+        barman: &BarmanSpec,
+        timeout: Duration,
+    ) -> Result<String, BarmanError> {
+        self.inner.take_backup(barman, timeout).await
+    }
+
+    async fn delete_backup(&self, barman: &BarmanSpec, backup_id: &str) -> Result<(), BarmanError> {
+        self.inner.delete_backup(barman, backup_id).await
+    }
+
+    async fn switch_wal(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError> {
+        self.inner.switch_wal(barman, timeout).await
+    }
+
+    async fn recover(
+        &self,
+        barman: &BarmanSpec,
+        backup_id: &str,
+        destination: &Path,
+        timeout: Duration,
+    ) -> Result<(), BarmanError> {
+        self.inner
+            .recover(barman, backup_id, destination, timeout)
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

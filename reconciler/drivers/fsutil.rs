@@ -83,6 +83,25 @@ pub fn lookup_account(name: &str) -> io::Result<RunAs> {
     }
 }
 
+/// Bytes in the regular files under `dir` (not following links), as `du -sb` counts
+/// file contents: what a recovery wrote.
+pub fn dir_size(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in fs::read_dir(&next)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                total += entry.metadata()?.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// Runs blocking filesystem work off the async threads.
 pub async fn blocking<T, F>(work: F) -> io::Result<T>
 where

@@ -62,6 +62,16 @@ pub struct Drivers {
 }
 
 impl Drivers {
+    /// The same drivers, with barman's catalogue read once per server for the whole
+    /// pass: for observing many pipelines at once (`diff`, a pass of `run`), never for
+    /// executing steps, which must see the catalogue as it is after each step.
+    pub fn for_one_pass(&self) -> Self {
+        Self {
+            barman: Arc::new(self::barman::PassCache::new(self.barman.clone())),
+            ..self.clone()
+        }
+    }
+
     /// Everything on this host, commands run as local processes, stopped by `cancel`.
     pub fn local(cancel: CancellationToken) -> Self {
         let runner: Arc<dyn CommandRunner> = Arc::new(LocalProcess::new(cancel.clone()));

@@ -45,6 +45,43 @@ pub enum StarportError {
     },
 }
 
+/// What one copy moved, from `rsync --stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Bytes of file data sent as is ("Literal data").
+    pub literal_bytes: u64,
+    /// All bytes sent ("Total bytes sent").
+    pub bytes_sent: u64,
+    /// Size of the whole copy ("Total file size").
+    pub total_bytes: u64,
+}
+
+impl CopyStats {
+    /// Reads rsync's `--stats` lines (C locale; numbers may carry `,` separators).
+    pub fn from_rsync_stats(stdout: &str) -> Self {
+        let field = |name: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .and_then(|rest| {
+                    let digits: String = rest
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == ',')
+                        .filter(char::is_ascii_digit)
+                        .collect();
+                    digits.parse().ok()
+                })
+                .unwrap_or(0)
+        };
+        Self {
+            literal_bytes: field("Literal data:"),
+            bytes_sent: field("Total bytes sent:"),
+            total_bytes: field("Total file size:"),
+        }
+    }
+}
+
 /// Where a target's pieces live.
 #[derive(Debug, Clone)]
 pub struct StarportPaths {
@@ -90,7 +127,7 @@ pub trait StarportDriver: Send + Sync + std::fmt::Debug {
         spec: &StarportSpec,
         volume_name: &str,
         timeout: Duration,
-    ) -> Result<(), StarportError>;
+    ) -> Result<CopyStats, StarportError>;
     /// Writes the metadata. Always last.
     async fn write_metadata(
         &self,
@@ -172,7 +209,7 @@ impl StarportDriver for LocalStarport {
         spec: &StarportSpec,
         volume_name: &str,
         timeout: Duration,
-    ) -> Result<(), StarportError> {
+    ) -> Result<CopyStats, StarportError> {
         let paths = StarportPaths::new(spec, volume_name);
         let data = paths.data.clone();
         blocking(move || std::fs::create_dir_all(&data))
@@ -184,7 +221,8 @@ impl StarportDriver for LocalStarport {
         let mut to = paths.data.as_os_str().to_owned();
         to.push("/");
         let rsync = CommandLine::new("rsync", timeout)
-            .args(["-a", "--delete", "--delete-excluded"])
+            .args(["-a", "--delete", "--delete-excluded", "--stats"])
+            .env("LC_ALL", "C")
             .arg(format!("--exclude=/{STAGING_DIR}"))
             .arg("--exclude=/postmaster.pid")
             .arg(from)
@@ -195,7 +233,7 @@ impl StarportDriver for LocalStarport {
             .await
             .map_err(StarportError::Command)?;
         if out.success() {
-            Ok(())
+            Ok(CopyStats::from_rsync_stats(&out.stdout))
         } else {
             Err(StarportError::Rsync {
                 code: out.code,
@@ -222,5 +260,19 @@ impl StarportDriver for LocalStarport {
         })
         .await
         .map_err(io_err("write", &paths.metadata))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rsync_stats_are_read_with_their_separators() {
+        let out = "Number of files: 1,002 (reg: 980, dir: 22)\nTotal file size: 71,303,168 bytes\nLiteral data: 17,039,360 bytes\nMatched data: 0 bytes\nTotal bytes sent: 17,052,811\n";
+        let stats = CopyStats::from_rsync_stats(out);
+        assert_eq!(stats.total_bytes, 71_303_168);
+        assert_eq!(stats.literal_bytes, 17_039_360);
+        assert_eq!(stats.bytes_sent, 17_052_811);
     }
 }

@@ -176,6 +176,12 @@ async fn recover_volume(
         .await?;
     pause_point("recover:staged", &drivers.cancel).await;
     drivers.volume.promote_staging(path).await?;
+    let recovered_bytes = {
+        let path = path.to_path_buf();
+        crate::drivers::fsutil::blocking(move || crate::drivers::fsutil::dir_size(&path))
+            .await
+            .unwrap_or(0)
+    };
     let replayed = drivers.replay.replay(path, owner, &volume.replay).await?;
     let recovered_at = clock();
     let backup_end_time = observed
@@ -195,7 +201,7 @@ async fn recover_volume(
     // Only now, replayed and cleanly stopped, does the volume become valid.
     drivers.volume.write_marker(path, &marker, owner).await?;
     Ok(format!(
-        "backup {backup_id} recovered, replayed to {}, generation {}",
+        "backup {backup_id} recovered ({recovered_bytes} bytes), replayed to {}, generation {}",
         replayed.replayed_to_lsn, marker.generation
     ))
 }
@@ -244,7 +250,7 @@ async fn sync_starport(
         .invalidate_metadata(starport, &volume_name)
         .await?;
     pause_point("sync:invalidated", &drivers.cancel).await;
-    drivers
+    let copied = drivers
         .starport
         .copy(
             pipeline.spec.recovered_volume.path.as_path(),
@@ -271,5 +277,8 @@ async fn sync_starport(
         .starport
         .write_metadata(starport, &volume_name, &metadata)
         .await?;
-    Ok(format!("starport holds generation {}", marker.generation))
+    Ok(format!(
+        "starport holds generation {}; rsync sent {} of {} bytes",
+        marker.generation, copied.bytes_sent, copied.total_bytes
+    ))
 }

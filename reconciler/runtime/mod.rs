@@ -330,10 +330,12 @@ async fn pass(
     scheduler.retain(&names);
     let commit = config.specs.first().and_then(|p| git_commit(p));
     let cx = context_now();
+    // Observation only: workers execute with `drivers`, uncached.
+    let pass = drivers.for_one_pass();
 
     for loaded in specs.pipelines {
         let name = loaded.pipeline.name().to_string();
-        let (observed, plan) = diff_pipeline(&loaded.pipeline, drivers, &cx).await;
+        let (observed, plan) = diff_pipeline(&loaded.pipeline, &pass, &cx).await;
         shared
             .metrics
             .observe(&loaded.pipeline, &observed, &plan, cx.now);
