@@ -104,15 +104,10 @@ fn check_invariants(p: &TestPipeline, newest_before: &Option<String>, when: &str
             !p.volume.join(".reconciler-staging").exists(),
             "{when}: marker beside a staging directory"
         );
-        let control = Command::new(format!("{}/pg_controldata", common::PGBIN))
-            .arg(&p.volume)
-            .env("LC_ALL", "C")
-            .output()
-            .unwrap();
-        let control = String::from_utf8_lossy(&control.stdout);
-        assert!(
-            control.contains("Database cluster state:               shut down\n"),
-            "{when}: marked volume is not cleanly shut down:\n{control}"
+        let state = common::cluster_state(&p.volume);
+        assert_eq!(
+            state, "shut down",
+            "{when}: marked volume is not cleanly shut down"
         );
         // Starport metadata that names the volume's generation names a complete copy.
         if let Some(metadata) = p.starport_metadata()
@@ -204,32 +199,7 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
     );
     assert!(starport_matches_volume(&p));
     // The marked volume starts at once (no recovery) and holds what was committed.
-    let copy = tempfile::Builder::new()
-        .prefix("crash-copy-")
-        .tempdir()
-        .unwrap();
-    assert!(
-        Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", p.volume.display()))
-            .arg(copy.path())
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        Command::new("chown")
-            .args(["-R", "barman:barman"])
-            .arg(copy.path())
-            .status()
-            .unwrap()
-            .success()
-    );
-    std::fs::set_permissions(
-        copy.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
+    let copy = common::copy_of(&p.volume);
     let (rows, server_log) = query_cluster(
         copy.path(),
         &format!("select count(*) from rows where note = '{name}: committed before the crash'"),

@@ -169,3 +169,119 @@ fn starport_barman_and_clock_faults_are_reported_not_acted_on() {
     );
     assert_eq!(p.backups(), backups);
 }
+
+#[test]
+fn a_primary_barman_cannot_reach_fails_the_backup_and_deletes_nothing() {
+    let p = TestPipeline::new("fault_primary", "{keep: 1}");
+    assert_eq!(p.apply_json().0, 0);
+    let backups = p.backups();
+    // barman's view of the primary goes dark: its conninfo points at a closed port.
+    let conf = std::fs::read_to_string(&p.barman_conf).unwrap();
+    let dark = regex_free_replace_port(&conf);
+    std::fs::write(&p.barman_conf, &dark).unwrap();
+    p.write_spec("{keep: 1}", "1s");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 1);
+    assert_eq!(
+        step_outcomes(&report),
+        vec![("takeBaseBackup".to_string(), "failed".to_string())],
+        "with keep 1, the old backup would be obsolete only after a new one is DONE"
+    );
+    assert_eq!(p.backups().iter().filter(|(_, s)| s == "DONE").count(), 1);
+    assert!(
+        p.backups().iter().any(|b| *b == backups[0]),
+        "the only DONE backup was deleted"
+    );
+    std::fs::write(&p.barman_conf, conf).unwrap();
+    p.write_spec("{keep: 1}", "30d");
+}
+
+/// The barman config with `conninfo`'s port replaced by one nothing listens on.
+fn regex_free_replace_port(conf: &str) -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    conf.lines()
+        .map(|line| {
+            if line.starts_with("conninfo") {
+                line.split(' ')
+                    .map(|word| {
+                        if word.starts_with("port=") {
+                            format!("port={closed}")
+                        } else {
+                            word.to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[test]
+fn a_backup_already_running_is_waited_for_not_a_failure() {
+    let p = TestPipeline::new("fault_busy", "{keep: 3}");
+    assert_eq!(p.apply_json().0, 0);
+    p.write_spec("{keep: 3}", "1s");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // Someone (an operator, barman's own cron) starts a backup at the same moment.
+    let conf = p.barman_conf.clone();
+    let name = p.name.clone();
+    let other = std::thread::spawn(move || {
+        std::process::Command::new("barman")
+            .arg("-c")
+            .arg(conf)
+            .args(["backup", &name, "--wait", "--wait-timeout", "120"])
+            .output()
+            .unwrap()
+    });
+    // barman writes backup.info with status=STARTED as it begins; look at its
+    // catalogue directly (a list-backups call is slower than a small backup).
+    let base = p.root.join("home").join(&p.name).join("base");
+    let started = || {
+        std::fs::read_dir(&base)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| {
+                std::fs::read_to_string(entry.path().join("backup.info"))
+                    .is_ok_and(|info| info.contains("status=STARTED"))
+            })
+    };
+    let start = std::time::Instant::now();
+    while !started() {
+        assert!(
+            !other.is_finished() || started(),
+            "the other backup ended before it was seen running"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the other backup never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (code, report) = p.apply_json();
+    assert_eq!(
+        report["pipelines"][0]["steps"],
+        Value::Array(vec![]),
+        "no second backup, nothing failed"
+    );
+    let waiting = report["pipelines"][0]["finalPlan"]["waitingOn"].to_string();
+    // Waiting is not converged (exit 1); only if the other backup ended before our
+    // look at barman is there nothing to wait for (exit 0).
+    assert!(
+        (code == 1 && waiting.contains("to finish")) || code == 0,
+        "{code}: {waiting}"
+    );
+    assert!(other.join().unwrap().status.success());
+    p.write_spec("{keep: 3}", "30d");
+    assert_eq!(p.apply_json().0, 0);
+}

@@ -5,35 +5,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{TestPipeline, actions, condition, first, query_cluster};
+use common::{TestPipeline, actions, cluster_state, condition, copy_of, first, query_cluster};
 use serde_json::Value;
-
-/// A throwaway copy, so that starting postgres on it changes nothing under test.
-fn copy_of(data: &std::path::Path) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("it-copy-")
-        .tempdir()
-        .unwrap();
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", data.display()))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = Command::new("chown")
-        .args(["-R", "barman:barman"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
-    dir
-}
 
 #[test]
 fn an_empty_pipeline_converges_and_stays_converged() {
@@ -106,16 +79,7 @@ fn an_empty_pipeline_converges_and_stays_converged() {
     assert_eq!(p.backups().len(), 1);
 
     // The volume holds a cluster that was shut down cleanly, not mid-recovery.
-    let control = Command::new(format!("{}/pg_controldata", common::PGBIN))
-        .arg(&p.volume)
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap();
-    let control = String::from_utf8_lossy(&control.stdout);
-    assert!(
-        control.contains("Database cluster state:               shut down\n"),
-        "{control}"
-    );
+    assert_eq!(cluster_state(&p.volume), "shut down");
     // The starport copy starts at once (no recovery) and serves the primary's rows.
     let copy = copy_of(&p.starport_data());
     let (rows, log) = query_cluster(

@@ -95,6 +95,14 @@ impl Running {
         }
     }
 
+    /// Waits until the run paused in its replay, with postgres up; returns its pid.
+    fn wait_for_replay(&self, p: &TestPipeline) -> i32 {
+        self.wait_for("the replay to start", Duration::from_secs(120), || {
+            self.log().contains("paused at replay") && p.postmaster_pid().is_some()
+        });
+        p.postmaster_pid().expect("postgres runs on the volume")
+    }
+
     fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -141,7 +149,7 @@ fn ready(state: &Path) -> bool {
 
 fn metric(body: &str, name: &str) -> Option<f64> {
     body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
@@ -183,6 +191,18 @@ fn run_converges_reports_and_follows_spec_edits() {
         "{body}"
     );
     assert_eq!(run.get("/healthz").0, 200);
+
+    // Converged and idle, the loop sleeps: no pass until something changes (reading
+    // the specs must not count as changing them).
+    let last_pass = |run: &Running| {
+        metric(
+            &run.get("/metrics").1,
+            "reconciler_last_pass_timestamp_seconds",
+        )
+    };
+    let before = last_pass(&run);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(last_pass(&run), before, "an idle loop keeps running passes");
 
     // A second instance on the same state directory refuses to start.
     let second = Command::new(env!("CARGO_BIN_EXE_reconciler"))
@@ -252,18 +272,7 @@ fn sigterm_during_replay_stops_postgres_and_leaves_the_marker_invalid() {
     let state = p.root.join("state");
     let mut run = start_run(&p, &state, &[("RECONCILER_PAUSE_AT", "replay")]);
     let pid_file = p.volume.join("postmaster.pid");
-    run.wait_for("the replay to start", Duration::from_secs(120), || {
-        run.log().contains("paused at replay")
-            && std::fs::read_to_string(&pid_file)
-                .is_ok_and(|t| t.lines().next().is_some_and(|l| l.parse::<i32>().is_ok()))
-    });
-    let postmaster: i32 = std::fs::read_to_string(&pid_file)
-        .expect("postgres runs on the volume")
-        .lines()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let postmaster = run.wait_for_replay(&p);
 
     let status = run.terminate();
     assert!(status.success(), "exit {status:?}:\n{}", run.log());
@@ -292,21 +301,11 @@ fn a_replay_left_running_by_a_killed_reconciler_is_stopped_and_redone() {
     let state = p.root.join("state");
     let mut run = start_run(&p, &state, &[("RECONCILER_PAUSE_AT", "replay")]);
     let pid_file = p.volume.join("postmaster.pid");
-    run.wait_for("the replay to start", Duration::from_secs(120), || {
-        run.log().contains("paused at replay")
-            && std::fs::read_to_string(&pid_file)
-                .is_ok_and(|t| t.lines().next().is_some_and(|l| l.parse::<i32>().is_ok()))
-    });
+    let postmaster = run.wait_for_replay(&p);
     // SIGKILL: no chance to clean up. The replay postgres survives its parent.
     run.child.kill().unwrap();
     run.child.wait().unwrap();
-    let stray: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let stray = postmaster;
     assert!(
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(stray), None).is_ok(),
         "the replay should have outlived the reconciler"

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::mpsc;
 
@@ -48,7 +48,14 @@ impl SpecWatcher {
             DEBOUNCE_WINDOW,
             Some(DEBOUNCE_WINDOW),
             move |result: DebounceEventResult| {
-                if result.is_ok_and(|events| !events.is_empty()) {
+                // Reading the specs (which every pass does) is an access event too;
+                // counting it would make each pass trigger the next.
+                let changed = result.is_ok_and(|batch| {
+                    batch
+                        .iter()
+                        .any(|e| !matches!(e.event.kind, EventKind::Access(_)))
+                });
+                if changed {
                     let _ = events.send(());
                 }
             },

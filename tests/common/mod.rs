@@ -450,3 +450,53 @@ pub fn query_cluster(data: &Path, sql: &str) -> (String, String) {
         log_text,
     )
 }
+
+/// A throwaway copy of a data directory, owned by barman, so that starting postgres
+/// on it changes nothing under test.
+pub fn copy_of(data: &Path) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("it-copy-")
+        .tempdir()
+        .unwrap();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", data.display()))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let owned = Command::new("chown")
+        .args(["-R", "barman:barman"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(owned.success());
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    dir
+}
+
+/// pg_controldata's "Database cluster state" of a data directory.
+pub fn cluster_state(data: &Path) -> String {
+    let out = Command::new(format!("{PGBIN}/pg_controldata"))
+        .arg(data)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Database cluster state:"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+impl TestPipeline {
+    /// The pid in the volume's postmaster.pid, once postgres has written it.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.volume.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+}
