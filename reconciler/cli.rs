@@ -50,14 +50,9 @@ pub struct RunArgs {
     #[command(flatten)]
     /// Where the specs are.
     pub specs: SpecsArgs,
-    /// Where status files and the instance lock live (one reconciler per directory).
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/var/lib/reconciler",
-        env = "RECONCILER_STATE_DIR"
-    )]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    /// Where status files and the instance lock live.
+    pub state: StateDirArgs,
     /// Address of /metrics, /healthz and /status. Loopback unless you mean otherwise.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9187")]
     pub listen: std::net::SocketAddr,
@@ -78,14 +73,9 @@ pub struct RunArgs {
 /// `reconciler status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    #[command(flatten)]
     /// The state directory of `reconciler run`.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/var/lib/reconciler",
-        env = "RECONCILER_STATE_DIR"
-    )]
-    pub state_dir: PathBuf,
+    pub state: StateDirArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -97,6 +87,19 @@ pub struct SpecsArgs {
     /// A spec file or a directory of `*.yaml` files (repeatable).
     #[arg(long = "specs", value_name = "PATH", default_value = "./specs")]
     pub specs: Vec<PathBuf>,
+}
+
+/// Where `run` keeps its status and lock, and `status` reads them.
+#[derive(Debug, Args)]
+pub struct StateDirArgs {
+    /// The state directory: status files and the instance lock (one `run` per directory).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/reconciler",
+        env = "RECONCILER_STATE_DIR"
+    )]
+    pub state_dir: PathBuf,
 }
 
 /// `reconciler diff`.

@@ -19,7 +19,7 @@ fn duration(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
 pub async fn run(args: &RunArgs) -> anyhow::Result<ExitStatus> {
     let config = RunConfig {
         specs: args.specs.specs.clone(),
-        state_dir: args.state_dir.clone(),
+        state_dir: args.state.state_dir.clone(),
         listen: args.listen,
         resync: duration("resync", &args.resync)?,
         max_parallel: args.max_parallel,

@@ -8,11 +8,11 @@ use super::ExitStatus;
 
 /// Runs the command: exit 0 when every pipeline is Ready, 1 otherwise.
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitStatus> {
-    let statuses = read_statuses(&args.state_dir)?;
+    let statuses = read_statuses(&args.state.state_dir)?;
     if statuses.is_empty() {
         eprintln!(
             "no status in {}: is `reconciler run` using this --state-dir?",
-            args.state_dir.display()
+            args.state.state_dir.display()
         );
         return Ok(ExitStatus::Error);
     }
