@@ -40,7 +40,8 @@ pub struct StepRecord {
     pub started_at: Timestamp,
     /// How long it took, in seconds.
     pub seconds: f64,
-    /// `done`, `busy` (someone else holds barman's lock) or `failed`.
+    /// `done`, `busy` (someone else holds barman's lock), `interrupted` (by a
+    /// shutdown) or `failed`.
     pub outcome: StepOutcome,
     /// What it did, or why it failed.
     pub detail: String,
@@ -54,6 +55,9 @@ pub enum StepOutcome {
     Done,
     /// Could not start because barman is busy; not a failure.
     Busy,
+    /// Stopped by a shutdown of the reconciler; not a failure: the next start
+    /// finds the work undone (marker invalid) and plans it again.
+    Interrupted,
     /// Failed.
     Failed,
 }
@@ -70,6 +74,31 @@ pub struct ApplyReport {
     pub final_plan: Plan,
     /// Every condition holds.
     pub converged: bool,
+    /// Why no step could start although the plan had some (another process holds
+    /// the volume's lock): a wait, not a failure.
+    pub blocked: Option<String>,
+    /// A failure not tied to one step (the run itself crashed).
+    pub failure: Option<String>,
+}
+
+impl ApplyReport {
+    /// The report of a run that ended without reporting (its task panicked).
+    pub fn crashed(pipeline: String, why: &str) -> Self {
+        Self {
+            final_plan: Plan {
+                pipeline: pipeline.clone(),
+                conditions: Vec::new(),
+                steps: Vec::new(),
+                waiting_on: vec![why.to_string()],
+                next_deadline: None,
+            },
+            pipeline,
+            steps: Vec::new(),
+            converged: false,
+            blocked: None,
+            failure: Some(why.to_string()),
+        }
+    }
 }
 
 /// Receives progress while `apply` runs (a progress bar, a log).
@@ -82,7 +111,7 @@ pub trait Progress: Send + Sync {
 
 /// Converges one pipeline as far as one pass can, running at most `max_steps`
 /// steps (`apply` runs up to [`MAX_STEPS_PER_APPLY`]; `run` runs one, then re-reads
-/// the specs before the next).
+/// the specs before the next). Starts no step once `drivers.cancel` fired.
 pub async fn apply_pipeline(
     pipeline: &BackupPipeline,
     drivers: &Drivers,
@@ -104,24 +133,28 @@ pub async fn apply_pipeline(
             let (_, mut plan) = diff_pipeline(pipeline, drivers, &context()).await;
             let reason = error_chain(&e);
             tracing::warn!(pipeline = %name, reason = %reason, "not working on this pipeline now");
-            plan.waiting_on.push(reason);
+            plan.waiting_on.push(reason.clone());
             return ApplyReport {
                 pipeline: name,
                 steps,
                 converged: false,
                 final_plan: plan,
+                blocked: Some(reason),
+                failure: None,
             };
         }
     };
+    let limit = max_steps.min(MAX_STEPS_PER_APPLY);
     loop {
         let (observed, plan) = diff_pipeline(pipeline, drivers, &context()).await;
         let next = plan.steps.first().cloned();
-        let stop = steps.len() >= MAX_STEPS_PER_APPLY
+        let stop = steps.len() >= limit
+            || drivers.cancel.is_cancelled()
             || steps
                 .last()
                 .is_some_and(|s: &StepRecord| s.outcome != StepOutcome::Done);
         let Some(planned) = next.filter(|_| !stop) else {
-            if steps.len() >= MAX_STEPS_PER_APPLY && max_steps >= MAX_STEPS_PER_APPLY {
+            if steps.len() >= MAX_STEPS_PER_APPLY {
                 tracing::error!(pipeline = %name, "gave up after {MAX_STEPS_PER_APPLY} steps without converging");
             }
             return ApplyReport {
@@ -129,6 +162,8 @@ pub async fn apply_pipeline(
                 converged: plan.is_converged(),
                 final_plan: plan,
                 steps,
+                blocked: None,
+                failure: None,
             };
         };
         progress.step_started(&name, steps.len(), &planned);
@@ -144,6 +179,8 @@ pub async fn apply_pipeline(
         let (outcome, detail) = match result {
             Ok(detail) => (StepOutcome::Done, detail),
             Err(e) if e.is_busy() => (StepOutcome::Busy, error_chain(&e)),
+            // Whatever the error says, a step cut short by a shutdown did not fail.
+            Err(e) if drivers.cancel.is_cancelled() => (StepOutcome::Interrupted, error_chain(&e)),
             Err(e) => (StepOutcome::Failed, error_chain(&e)),
         };
         let record = StepRecord {
@@ -160,11 +197,161 @@ pub async fn apply_pipeline(
             StepOutcome::Busy => {
                 tracing::warn!(pipeline = %name, step = %record.planned.step, detail = %record.detail, "barman busy; will look again")
             }
+            StepOutcome::Interrupted => {
+                tracing::warn!(pipeline = %name, step = %record.planned.step, detail = %record.detail, "step interrupted by shutdown")
+            }
             StepOutcome::Failed => {
                 tracing::error!(pipeline = %name, step = %record.planned.step, error = %record.detail, "step failed")
             }
         }
         progress.step_finished(&name, &record);
         steps.push(record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The stop rules of [`apply_pipeline`], with barman replaced by a catalogue in
+    //! memory (the real thing is driven by `tests/pipeline.rs`).
+
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::drivers::barman::{BarmanDriver, BarmanError};
+    use crate::observe::{Backup, BackupStatus};
+    use crate::spec::BarmanSpec;
+
+    /// A barman whose backups succeed at once and whose recoveries fail.
+    #[derive(Debug, Default)]
+    struct CatalogueInMemory {
+        backups: Mutex<Vec<Backup>>,
+        recoveries: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl BarmanDriver for CatalogueInMemory {
+        async fn list_backups(&self, _: &BarmanSpec) -> Result<Vec<Backup>, BarmanError> {
+            Ok(self.backups.lock().unwrap().clone())
+        }
+        async fn take_backup(&self, _: &BarmanSpec, _: Duration) -> Result<String, BarmanError> {
+            let id = "20261124T120000".to_string();
+            self.backups.lock().unwrap().push(Backup {
+                id: id.clone(),
+                status: BackupStatus::Done,
+                end_time: Some(now()),
+                size_bytes: Some(1),
+            });
+            Ok(id)
+        }
+        async fn delete_backup(&self, _: &BarmanSpec, _: &str) -> Result<(), BarmanError> {
+            Ok(())
+        }
+        async fn switch_wal(&self, _: &BarmanSpec, _: Duration) -> Result<(), BarmanError> {
+            Ok(())
+        }
+        async fn recover(
+            &self,
+            _: &BarmanSpec,
+            _: &str,
+            _: &Path,
+            _: Duration,
+        ) -> Result<(), BarmanError> {
+            *self.recoveries.lock().unwrap() += 1;
+            Err(BarmanError::Failed {
+                action: "recover",
+                message: "not in this test".to_string(),
+            })
+        }
+    }
+
+    struct Silent;
+    impl Progress for Silent {
+        fn step_started(&self, _: &str, _: usize, _: &PlannedStep) {}
+        fn step_finished(&self, _: &str, _: &StepRecord) {}
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-24T12:00:00Z".parse().unwrap()
+    }
+
+    fn context() -> PlanContext {
+        PlanContext {
+            now: now(),
+            local_time_zone: jiff::tz::TimeZone::UTC,
+        }
+    }
+
+    fn setup() -> (
+        tempfile::TempDir,
+        BackupPipeline,
+        Drivers,
+        Arc<CatalogueInMemory>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline: BackupPipeline = serde_saphyr::from_str(&format!(
+            r#"apiVersion: reconciler.montagu/v1alpha1
+kind: BackupPipeline
+metadata: {{name: montagu}}
+spec:
+  barman: {{server: montagu}}
+  baseBackup: {{maxAge: 30d}}
+  retention: {{keep: 2, minimumRedundancy: 1}}
+  recoveredVolume:
+    path: {}/volume
+    maxAge: 24h
+    owner: root
+    replay: {{postgresBin: /usr/lib/postgresql/15/bin}}
+"#,
+            dir.path().display()
+        ))
+        .unwrap();
+        let barman = Arc::new(CatalogueInMemory::default());
+        let drivers = Drivers {
+            barman: barman.clone(),
+            ..Drivers::local(CancellationToken::new())
+        };
+        (dir, pipeline, drivers, barman)
+    }
+
+    #[tokio::test]
+    async fn stops_after_max_steps_even_when_more_are_planned() {
+        let (_dir, pipeline, drivers, barman) = setup();
+
+        let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 1).await;
+
+        assert_eq!(report.steps.len(), 1, "{:#?}", report.steps);
+        assert_eq!(report.steps[0].outcome, StepOutcome::Done);
+        assert!(!report.final_plan.steps.is_empty(), "recovery still to do");
+        assert_eq!(*barman.recoveries.lock().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn starts_nothing_after_a_shutdown() {
+        let (_dir, pipeline, drivers, barman) = setup();
+        drivers.cancel.cancel();
+
+        let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 32).await;
+
+        assert!(report.steps.is_empty(), "{:#?}", report.steps);
+        assert!(barman.backups.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_volume_locked_elsewhere_is_reported_as_blocked() {
+        let (_dir, pipeline, drivers, _barman) = setup();
+        let path = pipeline.spec.recovered_volume.path.as_path();
+        let _held = drivers.volume.lock(path).await.unwrap();
+
+        let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 32).await;
+
+        assert!(report.steps.is_empty());
+        let blocked = report.blocked.expect("blocked");
+        assert!(blocked.contains("another reconciler"), "{blocked}");
+        assert!(report.failure.is_none());
     }
 }

@@ -269,18 +269,25 @@ fn a_backup_already_running_is_waited_for_not_a_failure() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let (code, report) = p.apply_json();
-    assert_eq!(
-        report["pipelines"][0]["steps"],
-        Value::Array(vec![]),
-        "no second backup, nothing failed"
+    let steps = report["pipelines"][0]["steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        steps.iter().all(|s| s["outcome"] != "failed"),
+        "nothing failed: {steps:#?}"
     );
     let waiting = report["pipelines"][0]["finalPlan"]["waitingOn"].to_string();
-    // Waiting is not converged (exit 1); only if the other backup ended before our
-    // look at barman is there nothing to wait for (exit 0).
-    assert!(
-        (code == 1 && waiting.contains("to finish")) || code == 0,
-        "{code}: {waiting}"
-    );
+    if steps.is_empty() {
+        // The usual case: it saw the backup running and waits for it (exit 1).
+        assert_eq!(code, 1, "{report:#}");
+        assert!(waiting.contains("to finish"), "{waiting}");
+    } else {
+        // The other backup ended before this run looked at barman (barman is quick
+        // on a tiny database): there was nothing to wait for, so it went on; a step
+        // that met barman's lock is `busy`, never `failed` (checked above).
+        assert_ne!(code, 2, "{report:#}");
+    }
     assert!(other.join().unwrap().status.success());
     p.write_spec("{keep: 3}", "30d");
     assert_eq!(p.apply_json().0, 0);

@@ -258,8 +258,16 @@ proptest! {
         done.sort_by(|a, b| b.id.cmp(&a.id));
         let running = backups.iter().any(|b| matches!(b.status, BackupStatus::Started | BackupStatus::WaitingForWals));
         let take = plan.steps.iter().position(|s| s.step == Step::TakeBaseBackup);
-        let mut remaining = done.len();
+        // Walk the steps in order: the DONE count may never drop below the floor (or
+        // below what there was, when there were fewer), not even between a delete
+        // and a later backup.
+        let must_keep = (floor as usize).min(done.len());
+        let mut count = done.len();
         for (i, s) in plan.steps.iter().enumerate() {
+            if s.step == Step::TakeBaseBackup {
+                count += 1;
+                continue;
+            }
             let Step::DeleteBackup { backup_id } = &s.step else { continue };
             prop_assert!(!running, "delete planned while a backup runs");
             let status = &backups.iter().find(|b| &b.id == backup_id).unwrap().status;
@@ -271,9 +279,8 @@ proptest! {
                 prop_assert!(take.is_some_and(|t| t < i), "newest deleted without a newer backup first");
             }
             prop_assert!(done.iter().find(|b| &b.id == backup_id).unwrap().end_time.is_some(), "deleted a backup of unknown age");
-            remaining -= 1;
+            count -= 1;
+            prop_assert!(count >= must_keep, "below the floor after deleting {}: {} < {}", backup_id, count, must_keep);
         }
-        let after = remaining + usize::from(take.is_some());
-        prop_assert!(after >= (floor as usize).min(done.len() + usize::from(take.is_some())), "below the floor: {after} < {floor}");
     }
 }

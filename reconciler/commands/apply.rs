@@ -60,6 +60,7 @@ impl Progress for StepProgress {
             let mark = match record.outcome {
                 StepOutcome::Done => "done",
                 StepOutcome::Busy => "busy",
+                StepOutcome::Interrupted => "interrupted",
                 StepOutcome::Failed => "FAILED",
             };
             bar.println(format!(

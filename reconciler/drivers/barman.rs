@@ -150,7 +150,8 @@ impl BarmanDriver for BarmanCli {
             .arg(timeout.as_secs().max(1).to_string())
             // Killing barman mid-backup would orphan pg_basebackup and leave a
             // STARTED entry; let it finish on its own instead.
-            .on_cancel(OnCancel::LeaveRunning);
+            .on_cancel(OnCancel::LeaveRunning)
+            .pause_at("backup:running");
         let out = self.run(cmd).await?;
         parse_backup_result(&out)
     }
@@ -159,7 +160,8 @@ impl BarmanDriver for BarmanCli {
         let cmd = self
             .command(barman, "delete", QUICK_CALL_TIMEOUT * 10)
             .arg(barman.server.as_str())
-            .arg(backup_id);
+            .arg(backup_id)
+            .pause_at("delete:running");
         let out = self.run(cmd).await?;
         parse_delete_result(backup_id, &out)
     }
@@ -191,7 +193,8 @@ impl BarmanDriver for BarmanCli {
             .command(barman, "recover", timeout)
             .arg(barman.server.as_str())
             .arg(backup_id)
-            .arg(destination);
+            .arg(destination)
+            .pause_at("recover:running");
         let out = self.run(cmd).await?;
         if out.success() {
             Ok(())

@@ -45,6 +45,9 @@ pub struct CommandLine {
     pub timeout: Duration,
     /// What a shutdown of the reconciler does to it.
     pub on_cancel: OnCancel,
+    /// A test hook: the pause point (see [`super::pause`]) reached once the command
+    /// runs, to interrupt the reconciler in the middle of it.
+    pub pause_at: Option<&'static str>,
 }
 
 /// What happens to a running command when the reconciler is asked to stop.
@@ -68,7 +71,15 @@ impl CommandLine {
             env: Vec::new(),
             timeout,
             on_cancel: OnCancel::Terminate,
+            pause_at: None,
         }
+    }
+
+    /// Names the pause point reached while the command runs.
+    #[must_use]
+    pub fn pause_at(mut self, point: &'static str) -> Self {
+        self.pause_at = Some(point);
+        self
     }
 
     /// Sets what a shutdown does to the command.
@@ -235,6 +246,43 @@ impl LocalProcess {
     }
 }
 
+/// If the reconciler is killed outright (SIGKILL, OOM), a command it would have
+/// stopped at shutdown goes too, instead of racing the next start on the same files.
+/// (The signal follows the spawning thread; tokio's worker threads live as long as
+/// the runtime.) Not used for the replay postgres: a next start finds and stops that
+/// one cleanly.
+fn die_with_the_reconciler(cmd: &mut tokio::process::Command, on_cancel: OnCancel) {
+    if on_cancel != OnCancel::Terminate {
+        return;
+    }
+    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+    // async-signal-safe and allocates nothing.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// Kills a command's process group when dropped before the command was reaped.
+struct KillGroupOnDrop(Option<u32>);
+
+impl KillGroupOnDrop {
+    /// The command was reaped: its pid may be reused, so never signal it again.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
 /// Sends SIGTERM to a process group, waits up to [`TERMINATE_GRACE`], then SIGKILL.
 pub async fn terminate_group(child: &mut tokio::process::Child) {
     let Some(pid) = child.id() else { return };
@@ -253,8 +301,13 @@ pub async fn terminate_group(child: &mut tokio::process::Child) {
 impl CommandRunner for LocalProcess {
     async fn run(&self, command: &CommandLine) -> Result<CommandOutput, CommandError> {
         let program = command.program.display().to_string();
+        if self.cancel.is_cancelled() {
+            return Err(CommandError::Cancelled { program });
+        }
         tracing::debug!(command = %command, "running");
-        let mut child = Self::prepare(command)
+        let mut cmd = Self::prepare(command);
+        die_with_the_reconciler(&mut cmd, command.on_cancel);
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -262,6 +315,24 @@ impl CommandRunner for LocalProcess {
                 program: program.clone(),
                 source,
             })?;
+        // If this future is dropped (a shutdown gave up waiting), the whole group
+        // goes, not just the direct child that `kill_on_drop` would reach.
+        let mut group_guard = KillGroupOnDrop(
+            (command.on_cancel == OnCancel::Terminate)
+                .then(|| child.id())
+                .flatten(),
+        );
+        if let Some(point) = command.pause_at
+            && super::pause::pause_point(point, &self.cancel)
+                .await
+                .is_err()
+        {
+            if command.on_cancel == OnCancel::Terminate {
+                terminate_group(&mut child).await;
+                group_guard.disarm();
+            }
+            return Err(CommandError::Cancelled { program });
+        }
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
         let read_all = async {
@@ -289,6 +360,7 @@ impl CommandRunner for LocalProcess {
             () = self.cancel.cancelled() => {
                 if command.on_cancel == OnCancel::Terminate {
                     terminate_group(&mut child).await;
+                    group_guard.disarm();
                 } else {
                     tracing::warn!(command = %command, "left running at shutdown");
                 }
@@ -297,6 +369,8 @@ impl CommandRunner for LocalProcess {
         };
         match finished {
             Ok((out, err, status)) => {
+                // Exited and reaped: its pid may be reused, so never signal it again.
+                group_guard.disarm();
                 let status = status.map_err(|source| CommandError::Wait { program, source })?;
                 Ok(CommandOutput {
                     code: status.code(),
@@ -306,6 +380,7 @@ impl CommandRunner for LocalProcess {
             }
             Err(_) => {
                 terminate_group(&mut child).await;
+                group_guard.disarm();
                 Err(CommandError::TimedOut {
                     command: command.to_string(),
                     timeout: command.timeout,

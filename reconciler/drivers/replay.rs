@@ -218,7 +218,8 @@ impl ReplayDriver for LocalReplay {
                 source,
             })?;
 
-        super::pause::pause_point("replay", &self.cancel).await;
+        // A shutdown is noticed by the loop below, which stops postgres cleanly.
+        let _ = super::pause::pause_point("replay", &self.cancel).await;
         let probe = CommandLine::new(bin.join("psql"), Duration::from_secs(30))
             .args(["-X", "-A", "-t", "-q", "-h"])
             .arg(socket_dir.path())

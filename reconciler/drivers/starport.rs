@@ -226,7 +226,8 @@ impl StarportDriver for LocalStarport {
             .arg(format!("--exclude=/{STAGING_DIR}"))
             .arg("--exclude=/postmaster.pid")
             .arg(from)
-            .arg(to);
+            .arg(to)
+            .pause_at("sync:running");
         let out = self
             .runner
             .run(&rsync)

@@ -161,7 +161,17 @@ pub fn stray_replay(data_dir: &Path) -> Option<i32> {
         .file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with(super::replay::SOCKET_DIR_PREFIX));
-    (ours && postmaster_running(data_dir)).then_some(pid)
+    (ours && postmaster_running(data_dir) && works_in(pid, data_dir)).then_some(pid)
+}
+
+/// True when process `pid` has `data_dir` as its working directory, as a postmaster
+/// has: a stale postmaster.pid whose pid now belongs to another process is never
+/// signalled. Unknowable (no /proc access) counts as false, so nothing is signalled.
+fn works_in(pid: i32, data_dir: &Path) -> bool {
+    let Ok(cwd) = fs::read_link(format!("/proc/{pid}/cwd")) else {
+        return false;
+    };
+    fs::canonicalize(data_dir).is_ok_and(|dir| dir == cwd)
 }
 
 /// Stops a stray replay postgres: fast shutdown, then immediate after `timeout`.
@@ -383,6 +393,40 @@ pub fn legacy_marker_text(at: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A postmaster.pid naming a live process that is not a postgres in this
+    /// directory (the pid was reused after a crash) is not a stray replay.
+    #[test]
+    fn a_reused_pid_is_never_taken_for_a_stray_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket_dir = format!("/tmp/{}test", super::super::replay::SOCKET_DIR_PREFIX);
+        let pid_file =
+            |pid: u32| format!("{pid}\n{}\n0\n5432\n{socket_dir}\n", dir.path().display());
+        // This test process is alive, but works elsewhere.
+        fs::write(
+            dir.path().join("postmaster.pid"),
+            pid_file(std::process::id()),
+        )
+        .unwrap();
+        assert_eq!(stray_replay(dir.path()), None);
+        // A live process working in the directory is one.
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
+        let child = KillOnDrop(child);
+        fs::write(dir.path().join("postmaster.pid"), pid_file(child.0.id())).unwrap();
+        assert_eq!(stray_replay(dir.path()), Some(child.0.id() as i32));
+    }
+
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 
     #[test]
     fn legacy_marker_matches_date_rfc3339_ns() {

@@ -54,6 +54,9 @@ pub enum ExecuteError {
     /// The world changed between planning and acting.
     #[error("the world changed since the plan was made: {0}")]
     Changed(String),
+    /// The reconciler is shutting down; the step stopped where it was.
+    #[error(transparent)]
+    Interrupted(#[from] crate::drivers::pause::Interrupted),
 }
 
 impl ExecuteError {
@@ -84,7 +87,7 @@ pub async fn execute_step(
         .ok()
         .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(String::from))
         .unwrap_or_default();
-    pause_point(&format!("step:{action}"), &drivers.cancel).await;
+    pause_point(&format!("step:{action}"), &drivers.cancel).await?;
     match step {
         Step::TakeBaseBackup => {
             let id = drivers
@@ -174,7 +177,7 @@ async fn recover_volume(
             volume.recover_timeout.to_std(),
         )
         .await?;
-    pause_point("recover:staged", &drivers.cancel).await;
+    pause_point("recover:staged", &drivers.cancel).await?;
     drivers.volume.promote_staging(path).await?;
     let recovered_bytes = {
         let path = path.to_path_buf();
@@ -249,7 +252,7 @@ async fn sync_starport(
         .starport
         .invalidate_metadata(starport, &volume_name)
         .await?;
-    pause_point("sync:invalidated", &drivers.cancel).await;
+    pause_point("sync:invalidated", &drivers.cancel).await?;
     let copied = drivers
         .starport
         .copy(
@@ -259,7 +262,7 @@ async fn sync_starport(
             starport.timeout.to_std(),
         )
         .await?;
-    pause_point("sync:copied", &drivers.cancel).await;
+    pause_point("sync:copied", &drivers.cancel).await?;
     // The volume must not have changed under rsync, or the copy is a mix.
     let marker = check(current_generation(pipeline, drivers).await?)?;
     let now = clock();

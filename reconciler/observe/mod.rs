@@ -220,7 +220,8 @@ pub struct StarportMetadata {
 
 /// Observes one pipeline. Never fails: what can't be seen is recorded as unavailable.
 pub async fn observe(pipeline: &BackupPipeline, drivers: &Drivers) -> Observed {
-    crate::drivers::pause::pause_point("observe", &drivers.cancel).await;
+    // After a shutdown the caller starts nothing new, whatever is observed.
+    let _ = crate::drivers::pause::pause_point("observe", &drivers.cancel).await;
     let spec = &pipeline.spec;
     let barman = match drivers.barman.list_backups(&spec.barman).await {
         Ok(backups) => Observation::observed(BarmanState { backups }),

@@ -4,6 +4,8 @@
 //! (`reconciler_volume_age_seconds > reconciler_volume_max_age_seconds`). Values are
 //! refreshed from each pass's observation; nothing here observes anything itself.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use jiff::Timestamp;
@@ -75,7 +77,24 @@ pub struct Metrics {
     failures: Family<PipelineLabel, Gauge>,
     last_pass: FloatGauge,
     spec_problems: Gauge,
+    /// Label sets of the families keyed by more than the pipeline, so that a removed
+    /// pipeline's series can all be dropped.
+    seen: Mutex<SeenLabels>,
 }
+
+#[derive(Debug, Default)]
+struct SeenLabels {
+    conditions: HashSet<ConditionLabels>,
+    steps: HashSet<StepLabels>,
+}
+
+/// The statuses `reconciler_backups` counts.
+const BACKUP_STATUSES: [(BackupStatus, &str); 4] = [
+    (BackupStatus::Done, "done"),
+    (BackupStatus::Failed, "failed"),
+    (BackupStatus::Started, "started"),
+    (BackupStatus::WaitingForWals, "waiting_for_wals"),
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -102,6 +121,7 @@ impl Metrics {
             failures: Family::default(),
             last_pass: FloatGauge::default(),
             spec_problems: Gauge::default(),
+            seen: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -184,8 +204,6 @@ impl Metrics {
         let label = PipelineLabel {
             pipeline: pipeline.name().to_string(),
         };
-        let seconds =
-            |from: Timestamp| (now.as_millisecond() - from.as_millisecond()) as f64 / 1000.0;
         let max = |d: crate::spec::HumanDuration| d.to_std().as_secs_f64();
         self.backup_max_age
             .get_or_create(&label)
@@ -194,86 +212,115 @@ impl Metrics {
             .get_or_create(&label)
             .set(max(pipeline.spec.recovered_volume.max_age));
 
-        if let Some(state) = observed.barman.value() {
-            let newest = state
-                .backups
-                .iter()
-                .filter(|b| b.status == BackupStatus::Done)
-                .filter_map(|b| b.end_time)
-                .max();
-            match newest {
-                Some(end) => {
-                    self.backup_age.get_or_create(&label).set(seconds(end));
-                }
-                None => {
-                    self.backup_age.remove(&label);
-                }
+        self.backups(observed, &label, now);
+        self.volume_or_starport(pipeline, observed, &label, now);
+        self.conditions(plan, &label, now);
+    }
+
+    fn backups(&self, observed: &Observed, label: &PipelineLabel, now: Timestamp) {
+        let seconds =
+            |from: Timestamp| (now.as_millisecond() - from.as_millisecond()) as f64 / 1000.0;
+        let Some(state) = observed.barman.value() else {
+            // Unobservable: an age frozen at its last value would look healthy. The
+            // condition series says Unknown instead.
+            self.backup_age.remove(label);
+            self.forget_backup_counts(&label.pipeline);
+            return;
+        };
+        let newest = state
+            .backups
+            .iter()
+            .filter(|b| b.status == BackupStatus::Done)
+            .filter_map(|b| b.end_time)
+            .max();
+        match newest {
+            Some(end) => {
+                self.backup_age.get_or_create(label).set(seconds(end));
             }
-            for (status, name) in [
-                (BackupStatus::Done, "done"),
-                (BackupStatus::Failed, "failed"),
-                (BackupStatus::Started, "started"),
-                (BackupStatus::WaitingForWals, "waiting_for_wals"),
-            ] {
-                let count = state.backups.iter().filter(|b| b.status == status).count();
-                self.backups
-                    .get_or_create(&BackupLabels {
-                        pipeline: label.pipeline.clone(),
-                        status: name.to_string(),
-                    })
-                    .set(count as i64);
+            None => {
+                self.backup_age.remove(label);
             }
         }
+        for (status, name) in BACKUP_STATUSES {
+            let count = state.backups.iter().filter(|b| b.status == status).count();
+            self.backups
+                .get_or_create(&BackupLabels {
+                    pipeline: label.pipeline.clone(),
+                    status: name.to_string(),
+                })
+                .set(count as i64);
+        }
+    }
+
+    fn volume_or_starport(
+        &self,
+        pipeline: &BackupPipeline,
+        observed: &Observed,
+        label: &PipelineLabel,
+        now: Timestamp,
+    ) {
+        let seconds =
+            |from: Timestamp| (now.as_millisecond() - from.as_millisecond()) as f64 / 1000.0;
+        let max = |d: crate::spec::HumanDuration| d.to_std().as_secs_f64();
         match observed.volume.value() {
             Some(VolumeState::Marked { marker, .. }) => {
                 self.volume_age
-                    .get_or_create(&label)
+                    .get_or_create(label)
                     .set(seconds(marker.recovered_at));
             }
-            Some(_) => {
-                self.volume_age.remove(&label);
+            _ => {
+                self.volume_age.remove(label);
             }
-            None => {}
         }
         if pipeline.spec.starport.is_some() {
             self.starport_max_age
-                .get_or_create(&label)
+                .get_or_create(label)
                 .set(max(pipeline.spec.recovered_volume.max_age));
             match observed.starport.as_ref().and_then(|s| s.value()) {
                 Some(StarportState::Synced { metadata }) => match metadata.recovered_at {
                     Some(at) => {
-                        self.starport_age.get_or_create(&label).set(seconds(at));
+                        self.starport_age.get_or_create(label).set(seconds(at));
                     }
                     None => {
-                        self.starport_age.remove(&label);
+                        self.starport_age.remove(label);
                     }
                 },
-                Some(StarportState::NoMetadata { .. }) => {
-                    self.starport_age.remove(&label);
+                _ => {
+                    self.starport_age.remove(label);
                 }
-                None => {}
             }
+        } else {
+            // The starport was taken out of the spec.
+            self.starport_age.remove(label);
+            self.starport_max_age.remove(label);
         }
+    }
+
+    fn conditions(&self, plan: &Plan, label: &PipelineLabel, now: Timestamp) {
         for c in &plan.conditions {
             for status in [
                 ConditionStatus::True,
                 ConditionStatus::False,
                 ConditionStatus::Unknown,
             ] {
+                let labels = ConditionLabels {
+                    pipeline: label.pipeline.clone(),
+                    condition: ConditionKey {
+                        r#type: c.kind.to_string(),
+                        status: format!("{status:?}"),
+                    },
+                };
                 self.condition
-                    .get_or_create(&ConditionLabels {
-                        pipeline: label.pipeline.clone(),
-                        condition: ConditionKey {
-                            r#type: c.kind.to_string(),
-                            status: format!("{status:?}"),
-                        },
-                    })
+                    .get_or_create(&labels)
                     .set(i64::from(c.status == status));
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.conditions.insert(labels);
+                }
             }
         }
         if plan.is_converged() {
             self.last_converged
-                .get_or_create(&label)
+                .get_or_create(label)
                 .set(now.as_millisecond() as f64 / 1000.0);
         }
     }
@@ -287,6 +334,7 @@ impl Metrics {
         let outcome = match record.outcome {
             StepOutcome::Done => "done",
             StepOutcome::Busy => "busy",
+            StepOutcome::Interrupted => "interrupted",
             StepOutcome::Failed => "failed",
         };
         let labels = StepLabels {
@@ -298,6 +346,9 @@ impl Metrics {
         self.step_seconds
             .get_or_create(&labels)
             .observe(record.seconds);
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.steps.insert(labels);
+        }
     }
 
     /// Records a pipeline's consecutive failures.
@@ -332,6 +383,33 @@ impl Metrics {
             family.remove(&label);
         }
         self.failures.remove(&label);
+        self.forget_backup_counts(pipeline);
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.conditions.retain(|labels| {
+                let keep = labels.pipeline != pipeline;
+                if !keep {
+                    self.condition.remove(labels);
+                }
+                keep
+            });
+            seen.steps.retain(|labels| {
+                let keep = labels.pipeline != pipeline;
+                if !keep {
+                    self.steps.remove(labels);
+                    self.step_seconds.remove(labels);
+                }
+                keep
+            });
+        }
+    }
+
+    fn forget_backup_counts(&self, pipeline: &str) {
+        for (_, status) in BACKUP_STATUSES {
+            self.backups.remove(&BackupLabels {
+                pipeline: pipeline.to_string(),
+                status: status.to_string(),
+            });
+        }
     }
 
     /// The text exposition.
@@ -339,5 +417,143 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::{Backup, BarmanState, Observation};
+    use crate::plan::{PlanContext, plan};
+    use crate::reconcile::StepRecord;
+
+    fn pipeline(name: &str) -> BackupPipeline {
+        serde_saphyr::from_str(&format!(
+            r#"apiVersion: reconciler.montagu/v1alpha1
+kind: BackupPipeline
+metadata: {{name: {name}}}
+spec:
+  barman: {{server: {name}}}
+  baseBackup: {{maxAge: 30d}}
+  retention: {{keep: 2, minimumRedundancy: 1}}
+  recoveredVolume:
+    path: /srv/nightly/{name}
+    maxAge: 24h
+    replay: {{postgresBin: /usr/lib/postgresql/15/bin}}
+  starport: {{root: /srv/starport, target: {name}}}
+"#
+        ))
+        .expect("test pipeline parses")
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-24T12:00:00Z".parse().expect("timestamp")
+    }
+
+    fn observed(barman: Option<Vec<Backup>>) -> Observed {
+        let barman = match barman {
+            Some(backups) => Observation::observed(BarmanState { backups }),
+            None => Observation::unavailable(&std::io::Error::other("barman exited 1")),
+        };
+        Observed {
+            barman,
+            volume: Observation::observed(VolumeState::Missing),
+            starport: Some(Observation::observed(StarportState::NoMetadata {
+                reason: "absent".to_string(),
+            })),
+            machine_id: Some("m".to_string()),
+        }
+    }
+
+    fn one_done_backup() -> Vec<Backup> {
+        vec![Backup {
+            id: "20261124T100000".to_string(),
+            status: BackupStatus::Done,
+            end_time: Some("2026-11-24T10:00:00Z".parse().expect("timestamp")),
+            size_bytes: Some(1),
+        }]
+    }
+
+    fn feed(metrics: &Metrics, pipeline: &BackupPipeline, observed: &Observed) {
+        let cx = PlanContext {
+            now: now(),
+            local_time_zone: jiff::tz::TimeZone::UTC,
+        };
+        let plan = plan(pipeline, observed, &cx);
+        metrics.observe(pipeline, observed, &plan, now());
+        if let Some(step) = plan.steps.first() {
+            metrics.step(
+                pipeline.name().as_str(),
+                &StepRecord {
+                    planned: step.clone(),
+                    started_at: now(),
+                    seconds: 1.0,
+                    outcome: StepOutcome::Done,
+                    detail: String::new(),
+                },
+            );
+        }
+        metrics.failures(pipeline.name().as_str(), 0);
+    }
+
+    fn lines_for(metrics: &Metrics, pipeline: &str) -> Vec<String> {
+        let needle = format!("pipeline=\"{pipeline}\"");
+        metrics
+            .encode()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn a_removed_pipeline_leaves_no_series_behind() {
+        let metrics = Metrics::new();
+        let (gone, kept) = (pipeline("gone"), pipeline("kept"));
+        feed(&metrics, &gone, &observed(Some(one_done_backup())));
+        feed(&metrics, &kept, &observed(Some(one_done_backup())));
+        let before = lines_for(&metrics, "gone");
+        for family in [
+            "reconciler_backups{",
+            "reconciler_condition{",
+            "reconciler_steps_total{",
+            "reconciler_step_duration_seconds_count{",
+            "reconciler_base_backup_age_seconds{",
+        ] {
+            assert!(
+                before.iter().any(|l| l.starts_with(family)),
+                "{family} missing before forget: {before:#?}"
+            );
+        }
+
+        metrics.forget("gone");
+
+        assert_eq!(lines_for(&metrics, "gone"), Vec::<String>::new());
+        assert!(!lines_for(&metrics, "kept").is_empty());
+    }
+
+    #[test]
+    fn an_unobservable_barman_drops_the_backup_age_instead_of_freezing_it() {
+        let metrics = Metrics::new();
+        let p = pipeline("montagu");
+        feed(&metrics, &p, &observed(Some(one_done_backup())));
+        let has = |prefix: &str| {
+            lines_for(&metrics, "montagu")
+                .iter()
+                .any(|l| l.starts_with(prefix))
+        };
+        assert!(has("reconciler_base_backup_age_seconds{"));
+
+        feed(&metrics, &p, &observed(None));
+
+        assert!(!has("reconciler_base_backup_age_seconds{"));
+        assert!(!has("reconciler_backups{"));
+        let unknown = lines_for(&metrics, "montagu").into_iter().any(|l| {
+            l.starts_with("reconciler_condition{")
+                && l.contains("type=\"BaseBackupFresh\"")
+                && l.contains("status=\"Unknown\"")
+                && l.ends_with(" 1")
+        });
+        assert!(unknown, "{:#?}", lines_for(&metrics, "montagu"));
     }
 }

@@ -134,6 +134,9 @@ impl Shared {
     }
 }
 
+/// How `last_error` starts while a pipeline's spec is invalid.
+const INVALID_SPEC: &str = "invalid spec, waiting for the file to change";
+
 /// Per-pipeline bookkeeping of the loop.
 #[derive(Debug, Default)]
 struct PipelineRuntime {
@@ -221,7 +224,7 @@ pub async fn run(
 
     let mut scheduler = Scheduler::new(config.resync);
     let mut pipelines: HashMap<String, PipelineRuntime> = HashMap::new();
-    let mut workers: JoinSet<(String, ApplyReport)> = JoinSet::new();
+    let mut workers: Workers = Workers::default();
     let permits = Arc::new(Semaphore::new(config.max_parallel.max(1)));
     let progress = Arc::new(WorkerProgress {
         shared: shared.clone(),
@@ -251,12 +254,13 @@ pub async fn run(
             *t = tokio::time::Instant::now();
         }
         wake = tokio::select! {
+            // A shutdown wins over anything else that is ready at the same time.
+            biased;
+            () = shutdown.cancelled() => Wake::Shutdown,
             // Cancel-safe: a finished worker stays in the set until joined.
-            Some(joined) = workers.join_next(), if !workers.is_empty() => {
-                match joined {
-                    Ok((name, report)) => worker_finished(&config, &shared, &mut pipelines, &name, &report),
-                    Err(e) => tracing::error!(error = %e, "a worker panicked"),
-                }
+            Some(joined) = workers.set.join_next_with_id(), if !workers.set.is_empty() => {
+                let (name, report) = workers.finished(joined);
+                worker_finished(&config, &shared, &mut pipelines, &name, &report);
                 Wake::Triggered
             }
             w = scheduler.wait(&mut wake_rx, &shutdown) => w,
@@ -267,14 +271,13 @@ pub async fn run(
     }
 
     tracing::info!(
-        running = workers.len(),
+        running = workers.set.len(),
         "shutting down: no new steps; cancelling running ones"
     );
     let drained = tokio::time::timeout(config.shutdown_timeout, async {
-        while let Some(joined) = workers.join_next().await {
-            if let Ok((name, report)) = joined {
-                worker_finished(&config, &shared, &mut pipelines, &name, &report);
-            }
+        while let Some(joined) = workers.set.join_next_with_id().await {
+            let (name, report) = workers.finished(joined);
+            worker_finished(&config, &shared, &mut pipelines, &name, &report);
         }
     })
     .await;
@@ -283,7 +286,9 @@ pub async fn run(
             timeout_secs = config.shutdown_timeout.as_secs(),
             "steps still running at the shutdown timeout; abandoning them"
         );
-        workers.abort_all();
+        // Dropping a step's future kills its commands' process groups.
+        workers.set.abort_all();
+        while workers.set.join_next().await.is_some() {}
     }
     let _ = server.await;
     tracing::info!("reconciler stopped");
@@ -305,6 +310,39 @@ fn spawn_sighup(wake: mpsc::UnboundedSender<()>) {
     });
 }
 
+/// The running workers, and which pipeline each works on (so that a worker that
+/// panicked still releases its pipeline).
+#[derive(Default)]
+struct Workers {
+    set: JoinSet<(String, ApplyReport)>,
+    names: HashMap<tokio::task::Id, String>,
+}
+
+impl Workers {
+    /// The pipeline and report of a joined worker; a panic becomes a failed run.
+    fn finished(
+        &mut self,
+        joined: Result<(tokio::task::Id, (String, ApplyReport)), tokio::task::JoinError>,
+    ) -> (String, ApplyReport) {
+        match joined {
+            Ok((id, result)) => {
+                self.names.remove(&id);
+                result
+            }
+            Err(e) => {
+                let name = self.names.remove(&e.id()).unwrap_or_default();
+                let why = if e.is_panic() {
+                    "the worker panicked (a bug: please report it)"
+                } else {
+                    "the worker was cancelled"
+                };
+                tracing::error!(pipeline = %name, error = %e, "{why}");
+                (name.clone(), ApplyReport::crashed(name, why))
+            }
+        }
+    }
+}
+
 /// One pass: load, observe, plan, record; start workers where there is work.
 #[allow(clippy::too_many_arguments)]
 async fn pass(
@@ -313,7 +351,7 @@ async fn pass(
     shared: &Arc<Shared>,
     scheduler: &mut Scheduler,
     pipelines: &mut HashMap<String, PipelineRuntime>,
-    workers: &mut JoinSet<(String, ApplyReport)>,
+    workers: &mut Workers,
     permits: &Arc<Semaphore>,
     progress: &Arc<WorkerProgress>,
 ) {
@@ -350,7 +388,7 @@ async fn pass(
                 tokio::time::Instant::now() + Duration::from_millis(wait) + Duration::from_secs(1),
             );
         }
-        if runtime.working || plan.steps.is_empty() {
+        if runtime.working || plan.steps.is_empty() || drivers.cancel.is_cancelled() {
             continue;
         }
         if let Some(at) = runtime.not_before
@@ -359,25 +397,29 @@ async fn pass(
             scheduler.due_at(&name, at);
             continue;
         }
+        // Taken here, not in the worker: a worker never waits for a slot holding a
+        // spec that may be stale by then. Without a slot, a later pass (at the
+        // latest the one after a worker finishes) picks the pipeline up.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(pipeline = %name, "all worker slots busy; waiting for one");
+            continue;
+        };
         runtime.working = true;
         runtime.not_before = None;
-        let (drivers, permits, progress) = (drivers.clone(), permits.clone(), progress.clone());
+        let (drivers, progress) = (drivers.clone(), progress.clone());
         let pipeline = loaded.pipeline;
         let span = tracing::info_span!(parent: None, "worker", pipeline = %name);
-        workers.spawn(
+        let handle = workers.set.spawn(
             async move {
-                let report = match permits.acquire_owned().await {
-                    // One step, then back to the loop, which re-reads the specs first.
-                    Ok(_permit) => {
-                        apply_pipeline(&pipeline, &drivers, &context_now, progress.as_ref(), 1)
-                            .await
-                    }
-                    Err(_) => unreachable!("the semaphore is never closed"),
-                };
+                let _permit = permit;
+                // One step, then back to the loop, which re-reads the specs first.
+                let report =
+                    apply_pipeline(&pipeline, &drivers, &context_now, progress.as_ref(), 1).await;
                 (pipeline.name().to_string(), report)
             }
             .instrument(span),
         );
+        workers.names.insert(handle.id(), name);
     }
     shared.metrics.pass_completed(cx.now, specs.problems.len());
 }
@@ -423,7 +465,10 @@ fn record_plan(
         last_steps: previous.map(|p| p.last_steps.clone()).unwrap_or_default(),
         last_run_finished_at: previous.and_then(|p| p.last_run_finished_at),
         consecutive_failures: previous.map_or(0, |p| p.consecutive_failures),
-        last_error: previous.and_then(|p| p.last_error.clone()),
+        // The spec is valid again: a complaint about it no longer applies.
+        last_error: previous
+            .and_then(|p| p.last_error.clone())
+            .filter(|e| !e.starts_with(INVALID_SPEC)),
         last_converged_at: if plan.is_converged() {
             Some(now)
         } else {
@@ -461,22 +506,37 @@ fn worker_finished(
         .steps
         .iter()
         .find(|s| s.outcome == StepOutcome::Failed);
-    let busy = report
-        .steps
-        .last()
-        .is_some_and(|s| s.outcome == StepOutcome::Busy);
-    let error = failed.map(|s| format!("{}: {}", s.planned.step, s.detail));
+    let busy = report.blocked.is_some()
+        || report
+            .steps
+            .last()
+            .is_some_and(|s| s.outcome == StepOutcome::Busy);
+    let error = failed
+        .map(|s| format!("{}: {}", s.planned.step, s.detail))
+        .or_else(|| report.failure.clone());
     if let Some(error) = &error {
         let delay = runtime.backoff.failed();
         runtime.not_before = Some(tokio::time::Instant::now() + delay);
         tracing::warn!(pipeline = name, retry_in_secs = delay.as_secs(), error = %error, "run failed; backing off");
     } else if busy {
-        // barman's lock is taken (a backup already runs): look again soon, no penalty.
+        // barman's lock or the volume's is taken (a backup already runs, another
+        // process works on the volume): look again soon, no penalty.
         runtime.not_before = Some(tokio::time::Instant::now() + backoff::MIN_RETRY_DELAY);
+    } else if report
+        .steps
+        .last()
+        .is_some_and(|s| s.outcome == StepOutcome::Interrupted)
+    {
+        // Shutting down: neither a failure nor a success.
     } else {
         runtime.backoff.succeeded();
     }
     let failures = runtime.backoff.failures();
+    let still_specified = shared.statuses.lock().is_ok_and(|s| s.contains_key(name));
+    if !still_specified {
+        // Removed from the specs while the step ran: no series to bring back.
+        return;
+    }
     shared.metrics.failures(name, failures);
     shared.update_status(&config.state_dir, name, |s| {
         s.in_progress = None;
@@ -515,9 +575,7 @@ fn forget_removed(
                 .find(|p| p.pipeline.as_deref() == Some(name.as_str()))
                 .map(|p| p.to_string())
                 .unwrap_or_default();
-            status.last_error = Some(format!(
-                "invalid spec, waiting for the file to change: {problem}"
-            ));
+            status.last_error = Some(format!("{INVALID_SPEC}: {problem}"));
             status.waiting_on = vec!["a valid spec".to_string()];
             let _ = write_status(&config.state_dir, status);
             return true;
@@ -527,4 +585,79 @@ fn forget_removed(
         tracing::info!(pipeline = %name, "pipeline removed from the specs");
         false
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(state_dir: &std::path::Path) -> RunConfig {
+        RunConfig {
+            specs: Vec::new(),
+            state_dir: state_dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            resync: Duration::from_secs(300),
+            max_parallel: 1,
+            shutdown_timeout: Duration::from_secs(1),
+            stall_after: None,
+        }
+    }
+
+    fn shared() -> Shared {
+        Shared {
+            metrics: Metrics::new(),
+            statuses: Mutex::default(),
+            last_pass: Mutex::new(tokio::time::Instant::now()),
+            stall_after: Duration::from_secs(60),
+        }
+    }
+
+    fn empty_report(name: &str) -> ApplyReport {
+        let mut report = ApplyReport::crashed(name.to_string(), "x");
+        report.failure = None;
+        report
+    }
+
+    #[tokio::test]
+    async fn a_panicking_worker_releases_its_pipeline_as_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, shared) = (config(dir.path()), shared());
+        let mut pipelines = HashMap::new();
+        pipelines.insert(
+            "montagu".to_string(),
+            PipelineRuntime {
+                working: true,
+                ..Default::default()
+            },
+        );
+        let mut workers = Workers::default();
+        let handle = workers.set.spawn(async { panic!("a bug") });
+        workers.names.insert(handle.id(), "montagu".to_string());
+
+        let joined = workers.set.join_next_with_id().await.unwrap();
+        let (name, report) = workers.finished(joined);
+        worker_finished(&config, &shared, &mut pipelines, &name, &report);
+
+        assert_eq!(name, "montagu");
+        let runtime = &pipelines["montagu"];
+        assert!(!runtime.working);
+        assert_eq!(runtime.backoff.failures(), 1);
+        assert!(runtime.not_before.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_blocked_run_waits_without_counting_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, shared) = (config(dir.path()), shared());
+        let mut pipelines = HashMap::new();
+        let mut report = empty_report("montagu");
+        report.blocked = Some("another reconciler (pid 1) is working on /v".to_string());
+
+        worker_finished(&config, &shared, &mut pipelines, "montagu", &report);
+
+        let runtime = &pipelines["montagu"];
+        assert_eq!(runtime.backoff.failures(), 0);
+        let wait = runtime.not_before.expect("waits before trying again");
+        assert!(wait > tokio::time::Instant::now());
+    }
 }
