@@ -155,6 +155,7 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
         .arg("--specs")
         .arg(&p.specs)
         .env("RECONCILER_PAUSE_AT", point)
+        .env("RECONCILER_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -164,9 +165,11 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
         .unwrap_or_default()
         .contains(&format!("paused at {point}"))
     {
+        let exited = child.try_wait().unwrap();
         assert!(
-            start.elapsed() < Duration::from_secs(120) && child.try_wait().unwrap().is_none(),
-            "never reached {point}:\n{}",
+            start.elapsed() < Duration::from_secs(120) && exited.is_none(),
+            "never reached {point} (exit: {exited:?}); backups {:?}:\n{}",
+            p.backups(),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));

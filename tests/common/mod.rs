@@ -274,6 +274,10 @@ spec:
     pub fn take_backup(&self) -> String {
         let v = self.barman(&["backup", &self.name, "--wait", "--wait-timeout", "120"]);
         assert_eq!(v["status"], "DONE", "{v}");
+        // Backup ids have a resolution of one second (barman-facts P12), and a tiny
+        // backup takes less: a second one started in the same second would reuse
+        // the id. Let the second turn first.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
         v["backup_id"].as_str().unwrap().to_string()
     }
 
