@@ -123,11 +123,7 @@ pub async fn apply_pipeline(
     let clock = || context().now;
     let mut steps = Vec::new();
     // Held for the whole run: one reconciler at a time works on a volume.
-    let _lock = match drivers
-        .volume
-        .lock(pipeline.spec.recovered_volume.path.as_path())
-        .await
-    {
+    let _lock = match drivers.volume.lock(&pipeline.spec.recovered_volume).await {
         Ok(lock) => lock,
         Err(e) => {
             let (_, mut plan) = diff_pipeline(pipeline, drivers, &context()).await;
@@ -248,6 +244,13 @@ mod tests {
             });
             Ok(id)
         }
+        async fn account(
+            &self,
+            _: &BarmanSpec,
+            _: &str,
+        ) -> Result<crate::drivers::command::RunAs, BarmanError> {
+            Ok(crate::drivers::command::RunAs { uid: 0, gid: 0 })
+        }
         async fn delete_backup(&self, _: &BarmanSpec, _: &str) -> Result<(), BarmanError> {
             Ok(())
         }
@@ -344,8 +347,11 @@ spec:
     #[tokio::test]
     async fn a_volume_locked_elsewhere_is_reported_as_blocked() {
         let (_dir, pipeline, drivers, _barman) = setup();
-        let path = pipeline.spec.recovered_volume.path.as_path();
-        let _held = drivers.volume.lock(path).await.unwrap();
+        let _held = drivers
+            .volume
+            .lock(&pipeline.spec.recovered_volume)
+            .await
+            .unwrap();
 
         let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 32).await;
 

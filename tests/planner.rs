@@ -4,7 +4,7 @@
 use jiff::{Timestamp, ToSpan, tz::TimeZone};
 use reconciler::observe::{
     Backup, BackupStatus, BarmanState, Observation, Observed, StarportMetadata, StarportState,
-    VolumeMarker, VolumeState,
+    StrayReplay, VolumeMarker, VolumeState,
 };
 use reconciler::plan::{
     BackupRef, ConditionStatus, ConditionType, GenerationRef, Plan, PlanContext, Step, plan,
@@ -203,18 +203,18 @@ impl World {
                     in_use: false,
                 });
             }
-            Step::StopStrayReplay { pid } => match &mut o.volume {
+            Step::StopStrayReplay { replay } => match &mut o.volume {
                 Observation::Observed {
                     value:
                         VolumeState::Unmarked {
                             in_use,
-                            stray_replay_pid,
+                            stray_replay,
                             ..
                         },
                 } => {
-                    assert_eq!(*stray_replay_pid, Some(*pid));
+                    assert_eq!(stray_replay.as_ref(), Some(replay));
                     *in_use = false;
-                    *stray_replay_pid = None;
+                    *stray_replay = None;
                 }
                 other => panic!("stopping a stray replay on {other:?}"),
             },
@@ -460,7 +460,7 @@ fn a_lost_marker_recovers_the_newest_backup_and_resyncs() {
         reason: "no marker".into(),
         in_use: false,
         foreign: false,
-        stray_replay_pid: None,
+        stray_replay: None,
     });
     let plan = plan(&pipeline(), &world.observed, &cx(NOW));
     assert_eq!(
@@ -518,7 +518,7 @@ fn a_volume_in_use_or_holding_foreign_files_is_never_overwritten() {
                 reason: "no marker".into(),
                 in_use: true,
                 foreign: false,
-                stray_replay_pid: None,
+                stray_replay: None,
             },
             "NoValidMarker",
         ),
@@ -527,7 +527,7 @@ fn a_volume_in_use_or_holding_foreign_files_is_never_overwritten() {
                 reason: "foreign".into(),
                 in_use: false,
                 foreign: true,
-                stray_replay_pid: None,
+                stray_replay: None,
             },
             "ForeignData",
         ),
@@ -554,13 +554,15 @@ fn a_replay_left_running_by_a_killed_run_is_stopped_then_redone() {
         reason: "an interrupted recovery left its staging directory".into(),
         in_use: true,
         foreign: false,
-        stray_replay_pid: Some(4242),
+        stray_replay: Some(StrayReplay::Process { pid: 4242 }),
     });
     let plan = plan(&pipeline(), &world.observed, &cx(NOW));
     assert_eq!(
         steps(&plan),
         vec![
-            Step::StopStrayReplay { pid: 4242 },
+            Step::StopStrayReplay {
+                replay: StrayReplay::Process { pid: 4242 },
+            },
             Step::RecoverVolume {
                 backup: BackupRef::Existing("20261120T000000".into())
             },
@@ -803,7 +805,7 @@ fn applying_a_plan_converges_every_actionable_scenario() {
                 reason: "x".into(),
                 in_use: false,
                 foreign: false,
-                stray_replay_pid: None,
+                stray_replay: None,
             }),
             NOW,
         ),

@@ -13,7 +13,10 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::command::{CommandError, CommandLine, CommandOutput, CommandRunner, OnCancel};
+use tokio_util::sync::CancellationToken;
+
+use super::command::{CommandError, CommandLine, CommandOutput, CommandRunner, OnCancel, RunAs};
+use super::docker::{DockerEngine, DockerExec};
 use crate::observe::{Backup, BackupStatus};
 use crate::spec::BarmanSpec;
 
@@ -85,6 +88,9 @@ pub trait BarmanDriver: Send + Sync + std::fmt::Debug {
     async fn delete_backup(&self, barman: &BarmanSpec, backup_id: &str) -> Result<(), BarmanError>;
     /// Closes the current WAL segment and waits until barman archived it.
     async fn switch_wal(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError>;
+    /// The uid and gid of account `name` where barman runs (the owner of what it
+    /// recovers).
+    async fn account(&self, barman: &BarmanSpec, name: &str) -> Result<RunAs, BarmanError>;
     /// Recovers a backup into `destination`, which must not exist yet.
     async fn recover(
         &self,
@@ -95,19 +101,41 @@ pub trait BarmanDriver: Send + Sync + std::fmt::Debug {
     ) -> Result<(), BarmanError>;
 }
 
-/// barman's command line.
+/// barman's command line, on this host or in the container `barman.container`.
 #[derive(Debug, Clone)]
 pub struct BarmanCli {
     runner: Arc<dyn CommandRunner>,
+    docker: Arc<DockerEngine>,
+    cancel: CancellationToken,
     program: String,
 }
 
 impl BarmanCli {
-    /// barman run by `runner`.
-    pub fn new(runner: Arc<dyn CommandRunner>) -> Self {
+    /// barman run by `runner` on this host, or by exec through `docker` for a spec
+    /// that names a container; commands stop (or are left running) when `cancel`
+    /// fires.
+    pub fn new(
+        runner: Arc<dyn CommandRunner>,
+        docker: Arc<DockerEngine>,
+        cancel: CancellationToken,
+    ) -> Self {
         Self {
             runner,
+            docker,
+            cancel,
             program: "barman".to_string(),
+        }
+    }
+
+    /// Where barman runs for this spec.
+    fn placement(&self, barman: &BarmanSpec) -> Arc<dyn CommandRunner> {
+        match &barman.container {
+            Some(container) => Arc::new(DockerExec::new(
+                self.docker.clone(),
+                container.as_str(),
+                self.cancel.clone(),
+            )),
+            None => self.runner.clone(),
         }
     }
 
@@ -120,18 +148,59 @@ impl BarmanCli {
         cmd.args(["-f", "json", action])
     }
 
-    async fn run(&self, cmd: CommandLine) -> Result<CommandOutput, BarmanError> {
-        self.runner.run(&cmd).await.map_err(BarmanError::Command)
+    async fn run(
+        &self,
+        barman: &BarmanSpec,
+        cmd: CommandLine,
+    ) -> Result<CommandOutput, BarmanError> {
+        self.placement(barman)
+            .run(&cmd)
+            .await
+            .map_err(BarmanError::Command)
+    }
+
+    /// `id -u NAME` / `id -g NAME` where barman runs.
+    async fn id(&self, barman: &BarmanSpec, flag: &str, name: &str) -> Result<u32, BarmanError> {
+        let cmd = CommandLine::new("id", QUICK_CALL_TIMEOUT)
+            .arg(flag)
+            .arg(name);
+        let out = self.run(barman, cmd).await?;
+        out.stdout
+            .trim()
+            .parse()
+            .ok()
+            .filter(|_| out.success())
+            .ok_or_else(|| BarmanError::Failed {
+                action: "id",
+                message: format!(
+                    "no account `{name}` where barman runs: {}",
+                    out.last_words()
+                ),
+            })
     }
 }
 
 #[async_trait]
 impl BarmanDriver for BarmanCli {
+    async fn account(&self, barman: &BarmanSpec, name: &str) -> Result<RunAs, BarmanError> {
+        if barman.container.is_none() {
+            // On this host: the account database, no process needed.
+            return super::fsutil::lookup_account(name).map_err(|e| BarmanError::Failed {
+                action: "id",
+                message: e.to_string(),
+            });
+        }
+        Ok(RunAs {
+            uid: self.id(barman, "-u", name).await?,
+            gid: self.id(barman, "-g", name).await?,
+        })
+    }
+
     async fn list_backups(&self, barman: &BarmanSpec) -> Result<Vec<Backup>, BarmanError> {
         let cmd = self
             .command(barman, "list-backups", QUICK_CALL_TIMEOUT)
             .arg(barman.server.as_str());
-        let out = self.run(cmd).await?;
+        let out = self.run(barman, cmd).await?;
         if !out.success() {
             return Err(failure("list-backups", &out));
         }
@@ -152,7 +221,7 @@ impl BarmanDriver for BarmanCli {
             // STARTED entry; let it finish on its own instead.
             .on_cancel(OnCancel::LeaveRunning)
             .pause_at("backup:running");
-        let out = self.run(cmd).await?;
+        let out = self.run(barman, cmd).await?;
         parse_backup_result(&out)
     }
 
@@ -162,7 +231,7 @@ impl BarmanDriver for BarmanCli {
             .arg(barman.server.as_str())
             .arg(backup_id)
             .pause_at("delete:running");
-        let out = self.run(cmd).await?;
+        let out = self.run(barman, cmd).await?;
         parse_delete_result(backup_id, &out)
     }
 
@@ -174,7 +243,7 @@ impl BarmanDriver for BarmanCli {
             .args(["--archive", "--archive-timeout"])
             .arg(timeout.as_secs().max(1).to_string())
             .arg(barman.server.as_str());
-        let out = self.run(cmd).await?;
+        let out = self.run(barman, cmd).await?;
         if out.success() {
             Ok(())
         } else {
@@ -195,7 +264,7 @@ impl BarmanDriver for BarmanCli {
             .arg(backup_id)
             .arg(destination)
             .pause_at("recover:running");
-        let out = self.run(cmd).await?;
+        let out = self.run(barman, cmd).await?;
         if out.success() {
             Ok(())
         } else {
@@ -351,7 +420,7 @@ pub fn parse_delete_result(backup_id: &str, out: &CommandOutput) -> Result<(), B
 }
 
 /// A barman catalogue: (config file, server).
-type CatalogueKey = (Option<std::path::PathBuf>, String);
+type CatalogueKey = (Option<String>, Option<std::path::PathBuf>, String);
 
 /// Remembers `list-backups` answers for the length of one pass, so that pipelines
 /// sharing a barman server cost one barman call per pass, not one each. Everything
@@ -376,6 +445,7 @@ impl PassCache {
 impl BarmanDriver for PassCache {
     async fn list_backups(&self, barman: &BarmanSpec) -> Result<Vec<Backup>, BarmanError> {
         let key = (
+            barman.container.as_ref().map(|c| c.to_string()),
             barman.config.as_ref().map(|c| c.as_path().to_path_buf()),
             barman.server.to_string(),
         );
@@ -399,6 +469,10 @@ impl BarmanDriver for PassCache {
 
     async fn delete_backup(&self, barman: &BarmanSpec, backup_id: &str) -> Result<(), BarmanError> {
         self.inner.delete_backup(barman, backup_id).await
+    }
+
+    async fn account(&self, barman: &BarmanSpec, name: &str) -> Result<RunAs, BarmanError> {
+        self.inner.account(barman, name).await
     }
 
     async fn switch_wal(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError> {

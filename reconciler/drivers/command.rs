@@ -196,6 +196,15 @@ pub enum CommandError {
         /// The program.
         program: String,
     },
+    /// Where it runs (a container) could not run it.
+    #[error("cannot run `{program}` where it is placed")]
+    Placement {
+        /// The program.
+        program: String,
+        /// Why (the Docker engine's error).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Waiting for it failed.
     #[error("lost track of `{program}`")]
     Wait {

@@ -8,6 +8,7 @@
 
 pub mod barman;
 pub mod command;
+pub mod docker;
 pub mod fsutil;
 pub mod pause;
 pub mod replay;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::barman::{BarmanCli, BarmanDriver};
 use self::command::{CommandRunner, LocalProcess};
+use self::docker::DockerEngine;
 use self::replay::{LocalReplay, ReplayDriver};
 use self::starport::{LocalStarport, StarportDriver};
 use self::volume::{LocalVolume, VolumeDriver};
@@ -75,10 +77,15 @@ impl Drivers {
     /// Everything on this host, commands run as local processes, stopped by `cancel`.
     pub fn local(cancel: CancellationToken) -> Self {
         let runner: Arc<dyn CommandRunner> = Arc::new(LocalProcess::new(cancel.clone()));
+        let docker = Arc::new(DockerEngine::default());
         Self {
-            barman: Arc::new(BarmanCli::new(runner.clone())),
-            volume: Arc::new(LocalVolume),
-            replay: Arc::new(LocalReplay::new(runner.clone(), cancel.clone())),
+            barman: Arc::new(BarmanCli::new(
+                runner.clone(),
+                docker.clone(),
+                cancel.clone(),
+            )),
+            volume: Arc::new(LocalVolume::new(docker.clone())),
+            replay: Arc::new(LocalReplay::new(runner.clone(), docker, cancel.clone())),
             starport: Arc::new(LocalStarport::new(runner)),
             host: Arc::new(LocalHost),
             cancel,

@@ -1,4 +1,5 @@
-//! WAL replay by a short-lived local postgres.
+//! WAL replay by a short-lived postgres: a child process of the reconciler, or a
+//! container made for the replay and removed after it.
 //!
 //! barman recovers without a recovery target, so postgres replays the copied WAL as
 //! crash recovery on its first start. The driver starts `postgres` directly (not via
@@ -6,6 +7,10 @@
 //! no TCP listener, waits until `select pg_is_in_recovery()` answers false, stops it
 //! with a fast shutdown, and confirms with `pg_controldata` that the cluster state is
 //! `shut down`. Whatever happens, the postgres it started is stopped before it returns.
+//! In a container the steps are the same: the entrypoint is `postgres` itself with
+//! the same flags (whatever the image would start), the probe is `psql` exec'd into
+//! it, the stop is the container's stop with SIGINT as its stop signal, and
+//! `pg_controldata` runs in a short-lived container of the same image.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,7 +23,12 @@ use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{CommandError, CommandLine, CommandRunner, LocalProcess, RunAs};
-use crate::spec::ReplaySpec;
+use super::docker::{
+    ContainerMount, ContainerSpec, DockerEngine, DockerError, DockerExec, PIPELINE_LABEL,
+    ROLE_LABEL, ShortLivedContainer,
+};
+use crate::observe::StrayReplay;
+use crate::spec::{RecoveredVolumeSpec, ReplayContainerSpec, ReplaySpec, VolumeLocation};
 
 /// The replay's private socket directory starts with this, which is how a replay
 /// left running by a killed reconciler is recognised on the next start.
@@ -88,33 +98,276 @@ pub enum ReplayError {
     /// A helper command (psql, pg_controldata) failed to run.
     #[error("running a postgres tool failed")]
     Tool(#[source] CommandError),
+    /// The Docker engine failed to run the replay container.
+    #[error("the replay container failed")]
+    Container(#[source] DockerError),
+    /// A stray replay could not be stopped.
+    #[error("cannot stop the stray replay")]
+    Stray(#[source] super::volume::VolumeError),
+    /// The spec names no volume (only possible when it bypassed the loader).
+    #[error("recoveredVolume has neither `path` nor `dockerVolume`")]
+    NoVolume,
 }
 
 /// Replays a recovered data directory until postgres has left recovery.
 #[async_trait]
 pub trait ReplayDriver: Send + Sync + std::fmt::Debug {
-    /// Replays `data_dir` as `owner`; postgres is stopped cleanly when it returns Ok,
-    /// and stopped anyway when it returns an error.
+    /// Replays the volume (its files at `data_dir` on this host) as `owner`, where
+    /// `volume.replay` places it; postgres is stopped cleanly when it returns Ok, and
+    /// stopped anyway when it returns an error.
     async fn replay(
         &self,
+        pipeline: &str,
+        volume: &RecoveredVolumeSpec,
         data_dir: &Path,
         owner: RunAs,
-        spec: &ReplaySpec,
     ) -> Result<ReplayOutcome, ReplayError>;
+
+    /// Stops a replay an interrupted reconciler left running (fast shutdown, then
+    /// immediate after `timeout`).
+    async fn stop_stray(
+        &self,
+        stray: &StrayReplay,
+        data_dir: &Path,
+        timeout: Duration,
+    ) -> Result<(), ReplayError>;
 }
 
-/// Runs postgres as a child process of the reconciler.
+/// Runs postgres as a child process of the reconciler, or in a container through
+/// `docker` when the spec asks for one.
 #[derive(Debug, Clone)]
 pub struct LocalReplay {
     tools: Arc<dyn CommandRunner>,
+    docker: Arc<DockerEngine>,
     cancel: CancellationToken,
 }
 
 impl LocalReplay {
-    /// Replay whose helper tools run through `tools`, abandoned (cleanly) when
-    /// `cancel` fires.
-    pub fn new(tools: Arc<dyn CommandRunner>, cancel: CancellationToken) -> Self {
-        Self { tools, cancel }
+    /// Replay whose helper tools run through `tools` (or in containers of `docker`),
+    /// abandoned (cleanly) when `cancel` fires.
+    pub fn new(
+        tools: Arc<dyn CommandRunner>,
+        docker: Arc<DockerEngine>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            tools,
+            docker,
+            cancel,
+        }
+    }
+}
+
+/// The replay's server flags after `-D`: the spec's settings first, then the fixed
+/// ones, so that no setting in the spec can override them (postgres keeps the last
+/// value given): no TCP listener, no archiving, logs to stderr.
+fn server_flags(spec: &ReplaySpec, socket_dir: &str) -> Vec<String> {
+    let mut flags = Vec::new();
+    for (name, value) in &spec.settings {
+        flags.push("-c".to_string());
+        flags.push(format!("{}={}", name.as_str(), value.as_str()));
+    }
+    for flag in [
+        "-k",
+        socket_dir,
+        "-p",
+        REPLAY_PORT,
+        "-c",
+        "listen_addresses=",
+        "-c",
+        "archive_mode=off",
+        "-c",
+        "logging_collector=off",
+        "-c",
+        "log_destination=stderr",
+    ] {
+        flags.push(flag.to_string());
+    }
+    flags
+}
+
+/// `psql` asking whether recovery ended: the LSN once it did, `in recovery` before.
+fn probe_command(spec: &ReplaySpec, socket_dir: &str, owner: RunAs) -> CommandLine {
+    CommandLine::new(spec.postgres_bin.as_path().join("psql"), Duration::from_secs(30))
+        .args(["-X", "-A", "-t", "-q", "-h", socket_dir, "-p", REPLAY_PORT, "-U"])
+        .arg(spec.database_user.as_str())
+        .args(["-d", "template1", "-c"])
+        .arg("select case when pg_is_in_recovery() then 'in recovery' else pg_current_wal_lsn()::text end")
+        .env("PGCONNECT_TIMEOUT", "5")
+        .run_as(Some(owner))
+}
+
+/// Reads pg_controldata's verdict on a stopped cluster.
+async fn confirm_shut_down(
+    tools: &dyn CommandRunner,
+    spec: &ReplaySpec,
+    data_dir: &Path,
+    owner: RunAs,
+) -> Result<Option<String>, ReplayError> {
+    let controldata = CommandLine::new(
+        spec.postgres_bin.as_path().join("pg_controldata"),
+        Duration::from_secs(60),
+    )
+    .arg(data_dir)
+    .env("LC_ALL", "C")
+    .run_as(Some(owner));
+    let out = tools.run(&controldata).await.map_err(ReplayError::Tool)?;
+    let state = controldata_field(&out.stdout, "Database cluster state");
+    if !out.success() || state != Some("shut down") {
+        return Err(ReplayError::UncleanStop {
+            detail: format!(
+                "pg_controldata reports cluster state {:?}",
+                state.unwrap_or("unreadable")
+            ),
+        });
+    }
+    Ok(controldata_field(&out.stdout, "Time of latest checkpoint").map(String::from))
+}
+
+impl LocalReplay {
+    async fn replay_in_container(
+        &self,
+        pipeline: &str,
+        volume: &RecoveredVolumeSpec,
+        container: &ReplayContainerSpec,
+        owner: RunAs,
+    ) -> Result<ReplayOutcome, ReplayError> {
+        let spec = &volume.replay;
+        let mount_path = container.mount_path.as_path();
+        let target = mount_path.display().to_string();
+        let mount = |read_only| match volume.location() {
+            VolumeLocation::Docker(name) => Ok(ContainerMount::Volume {
+                name: name.to_string(),
+                target: target.clone(),
+                read_only,
+            }),
+            VolumeLocation::Directory(path) => Ok(ContainerMount::Bind {
+                source: path.to_string(),
+                target: target.clone(),
+                read_only,
+            }),
+            VolumeLocation::Unset => Err(ReplayError::NoVolume),
+        };
+        let labels = |role: &str| {
+            std::collections::HashMap::from([
+                (PIPELINE_LABEL.to_string(), pipeline.to_string()),
+                (ROLE_LABEL.to_string(), role.to_string()),
+            ])
+        };
+        // The socket lives in the container's own /tmp: nothing outside reaches it.
+        let socket_dir = "/tmp";
+        let mut argv = vec![
+            spec.postgres_bin
+                .as_path()
+                .join("postgres")
+                .display()
+                .to_string(),
+            "-D".to_string(),
+            target.clone(),
+        ];
+        argv.extend(server_flags(spec, socket_dir));
+        let name = format!("reconciler-replay-{pipeline}");
+        let server = ContainerSpec {
+            name: name.clone(),
+            image: container.image.as_str().to_string(),
+            argv,
+            user: Some(format!("{}:{}", owner.uid, owner.gid)),
+            env: container
+                .env
+                .iter()
+                .map(|(k, v)| format!("{}={}", k.as_str(), v.as_str()))
+                .collect(),
+            mounts: vec![mount(false)?],
+            labels: labels("replay"),
+            // postgres' fast shutdown; Docker's default SIGTERM is the smart one,
+            // which waits for clients.
+            stop_signal: Some("SIGINT".to_string()),
+        };
+        tracing::info!(container = %name, image = %server.image, "starting a replay container");
+        self.docker
+            .start(&server)
+            .await
+            .map_err(ReplayError::Container)?;
+        let stop_timeout = spec.stop_timeout.to_std();
+        // A shutdown is noticed by the wait below, which leaves the stop to us.
+        let _ = super::pause::pause_point("replay", &self.cancel).await;
+        let replayed = self.wait_in_container(&name, spec, socket_dir, owner).await;
+        // Whatever happened, the container goes: stopped cleanly if it still runs.
+        let stopped = self.docker.stop_and_remove(&name, stop_timeout).await;
+        let replayed_to = replayed?;
+        match stopped {
+            Ok(Some(0)) => {}
+            Ok(code) => {
+                return Err(ReplayError::UncleanStop {
+                    detail: format!(
+                        "the replay container exited with {} (fast shutdown took longer than {}?)",
+                        code.map_or("no code".to_string(), |c| c.to_string()),
+                        spec.stop_timeout
+                    ),
+                });
+            }
+            Err(e) => return Err(ReplayError::Container(e)),
+        }
+        let tools = ShortLivedContainer::new(
+            self.docker.clone(),
+            container.image.as_str(),
+            vec![mount(true)?],
+            format!("reconciler-controldata-{pipeline}"),
+            labels("tool"),
+        );
+        let checkpoint_time = confirm_shut_down(&tools, spec, mount_path, owner).await?;
+        Ok(ReplayOutcome {
+            replayed_to_lsn: replayed_to,
+            checkpoint_time,
+        })
+    }
+
+    /// Probes the replay container until recovery ended; the caller stops it.
+    async fn wait_in_container(
+        &self,
+        name: &str,
+        spec: &ReplaySpec,
+        socket_dir: &str,
+        owner: RunAs,
+    ) -> Result<String, ReplayError> {
+        let probe = probe_command(spec, socket_dir, owner);
+        let inside = DockerExec::new(self.docker.clone(), name, self.cancel.clone());
+        let deadline = Instant::now() + spec.timeout.to_std();
+        let mut last_probe = "not probed yet".to_string();
+        loop {
+            if let Some(code) = self
+                .docker
+                .exit_code(name)
+                .await
+                .map_err(ReplayError::Container)?
+            {
+                return Err(ReplayError::Exited {
+                    status: format!("container exit code {code}"),
+                    log_tail: self.docker.log_tail(name, 3).await,
+                });
+            }
+            if self.cancel.is_cancelled() {
+                return Err(ReplayError::Cancelled);
+            }
+            if Instant::now() >= deadline {
+                return Err(ReplayError::TimedOut {
+                    timeout: spec.timeout.to_std(),
+                    last_probe,
+                });
+            }
+            match inside.run(&probe).await {
+                Ok(out) if out.success() && out.stdout.trim().contains('/') => {
+                    return Ok(out.stdout.trim().to_string());
+                }
+                Ok(out) if out.success() => last_probe = out.stdout.trim().to_string(),
+                Ok(out) => last_probe = out.last_words(),
+                Err(e) => last_probe = crate::observe::error_chain(&e),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(PROBE_INTERVAL) => {}
+                () = self.cancel.cancelled() => {}
+            }
+        }
     }
 }
 
@@ -161,10 +414,17 @@ pub fn controldata_field<'a>(output: &'a str, name: &str) -> Option<&'a str> {
 impl ReplayDriver for LocalReplay {
     async fn replay(
         &self,
+        pipeline: &str,
+        volume: &RecoveredVolumeSpec,
         data_dir: &Path,
         owner: RunAs,
-        spec: &ReplaySpec,
     ) -> Result<ReplayOutcome, ReplayError> {
+        if let Some(container) = &volume.replay.container {
+            return self
+                .replay_in_container(pipeline, volume, container, owner)
+                .await;
+        }
+        let spec = &volume.replay;
         let prepare = |source| ReplayError::Prepare {
             data_dir: data_dir.to_path_buf(),
             source,
@@ -180,34 +440,12 @@ impl ReplayDriver for LocalReplay {
         let log_err = log.try_clone().map_err(prepare)?;
         let bin = spec.postgres_bin.as_path();
 
-        let mut server = CommandLine::new(bin.join("postgres"), spec.timeout.to_std())
+        let socket = socket_dir.path().display().to_string();
+        let server = CommandLine::new(bin.join("postgres"), spec.timeout.to_std())
             .arg("-D")
             .arg(data_dir)
+            .args(server_flags(spec, &socket))
             .run_as(Some(owner));
-        for (name, value) in &spec.settings {
-            server = server
-                .arg("-c")
-                .arg(format!("{}={}", name.as_str(), value.as_str()));
-        }
-        // The fixed settings come last, so that no setting in the spec can override them
-        // (postgres keeps the last value given): no TCP listener, no archiving.
-        server = server
-            .arg("-k")
-            .arg(socket_dir.path())
-            .args([
-                "-p",
-                REPLAY_PORT,
-                "-c",
-                "listen_addresses=",
-                "-c",
-                "archive_mode=off",
-            ])
-            .args([
-                "-c",
-                "logging_collector=off",
-                "-c",
-                "log_destination=stderr",
-            ]);
         tracing::info!(command = %server, "starting postgres to replay WAL");
         let mut child = LocalProcess::prepare(&server)
             .stdout(Stdio::from(log))
@@ -220,15 +458,7 @@ impl ReplayDriver for LocalReplay {
 
         // A shutdown is noticed by the loop below, which stops postgres cleanly.
         let _ = super::pause::pause_point("replay", &self.cancel).await;
-        let probe = CommandLine::new(bin.join("psql"), Duration::from_secs(30))
-            .args(["-X", "-A", "-t", "-q", "-h"])
-            .arg(socket_dir.path())
-            .args(["-p", REPLAY_PORT, "-U"])
-            .arg(spec.database_user.as_str())
-            .args(["-d", "template1", "-c"])
-            .arg("select case when pg_is_in_recovery() then 'in recovery' else pg_current_wal_lsn()::text end")
-            .env("PGCONNECT_TIMEOUT", "5")
-            .run_as(Some(owner));
+        let probe = probe_command(spec, &socket, owner);
         let deadline = Instant::now() + spec.timeout.to_std();
         let mut last_probe = "not probed yet".to_string();
         let replayed_to = loop {
@@ -271,29 +501,32 @@ impl ReplayDriver for LocalReplay {
                 ),
             });
         }
-        let controldata = CommandLine::new(bin.join("pg_controldata"), Duration::from_secs(60))
-            .arg(data_dir)
-            .env("LC_ALL", "C")
-            .run_as(Some(owner));
-        let out = self
-            .tools
-            .run(&controldata)
-            .await
-            .map_err(ReplayError::Tool)?;
-        let state = controldata_field(&out.stdout, "Database cluster state");
-        if !out.success() || state != Some("shut down") {
-            return Err(ReplayError::UncleanStop {
-                detail: format!(
-                    "pg_controldata reports cluster state {:?}",
-                    state.unwrap_or("unreadable")
-                ),
-            });
-        }
+        let checkpoint_time = confirm_shut_down(self.tools.as_ref(), spec, data_dir, owner).await?;
         Ok(ReplayOutcome {
             replayed_to_lsn: replayed_to,
-            checkpoint_time: controldata_field(&out.stdout, "Time of latest checkpoint")
-                .map(String::from),
+            checkpoint_time,
         })
+    }
+
+    async fn stop_stray(
+        &self,
+        stray: &StrayReplay,
+        data_dir: &Path,
+        timeout: Duration,
+    ) -> Result<(), ReplayError> {
+        match stray {
+            StrayReplay::Process { pid } => {
+                super::volume::stop_stray_replay(data_dir, *pid, timeout)
+                    .await
+                    .map_err(ReplayError::Stray)
+            }
+            StrayReplay::Container { container } => self
+                .docker
+                .stop_and_remove(container, timeout)
+                .await
+                .map(|_| ())
+                .map_err(ReplayError::Container),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! The recovered volume as a local directory: its marker, and the staging directory
-//! barman recovers into.
+//! The recovered volume, a directory on this host or a Docker named volume read and
+//! written through its mount point: its marker, and the staging directory barman
+//! recovers into.
 //!
 //! The marker (`.reconciler-volume.json`) is the only thing that makes the data
 //! usable: it is removed before anything touches the data and written only after a
@@ -12,12 +13,16 @@ use std::io;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::command::RunAs;
+use super::docker::{DockerEngine, DockerError, PIPELINE_LABEL, ROLE_LABEL};
 use super::fsutil::{blocking, remove_durably, sync_dir, write_atomically};
-use crate::observe::{VolumeMarker, VolumeState};
+use crate::observe::{StrayReplay, VolumeMarker, VolumeState};
+use crate::spec::{RecoveredVolumeSpec, VolumeLocation};
 
 /// The marker's file name, at the root of the volume.
 pub const MARKER_FILE: &str = ".reconciler-volume.json";
@@ -55,6 +60,34 @@ pub enum VolumeError {
         /// The pid written by the holder.
         holder: String,
     },
+    /// A container uses the Docker volume.
+    #[error("refusing to touch Docker volume {name}: container {container} uses it")]
+    InUseByContainer {
+        /// The volume.
+        name: String,
+        /// A container that mounts it.
+        container: String,
+    },
+    /// The Docker engine could not answer about the volume.
+    #[error("cannot reach Docker volume {name}")]
+    Docker {
+        /// The volume.
+        name: String,
+        /// Why.
+        #[source]
+        source: DockerError,
+    },
+    /// The Docker volume's files are not on this host.
+    #[error("Docker volume {name} uses driver `{driver}`: its files are not on this host")]
+    NotLocal {
+        /// The volume.
+        name: String,
+        /// Its driver.
+        driver: String,
+    },
+    /// The spec names no volume (only possible when it bypassed the loader).
+    #[error("recoveredVolume has neither `path` nor `dockerVolume`")]
+    Unset,
     /// The directory holds something that is not ours to wipe.
     #[error("refusing to wipe {}: it is neither empty nor a PostgreSQL data directory", path.display())]
     Foreign {
@@ -71,17 +104,42 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// The volume operations the executor needs.
+/// The volume operations the executor needs. A volume is named by its spec; once
+/// located, its files are reached by their path on this host.
 #[async_trait]
 pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
-    /// Reads the volume's state.
-    async fn inspect(&self, path: &Path) -> Result<VolumeState, VolumeError>;
+    /// Where the volume's files are on this host; `None` when the volume does not
+    /// exist (a Docker volume not created yet). A directory is always "there": its
+    /// absence is what [`VolumeDriver::inspect`] reports as `Missing`.
+    async fn locate(&self, volume: &RecoveredVolumeSpec) -> Result<Option<PathBuf>, VolumeError>;
+    /// Creates a Docker volume when absent, labelled as managed for `pipeline`, and
+    /// returns where the volume's files are.
+    async fn create(
+        &self,
+        volume: &RecoveredVolumeSpec,
+        pipeline: &str,
+    ) -> Result<PathBuf, VolumeError>;
+    /// Reads the volume's state. For a Docker volume, "in use" means mounted by a
+    /// running container other than `barman_container` (barman mounts the volume
+    /// to recover into it, and runs no server on it).
+    async fn inspect(
+        &self,
+        volume: &RecoveredVolumeSpec,
+        barman_container: Option<&str>,
+    ) -> Result<VolumeState, VolumeError>;
     /// Removes the markers, durably. Always the first thing a recovery does.
     async fn invalidate_marker(&self, path: &Path) -> Result<(), VolumeError>;
-    /// Creates or empties the volume (owned by `owner`, mode 0700) and returns the
-    /// staging path barman must recover into (not created: barman creates it).
-    async fn prepare_for_recovery(&self, path: &Path, owner: RunAs)
-    -> Result<PathBuf, VolumeError>;
+    /// Creates or empties the volume's files at `path` (owned by `owner`, mode 0700)
+    /// and returns the staging path barman must recover into (not created: barman
+    /// creates it). Refuses while a postgres (or, for a Docker volume, a container
+    /// other than `barman_container`) uses it.
+    async fn prepare_for_recovery(
+        &self,
+        volume: &RecoveredVolumeSpec,
+        barman_container: Option<&str>,
+        path: &Path,
+        owner: RunAs,
+    ) -> Result<PathBuf, VolumeError>;
     /// Moves the staging directory's contents up into the volume.
     async fn promote_staging(&self, path: &Path) -> Result<(), VolumeError>;
     /// Writes the markers. Always the last thing a recovery does.
@@ -93,13 +151,25 @@ pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
     ) -> Result<(), VolumeError>;
     /// Takes the volume's work lock, so that two reconcilers (an `apply` and a `run`,
     /// or two `apply`s) never work on one volume at once. Held until dropped.
-    async fn lock(&self, path: &Path) -> Result<VolumeLock, VolumeError>;
+    async fn lock(&self, volume: &RecoveredVolumeSpec) -> Result<VolumeLock, VolumeError>;
 }
 
 /// A held volume work lock.
 #[derive(Debug)]
 pub struct VolumeLock {
     _file: fs::File,
+}
+
+/// Where a Docker volume's work lock lives: `/run/lock` (not cleaned by age, gone
+/// at reboot, like the locks it holds), else the temporary directory.
+pub fn docker_lock_path(name: &str) -> PathBuf {
+    let dir = Path::new("/run/lock");
+    let dir = if dir.is_dir() {
+        dir.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    dir.join(format!("reconciler-docker-volume-{name}.lock"))
 }
 
 /// `<parent>/.<volume>.reconciler-lock`: beside the volume, not in it, so that
@@ -112,9 +182,88 @@ pub fn lock_path(volume: &Path) -> PathBuf {
     volume.with_file_name(format!(".{name}.reconciler-lock"))
 }
 
-/// A volume that is a directory on this host.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LocalVolume;
+/// Volumes whose files are on this host: directories, and Docker volumes of the
+/// `local` driver through their mount points (so the reconciler runs beside the
+/// engine, as root).
+#[derive(Debug, Clone, Default)]
+pub struct LocalVolume {
+    docker: Arc<DockerEngine>,
+}
+
+impl LocalVolume {
+    /// Docker volumes are reached through `docker`.
+    pub fn new(docker: Arc<DockerEngine>) -> Self {
+        Self { docker }
+    }
+
+    fn docker_err(name: &str) -> impl FnOnce(DockerError) -> VolumeError + '_ {
+        move |source| VolumeError::Docker {
+            name: name.to_string(),
+            source,
+        }
+    }
+
+    /// The running containers that mount the volume, barman's own excepted.
+    async fn users(
+        &self,
+        name: &str,
+        barman_container: Option<&str>,
+    ) -> Result<Vec<(String, std::collections::HashMap<String, String>)>, VolumeError> {
+        let mut users = self
+            .docker
+            .containers_using(name)
+            .await
+            .map_err(Self::docker_err(name))?;
+        users.retain(|(container, _)| Some(container.as_str()) != barman_container);
+        Ok(users)
+    }
+
+    async fn docker_mountpoint(&self, name: &str) -> Result<Option<PathBuf>, VolumeError> {
+        let docker = self.docker.client().await.map_err(Self::docker_err(name))?;
+        match docker.inspect_volume(name).await {
+            Ok(v) if v.driver != "local" => Err(VolumeError::NotLocal {
+                name: name.to_string(),
+                driver: v.driver,
+            }),
+            Ok(v) => Ok(Some(PathBuf::from(v.mountpoint))),
+            Err(e) if super::docker::is_not_found(&e) => Ok(None),
+            Err(source) => Err(VolumeError::Docker {
+                name: name.to_string(),
+                source: DockerError::Api {
+                    what: format!("inspect volume {name}"),
+                    source,
+                },
+            }),
+        }
+    }
+}
+
+fn lock_file(lock: &Path, what: &Path) -> Result<VolumeLock, VolumeError> {
+    use std::io::{Read, Seek, Write};
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock)
+        .map_err(io_err("open the lock file of", what))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(VolumeError::Locked {
+                path: what.to_path_buf(),
+                holder: holder.trim().to_string(),
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", what)(e)),
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(VolumeLock { _file: file })
+}
 
 /// True when `path` may be emptied: empty, a PostgreSQL data directory, ours
 /// (marker or staging directory present).
@@ -217,12 +366,13 @@ fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
         Ok(_) => {}
     }
     let in_use = postmaster_running(path);
-    let stray_replay_pid = if in_use { stray_replay(path) } else { None };
+    let stray_replay =
+        if in_use { stray_replay(path) } else { None }.map(|pid| StrayReplay::Process { pid });
     let unmarked = |reason: String| VolumeState::Unmarked {
         reason,
         in_use,
         foreign: false,
-        stray_replay_pid,
+        stray_replay,
     };
     if path.join(STAGING_DIR).exists() {
         return Ok(unmarked(
@@ -234,7 +384,7 @@ fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
             reason: "it holds files that are not a PostgreSQL data directory".into(),
             in_use,
             foreign: true,
-            stray_replay_pid: None,
+            stray_replay: None,
         });
     }
     let marker_path = path.join(MARKER_FILE);
@@ -251,11 +401,97 @@ fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
 
 #[async_trait]
 impl VolumeDriver for LocalVolume {
-    async fn inspect(&self, path: &Path) -> Result<VolumeState, VolumeError> {
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || inspect_blocking(&path))
+    async fn locate(&self, volume: &RecoveredVolumeSpec) -> Result<Option<PathBuf>, VolumeError> {
+        match volume.location() {
+            VolumeLocation::Directory(path) => Ok(Some(path.as_path().to_path_buf())),
+            VolumeLocation::Docker(name) => self.docker_mountpoint(name.as_str()).await,
+            VolumeLocation::Unset => Err(VolumeError::Unset),
+        }
+    }
+
+    async fn create(
+        &self,
+        volume: &RecoveredVolumeSpec,
+        pipeline: &str,
+    ) -> Result<PathBuf, VolumeError> {
+        let VolumeLocation::Docker(name) = volume.location() else {
+            // A directory is created (with its owner and mode) when it is emptied.
+            return self.locate(volume).await?.ok_or(VolumeError::Unset);
+        };
+        let name = name.as_str();
+        if let Some(path) = self.docker_mountpoint(name).await? {
+            return Ok(path);
+        }
+        let docker = self.docker.client().await.map_err(Self::docker_err(name))?;
+        let labels = std::collections::HashMap::from([
+            (PIPELINE_LABEL.to_string(), pipeline.to_string()),
+            (ROLE_LABEL.to_string(), "recovered-volume".to_string()),
+        ]);
+        docker
+            .create_volume(bollard::models::VolumeCreateRequest {
+                name: Some(name.to_string()),
+                labels: Some(labels),
+                ..Default::default()
+            })
             .await
-            .unwrap_or_else(|e| Err(io_err("inspect", Path::new(""))(io::Error::other(e))))
+            .map_err(|source| VolumeError::Docker {
+                name: name.to_string(),
+                source: DockerError::Api {
+                    what: format!("create volume {name}"),
+                    source,
+                },
+            })?;
+        tracing::info!(volume = name, "created Docker volume");
+        self.docker_mountpoint(name)
+            .await?
+            .ok_or_else(|| VolumeError::Docker {
+                name: name.to_string(),
+                source: DockerError::NoSuchVolume {
+                    name: name.to_string(),
+                },
+            })
+    }
+
+    async fn inspect(
+        &self,
+        volume: &RecoveredVolumeSpec,
+        barman_container: Option<&str>,
+    ) -> Result<VolumeState, VolumeError> {
+        let Some(path) = self.locate(volume).await? else {
+            return Ok(VolumeState::Missing);
+        };
+        let state = tokio::task::spawn_blocking(move || inspect_blocking(&path))
+            .await
+            .unwrap_or_else(|e| Err(io_err("inspect", Path::new(""))(io::Error::other(e))))?;
+        let VolumeLocation::Docker(name) = volume.location() else {
+            return Ok(state);
+        };
+        // In a Docker volume, postmaster.pid names a pid of a container's namespace:
+        // meaningless here. Who uses the volume is what the engine says.
+        let users = self.users(name.as_str(), barman_container).await?;
+        let in_use = !users.is_empty();
+        let stray_replay = match users.as_slice() {
+            [(container, labels)]
+                if labels.get(ROLE_LABEL).map(String::as_str) == Some("replay") =>
+            {
+                Some(StrayReplay::Container {
+                    container: container.clone(),
+                })
+            }
+            _ => None,
+        };
+        Ok(match state {
+            VolumeState::Missing => VolumeState::Missing,
+            VolumeState::Unmarked {
+                reason, foreign, ..
+            } => VolumeState::Unmarked {
+                reason,
+                in_use,
+                foreign,
+                stray_replay,
+            },
+            VolumeState::Marked { marker, .. } => VolumeState::Marked { marker, in_use },
+        })
     }
 
     async fn invalidate_marker(&self, path: &Path) -> Result<(), VolumeError> {
@@ -271,6 +507,8 @@ impl VolumeDriver for LocalVolume {
 
     async fn prepare_for_recovery(
         &self,
+        volume: &RecoveredVolumeSpec,
+        barman_container: Option<&str>,
         path: &Path,
         owner: RunAs,
     ) -> Result<PathBuf, VolumeError> {
@@ -290,7 +528,15 @@ impl VolumeDriver for LocalVolume {
             return Err(VolumeError::Foreign { path: p });
         }
         // Checked again here, not only at observation: a server may have started since.
-        if postmaster_running(&p) {
+        if let VolumeLocation::Docker(name) = volume.location() {
+            let users = self.users(name.as_str(), barman_container).await?;
+            if let Some((container, _)) = users.into_iter().next() {
+                return Err(VolumeError::InUseByContainer {
+                    name: name.to_string(),
+                    container,
+                });
+            }
+        } else if postmaster_running(&p) {
             return Err(VolumeError::InUse { path: p });
         }
         blocking({
@@ -332,32 +578,16 @@ impl VolumeDriver for LocalVolume {
         .map_err(io_err("move the recovered data into", path))
     }
 
-    async fn lock(&self, path: &Path) -> Result<VolumeLock, VolumeError> {
-        use std::io::{Read, Seek, Write};
-        let lock = lock_path(path);
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock)
-            .map_err(io_err("open the lock file of", path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                return Err(VolumeError::Locked {
-                    path: path.to_path_buf(),
-                    holder: holder.trim().to_string(),
-                });
+    async fn lock(&self, volume: &RecoveredVolumeSpec) -> Result<VolumeLock, VolumeError> {
+        match volume.location() {
+            VolumeLocation::Directory(path) => {
+                lock_file(&lock_path(path.as_path()), path.as_path())
             }
-            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", path)(e)),
+            VolumeLocation::Docker(name) => {
+                lock_file(&docker_lock_path(name.as_str()), Path::new(name.as_str()))
+            }
+            VolumeLocation::Unset => Err(VolumeError::Unset),
         }
-        let _ = file.set_len(0);
-        let _ = file.rewind();
-        let _ = writeln!(file, "{}", std::process::id());
-        Ok(VolumeLock { _file: file })
     }
 
     async fn write_marker(

@@ -6,20 +6,20 @@
 //! it last, after checking that the volume still holds the generation it copied.
 //! One step per call: callers re-observe and re-plan between steps.
 
+use std::path::{Path, PathBuf};
+
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::drivers::Drivers;
 use crate::drivers::barman::BarmanError;
-use crate::drivers::command::RunAs;
-use crate::drivers::fsutil::lookup_account;
 use crate::drivers::pause::pause_point;
 use crate::drivers::replay::ReplayError;
 use crate::drivers::starport::StarportError;
 use crate::drivers::volume::VolumeError;
 use crate::observe::{Observed, StarportMetadata, VolumeMarker, VolumeState};
 use crate::plan::{BackupRef, GenerationRef, Step};
-use crate::spec::BackupPipeline;
+use crate::spec::{BackupPipeline, RecoveredVolumeSpec};
 
 /// Why a step did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -36,15 +36,6 @@ pub enum ExecuteError {
     /// The starport could not be written.
     #[error("starport step failed")]
     Starport(#[from] StarportError),
-    /// The OS account that owns the volume does not exist.
-    #[error("cannot resolve the volume owner `{name}`")]
-    Account {
-        /// The account name.
-        name: String,
-        /// The lookup error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The step refers to the result of an earlier step that has not run.
     #[error("step `{step}` depends on an earlier step; re-plan before running it")]
     Unresolved {
@@ -111,14 +102,21 @@ pub async fn execute_step(
             };
             recover_volume(pipeline, backup_id, observed, drivers, clock).await
         }
-        Step::StopStrayReplay { pid } => {
-            crate::drivers::volume::stop_stray_replay(
-                spec.recovered_volume.path.as_path(),
-                *pid,
-                spec.recovered_volume.replay.stop_timeout.to_std(),
-            )
-            .await?;
-            Ok(format!("stray replay postgres {pid} stopped"))
+        Step::StopStrayReplay { replay } => {
+            let path = drivers
+                .volume
+                .locate(&spec.recovered_volume)
+                .await?
+                .ok_or_else(|| ExecuteError::Changed("the volume is gone".into()))?;
+            drivers
+                .replay
+                .stop_stray(
+                    replay,
+                    &path,
+                    spec.recovered_volume.replay.stop_timeout.to_std(),
+                )
+                .await?;
+            Ok(format!("stray replay postgres ({replay}) stopped"))
         }
         Step::SyncStarport { generation } => {
             let GenerationRef::Existing(generation) = generation else {
@@ -131,12 +129,13 @@ pub async fn execute_step(
     }
 }
 
-fn owner_of(pipeline: &BackupPipeline) -> Result<RunAs, ExecuteError> {
-    let name = pipeline.spec.recovered_volume.owner.as_str();
-    lookup_account(name).map_err(|source| ExecuteError::Account {
-        name: name.to_string(),
-        source,
-    })
+/// Where barman must recover to: the staging directory as barman sees it (through
+/// `barmanPath` when barman's view of the volume differs from this host's).
+fn barman_view(volume: &RecoveredVolumeSpec, path: &Path, staging: &Path) -> PathBuf {
+    match (&volume.barman_path, staging.strip_prefix(path)) {
+        (Some(seen_as), Ok(inside)) => seen_as.as_path().join(inside),
+        _ => staging.to_path_buf(),
+    }
 }
 
 /// A generation names one recovery: the backup and the second it finished.
@@ -152,8 +151,11 @@ async fn recover_volume(
     clock: &(dyn Fn() -> Timestamp + Send + Sync),
 ) -> Result<StepDetail, ExecuteError> {
     let volume = &pipeline.spec.recovered_volume;
-    let path = volume.path.as_path();
-    let owner = owner_of(pipeline)?;
+    // The account that owns what barman recovers, looked up where barman runs.
+    let owner = drivers
+        .barman
+        .account(&pipeline.spec.barman, volume.owner.as_str())
+        .await?;
     // Close the current WAL segment and wait until barman has it, so the recovery
     // includes the newest writes. On an idle server this can wait out its timeout;
     // the recovery then replays what is archived, which is still consistent.
@@ -164,16 +166,30 @@ async fn recover_volume(
     {
         tracing::warn!(error = %crate::observe::error_chain(&e), "could not archive the current WAL segment; recovering what is archived");
     }
+    let path = drivers
+        .volume
+        .create(volume, pipeline.name().as_str())
+        .await?;
+    let path = path.as_path();
     // The marker goes first: from here until the end the data is not to be used.
     drivers.volume.invalidate_marker(path).await?;
-    let staging = drivers.volume.prepare_for_recovery(path, owner).await?;
-    tracing::info!(backup = backup_id, destination = %staging.display(), "barman recover");
+    let staging = drivers
+        .volume
+        .prepare_for_recovery(
+            volume,
+            pipeline.spec.barman.container.as_ref().map(|c| c.as_str()),
+            path,
+            owner,
+        )
+        .await?;
+    let destination = barman_view(volume, path, &staging);
+    tracing::info!(backup = backup_id, destination = %destination.display(), "barman recover");
     drivers
         .barman
         .recover(
             &pipeline.spec.barman,
             backup_id,
-            &staging,
+            &destination,
             volume.recover_timeout.to_std(),
         )
         .await?;
@@ -185,7 +201,10 @@ async fn recover_volume(
             .await
             .unwrap_or(0)
     };
-    let replayed = drivers.replay.replay(path, owner, &volume.replay).await?;
+    let replayed = drivers
+        .replay
+        .replay(pipeline.name().as_str(), volume, path, owner)
+        .await?;
     let recovered_at = clock();
     let backup_end_time = observed
         .barman
@@ -215,7 +234,10 @@ async fn current_generation(
 ) -> Result<Option<VolumeMarker>, ExecuteError> {
     let state = drivers
         .volume
-        .inspect(pipeline.spec.recovered_volume.path.as_path())
+        .inspect(
+            &pipeline.spec.recovered_volume,
+            pipeline.spec.barman.container.as_ref().map(|c| c.as_str()),
+        )
         .await?;
     // A volume a postgres runs on does not hold what its marker says.
     Ok(match state {
@@ -247,6 +269,11 @@ async fn sync_starport(
         None => Err(ExecuteError::Changed("the volume lost its marker".into())),
     };
     check(current_generation(pipeline, drivers).await?)?;
+    let source = drivers
+        .volume
+        .locate(&pipeline.spec.recovered_volume)
+        .await?
+        .ok_or_else(|| ExecuteError::Changed("the volume is gone".into()))?;
     // Metadata goes first: a copy without it is never trusted.
     drivers
         .starport
@@ -255,12 +282,7 @@ async fn sync_starport(
     pause_point("sync:invalidated", &drivers.cancel).await?;
     let copied = drivers
         .starport
-        .copy(
-            pipeline.spec.recovered_volume.path.as_path(),
-            starport,
-            &volume_name,
-            starport.timeout.to_std(),
-        )
+        .copy(&source, starport, &volume_name, starport.timeout.to_std())
         .await?;
     pause_point("sync:copied", &drivers.cancel).await?;
     // The volume must not have changed under rsync, or the copy is a mix.

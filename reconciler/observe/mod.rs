@@ -146,10 +146,9 @@ pub enum VolumeState {
         /// It holds files that are not a PostgreSQL data directory: never overwritten.
         #[serde(default)]
         foreign: bool,
-        /// The pid of a replay postgres that an interrupted reconciler left running on
-        /// it (its socket is in a `reconciler-replay-*` directory).
+        /// A replay postgres that an interrupted reconciler left running on it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        stray_replay_pid: Option<i32>,
+        stray_replay: Option<StrayReplay>,
     },
     /// The directory carries a valid marker.
     Marked {
@@ -158,6 +157,32 @@ pub enum VolumeState {
         /// A postgres seems to run on it (`postmaster.pid` present).
         in_use: bool,
     },
+}
+
+/// A replay an interrupted reconciler left running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StrayReplay {
+    /// A postgres process on this host (its socket is in a `reconciler-replay-*`
+    /// directory and it works in the volume).
+    Process {
+        /// Its pid.
+        pid: i32,
+    },
+    /// A replay container (labelled as the reconciler's) that mounts the volume.
+    Container {
+        /// Its name.
+        container: String,
+    },
+}
+
+impl std::fmt::Display for StrayReplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StrayReplay::Process { pid } => write!(f, "pid {pid}"),
+            StrayReplay::Container { container } => write!(f, "container {container}"),
+        }
+    }
 }
 
 /// Written into the volume only after replay finished and postgres stopped cleanly;
@@ -229,7 +254,10 @@ pub async fn observe(pipeline: &BackupPipeline, drivers: &Drivers) -> Observed {
     };
     let volume = match drivers
         .volume
-        .inspect(spec.recovered_volume.path.as_path())
+        .inspect(
+            &spec.recovered_volume,
+            spec.barman.container.as_ref().map(|c| c.as_str()),
+        )
         .await
     {
         Ok(state) => Observation::observed(state),

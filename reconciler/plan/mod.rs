@@ -15,7 +15,9 @@ pub mod retention;
 use jiff::{Timestamp, ToSpan, tz::TimeZone};
 use serde::{Deserialize, Serialize};
 
-use crate::observe::{Backup, BackupStatus, Observation, Observed, StarportState, VolumeState};
+use crate::observe::{
+    Backup, BackupStatus, Observation, Observed, StarportState, StrayReplay, VolumeState,
+};
 use crate::spec::{BackupPipeline, StartWindow};
 
 pub use render::render_text;
@@ -97,8 +99,9 @@ pub enum Step {
     },
     /// Stop a replay postgres an interrupted run left on the volume (fast shutdown).
     StopStrayReplay {
-        /// Its pid.
-        pid: i32,
+        /// The process or container.
+        #[serde(flatten)]
+        replay: StrayReplay,
     },
     /// Invalidate starport metadata, rsync the volume, write metadata.
     SyncStarport {
@@ -118,8 +121,8 @@ impl std::fmt::Display for Step {
             Step::SyncStarport { generation } => {
                 write!(f, "sync the starport copy to {generation}")
             }
-            Step::StopStrayReplay { pid } => {
-                write!(f, "stop the stray replay postgres (pid {pid})")
+            Step::StopStrayReplay { replay } => {
+                write!(f, "stop the stray replay postgres ({replay})")
             }
         }
     }
@@ -680,7 +683,7 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
     let (reason, message, in_use) = match state {
         VolumeState::Missing => (
             "VolumeMissing",
-            format!("{} does not exist", spec.path),
+            format!("{} does not exist", spec.location()),
             false,
         ),
         VolumeState::Unmarked {
@@ -692,17 +695,20 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
                 ConditionType::VolumeFresh,
                 False,
                 "ForeignData",
-                format!("{} {reason}", spec.path),
+                format!("{} {reason}", spec.location()),
             ));
             p.wait(format!(
                 "{} to be emptied or pointed elsewhere: the reconciler never overwrites data it did not recover",
-                spec.path
+                spec.location()
             ));
             return false;
         }
         VolumeState::Unmarked { reason, in_use, .. } => (
             "NoValidMarker",
-            format!("{} holds no valid recovery marker ({reason})", spec.path),
+            format!(
+                "{} holds no valid recovery marker ({reason})",
+                spec.location()
+            ),
             *in_use,
         ),
         VolumeState::Marked {
@@ -712,7 +718,8 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
             "VolumeInUse",
             format!(
                 "a postgres runs on {} (postmaster.pid), so it no longer holds recovery {} as marked",
-                spec.path, marker.generation
+                spec.location(),
+                marker.generation
             ),
             true,
         ),
@@ -767,23 +774,25 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
         message.clone(),
     ));
     if let VolumeState::Unmarked {
-        stray_replay_pid: Some(pid),
+        stray_replay: Some(replay),
         ..
     } = state
     {
         // Restart safety: our own replay, orphaned when a reconciler was killed. The
         // marker was invalidated before it started, so nothing relies on the data.
         p.step(
-            Step::StopStrayReplay { pid: *pid },
+            Step::StopStrayReplay {
+                replay: replay.clone(),
+            },
             format!(
-                "a replay postgres (pid {pid}) left by an interrupted run still runs on {}",
-                spec.path
+                "a replay postgres ({replay}) left by an interrupted run still runs on {}",
+                spec.location()
             ),
         );
     } else if in_use {
         p.wait(format!(
             "the postgres running on {} to stop (postmaster.pid present); the volume is never overwritten under a running server",
-            spec.path
+            spec.location()
         ));
         return false;
     }

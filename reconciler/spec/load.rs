@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use super::{API_VERSION, BackupPipeline};
+use super::{API_VERSION, BackupPipeline, VolumeLocation};
 
 /// Spec files larger than this are refused unread: a real spec is a few KiB, and a
 /// huge one is a mistake or an attack on the parser.
@@ -290,6 +290,18 @@ struct TypeMeta {
     metadata: Option<NameOnly>,
 }
 
+/// Where `spec.recoveredVolume` starts, to point at it.
+#[derive(Deserialize)]
+struct VolumeAt {
+    spec: Option<VolumeAtSpec>,
+}
+
+#[derive(Deserialize)]
+struct VolumeAtSpec {
+    #[serde(rename = "recoveredVolume")]
+    recovered_volume: Option<Spanned<serde::de::IgnoredAny>>,
+}
+
 #[derive(Deserialize)]
 struct NameOnly {
     name: Option<String>,
@@ -326,8 +338,23 @@ fn parse_document(text: &str) -> Result<BackupPipeline, SpecProblem> {
     })?;
     match kind.value.as_str() {
         "BackupPipeline" => {
-            serde_saphyr::from_str_with_options::<BackupPipeline>(text, parse_options())
-                .map_err(|e| yaml_problem(&e, pipeline_name))
+            let pipeline =
+                serde_saphyr::from_str_with_options::<BackupPipeline>(text, parse_options())
+                    .map_err(|e| yaml_problem(&e, pipeline_name.clone()))?;
+            pipeline.check_placement().map_err(|message| {
+                let at = serde_saphyr::from_str_with_options::<VolumeAt>(text, parse_options())
+                    .ok()
+                    .and_then(|v| v.spec)
+                    .and_then(|s| s.recovered_volume)
+                    .map_or(Location::UNKNOWN, |v| v.referenced);
+                located(
+                    at,
+                    message,
+                    "see `reconciler schema` for recoveredVolume and barman".into(),
+                    pipeline_name,
+                )
+            })?;
+            Ok(pipeline)
         }
         other => Err(located(
             kind.referenced,
@@ -462,10 +489,18 @@ fn reject_duplicate_names(pipelines: &mut Vec<LoadedPipeline>, problems: &mut Ve
 /// What a pipeline writes to: its volume and its starport target.
 fn written_paths(loaded: &LoadedPipeline) -> Vec<(&'static str, PathBuf)> {
     let spec = &loaded.pipeline.spec;
-    let mut paths = vec![(
-        "recoveredVolume.path",
-        spec.recovered_volume.path.as_path().to_path_buf(),
-    )];
+    let mut paths = match spec.recovered_volume.location() {
+        VolumeLocation::Directory(path) => {
+            vec![("recoveredVolume.path", path.as_path().to_path_buf())]
+        }
+        // Docker volumes are compared by name: a relative path never overlaps the
+        // absolute ones of directories.
+        VolumeLocation::Docker(name) => vec![(
+            "recoveredVolume.dockerVolume",
+            Path::new("docker-volume").join(name.as_str()),
+        )],
+        VolumeLocation::Unset => Vec::new(),
+    };
     if let Some(starport) = &spec.starport {
         paths.push((
             "starport target",

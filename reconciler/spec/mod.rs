@@ -82,16 +82,24 @@ pub struct BackupPipelineSpec {
     pub starport: Option<StarportSpec>,
 }
 
-/// How barman is reached: `barman [-c CONFIG] … SERVER`.
+/// How barman is reached: `barman [-c CONFIG] … SERVER`, on this host or by exec
+/// into the running container that holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BarmanSpec {
     /// The barman server name (a section of barman's configuration).
     pub server: ObjectName,
-    /// barman's configuration file, passed as `barman -c CONFIG`. Without it barman
-    /// reads `~/.barman.conf`, `/etc/barman.conf` or `/etc/barman/barman.conf`.
+    /// barman's configuration file, passed as `barman -c CONFIG` (a path as barman
+    /// sees it: inside `container` when that is set). Without it barman reads
+    /// `~/.barman.conf`, `/etc/barman.conf` or `/etc/barman/barman.conf`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<AbsolutePath>,
+    /// The running Docker container barman lives in, e.g. `barman-montagu`: every
+    /// barman command is run there through the Docker API (`docker exec`). Without
+    /// it barman runs on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &"barman-montagu")]
+    pub container: Option<ObjectName>,
 }
 
 /// The newest DONE base backup must be no older than `maxAge`.
@@ -261,18 +269,36 @@ impl From<RetentionSpec> for RetentionFields {
     }
 }
 
-/// A directory holding the newest backup, recovered with barman and its WAL fully
-/// replayed by a short-lived postgres, no older than `maxAge`.
+/// A directory or a Docker named volume holding the newest backup, recovered with
+/// barman and its WAL fully replayed by a short-lived postgres, no older than
+/// `maxAge`. Give exactly one of `path` and `dockerVolume`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [{"required": ["path"]}, {"required": ["dockerVolume"]}]))]
 pub struct RecoveredVolumeSpec {
-    /// The directory (it becomes PGDATA). Its parent must exist. barman recovers into
-    /// a staging directory inside it, so it may be a mount point.
-    pub path: DataPath,
+    /// A directory on this host (it becomes PGDATA). Its parent must exist. barman
+    /// recovers into a staging directory inside it, so it may be a mount point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<DataPath>,
+    /// A Docker named volume (it becomes PGDATA), e.g. `montagu_db_volume`: created
+    /// when absent, labelled as managed by this pipeline, and read and written
+    /// through its mount point on this host (so the reconciler runs beside the
+    /// Docker engine, as root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &"montagu_db_volume")]
+    pub docker_volume: Option<ObjectName>,
+    /// Where barman sees the volume when that differs from this host's view, e.g.
+    /// `/nightly` when barman runs in a container with the volume mounted there.
+    /// barman recovers into `<barmanPath>/.reconciler-staging`. Required with
+    /// `dockerVolume` when `barman.container` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &"/nightly")]
+    pub barman_path: Option<AbsolutePath>,
     /// The oldest the recovery may be.
     pub max_age: HumanDuration,
-    /// The OS user that owns the recovered files (barman's `barman_user`); the replay
-    /// postgres runs as this user.
+    /// The OS user that owns the recovered files (barman's `barman_user`, looked up
+    /// where barman runs: in `barman.container` when set); the replay postgres runs
+    /// as this user.
     #[serde(default = "default_owner")]
     pub owner: ObjectName,
     /// How long `barman recover` may take.
@@ -296,7 +322,7 @@ fn default_owner() -> ObjectName {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReplaySpec {
     /// Directory holding `postgres`, `psql` and `pg_controldata` of the backup's major version.
-    #[schemars(example = "/usr/lib/postgresql/15/bin")]
+    #[schemars(example = &"/usr/lib/postgresql/15/bin")]
     pub postgres_bin: AbsolutePath,
     /// How long replay may take before it is abandoned.
     #[serde(default = "default_replay_timeout")]
@@ -311,6 +337,104 @@ pub struct ReplaySpec {
     /// `shared_buffers` than production's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<SettingName, SettingValue>,
+    /// Run the replay in a short-lived container from this image instead of on this
+    /// host; `postgresBin` is then a path inside the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ReplayContainerSpec>,
+}
+
+/// The container a replay runs in: created for one replay, removed after it, never
+/// left running. Its entrypoint is always `<postgresBin>/postgres` with the replay's
+/// own flags (no TCP listener, no archiving), whatever the image would start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReplayContainerSpec {
+    /// The image, e.g. `vimc/montagu-db:master`. It must be present on the engine
+    /// (the reconciler never pulls).
+    #[schemars(example = &"vimc/montagu-db:master")]
+    pub image: ImageRef,
+    /// Where the volume is mounted in the container (PGDATA).
+    #[serde(default = "default_replay_mount")]
+    pub mount_path: AbsolutePath,
+    /// Extra environment variables for the container.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<EnvName, SettingValue>,
+}
+
+fn default_replay_mount() -> AbsolutePath {
+    AbsolutePath::try_from("/pgdata".to_string()).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+/// A Docker image reference: `[registry/]name[:tag][@digest]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub struct ImageRef(String);
+
+impl TryFrom<String> for ImageRef {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, Self::Error> {
+        let ok = v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && v.len() <= 255
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/:@._-".contains(c));
+        if ok {
+            Ok(Self(v))
+        } else {
+            Err(format!(
+                "`{v}` is not a Docker image reference such as `vimc/montagu-db:master`"
+            ))
+        }
+    }
+}
+
+impl From<ImageRef> for String {
+    fn from(v: ImageRef) -> String {
+        v.0
+    }
+}
+
+impl ImageRef {
+    /// The reference.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An environment variable name: letters, digits and `_`, not starting with a digit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub struct EnvName(String);
+
+impl TryFrom<String> for EnvName {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, Self::Error> {
+        let ok = v
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && v.len() <= 128
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ok {
+            Ok(Self(v))
+        } else {
+            Err(format!("`{v}` is not an environment variable name"))
+        }
+    }
+}
+
+impl From<EnvName> for String {
+    fn from(v: EnvName) -> String {
+        v.0
+    }
+}
+
+impl EnvName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 fn default_replay_timeout() -> HumanDuration {
@@ -415,8 +539,8 @@ pub struct StarportSpec {
     pub root: DataPath,
     /// The target (bucket) name, e.g. `barman_to_starport`.
     pub target: ObjectName,
-    /// The name of the copy under `data/`. Defaults to the last component of
-    /// `recoveredVolume.path` (e.g. `montagu_db_volume`).
+    /// The name of the copy under `data/`. Defaults to `recoveredVolume.dockerVolume`
+    /// or the last component of `recoveredVolume.path` (e.g. `montagu_db_volume`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_name: Option<ObjectName>,
     /// How long one rsync of the volume may take.
@@ -439,14 +563,73 @@ impl BackupPipeline {
         let starport = self.spec.starport.as_ref()?;
         Some(match &starport.volume_name {
             Some(n) => n.to_string(),
-            None => self
-                .spec
-                .recovered_volume
-                .path
-                .file_name()
-                .unwrap_or("volume")
-                .to_string(),
+            None => match self.spec.recovered_volume.location() {
+                VolumeLocation::Directory(path) => path.file_name().unwrap_or("volume").to_string(),
+                VolumeLocation::Docker(name) => name.to_string(),
+                VolumeLocation::Unset => "volume".to_string(),
+            },
         })
+    }
+
+    /// Checks what the field types alone cannot: which combinations make sense.
+    /// The loader reports the message at `spec.recoveredVolume`.
+    pub fn check_placement(&self) -> Result<(), String> {
+        let spec = &self.spec;
+        let volume = &spec.recovered_volume;
+        match (&volume.path, &volume.docker_volume) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "recoveredVolume sets both `path` and `dockerVolume`; choose one".into(),
+                );
+            }
+            (None, None) => {
+                return Err(
+                    "recoveredVolume needs `path: /a/directory` or `dockerVolume: NAME`".into(),
+                );
+            }
+            _ => {}
+        }
+        if volume.docker_volume.is_some()
+            && spec.barman.container.is_some()
+            && volume.barman_path.is_none()
+        {
+            return Err("recoveredVolume.barmanPath is required when barman runs in a container and the volume is a Docker volume: say where barman's container mounts it (e.g. `/nightly`)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where a recovered volume lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeLocation<'a> {
+    /// A directory on this host.
+    Directory(&'a DataPath),
+    /// A Docker named volume.
+    Docker(&'a ObjectName),
+    /// Neither: only a spec that bypassed the loader can be like this, and nothing
+    /// is done with it.
+    Unset,
+}
+
+impl std::fmt::Display for VolumeLocation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VolumeLocation::Directory(path) => write!(f, "{path}"),
+            VolumeLocation::Docker(name) => write!(f, "Docker volume {name}"),
+            VolumeLocation::Unset => write!(f, "(no volume set)"),
+        }
+    }
+}
+
+impl RecoveredVolumeSpec {
+    /// Where the volume lives (the loader made sure exactly one of `path` and
+    /// `dockerVolume` is set, see [`BackupPipeline::check_placement`]).
+    pub fn location(&self) -> VolumeLocation<'_> {
+        match (&self.path, &self.docker_volume) {
+            (Some(path), _) => VolumeLocation::Directory(path),
+            (None, Some(name)) => VolumeLocation::Docker(name),
+            (None, None) => VolumeLocation::Unset,
+        }
     }
 }
 

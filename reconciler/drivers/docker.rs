@@ -1,0 +1,669 @@
+//! The Docker engine, reached through its API (bollard): where a command runs when
+//! it runs in a container, and the facts about containers and volumes the other
+//! drivers need.
+//!
+//! Two placements implement [`CommandRunner`]: [`DockerExec`] runs an argv in a
+//! running container (`docker exec`), [`ShortLivedContainer`] in a container made
+//! for that one command and removed after it. What runs is the calling driver's
+//! business, exactly as with [`super::command::LocalProcess`]. Nothing here decides
+//! anything; an engine that does not answer is an error the observer turns into
+//! `Unknown`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use super::command::{CommandError, CommandLine, CommandOutput, CommandRunner, TERMINATE_GRACE};
+
+/// The label every container and volume the reconciler creates carries: the
+/// pipeline it belongs to.
+pub const PIPELINE_LABEL: &str = "reconciler.montagu/pipeline";
+/// The label saying what a reconciler-made container is for (`replay`, `tool`).
+pub const ROLE_LABEL: &str = "reconciler.montagu/role";
+
+/// Why the Docker engine could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// No engine answers at `DOCKER_HOST` (or the default socket).
+    #[error("the Docker engine does not answer (DOCKER_HOST or /var/run/docker.sock)")]
+    Unreachable(#[source] bollard::errors::Error),
+    /// The engine refused or failed a request.
+    #[error("docker: cannot {what}")]
+    Api {
+        /// What was asked.
+        what: String,
+        /// The engine's answer.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The container does not exist.
+    #[error("container `{name}` does not exist")]
+    NoSuchContainer {
+        /// Its name.
+        name: String,
+    },
+    /// The volume does not exist.
+    #[error("volume `{name}` does not exist")]
+    NoSuchVolume {
+        /// Its name.
+        name: String,
+    },
+    /// The container exists but does not run.
+    #[error("container `{name}` is not running (it is {state})")]
+    NotRunning {
+        /// Its name.
+        name: String,
+        /// Its state (`exited`, `created`, …).
+        state: String,
+    },
+}
+
+impl DockerError {
+    fn api(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Self {
+        let what = what.into();
+        move |source| DockerError::Api { what, source }
+    }
+}
+
+/// True for the engine's 404 answer.
+pub fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// A connection to the engine, made on first use and kept once it worked, so a
+/// reconciler whose specs use no Docker never talks to one.
+#[derive(Default)]
+pub struct DockerEngine {
+    client: OnceCell<Docker>,
+}
+
+impl fmt::Debug for DockerEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerEngine")
+            .field("connected", &self.client.initialized())
+            .finish()
+    }
+}
+
+impl DockerEngine {
+    /// The client; connects (honouring `DOCKER_HOST`) and agrees on an API version
+    /// the first time.
+    pub async fn client(&self) -> Result<&Docker, DockerError> {
+        self.client
+            .get_or_try_init(|| async {
+                let docker = Docker::connect_with_defaults().map_err(DockerError::Unreachable)?;
+                // The engine may be older than this client (Debian's 20.10 speaks 1.41).
+                docker
+                    .negotiate_version()
+                    .await
+                    .map_err(DockerError::Unreachable)
+            })
+            .await
+    }
+
+    /// The state of a container (`running`, `exited`, …), `None` when absent.
+    pub async fn container_state(&self, name: &str) -> Result<Option<String>, DockerError> {
+        let docker = self.client().await?;
+        match docker.inspect_container(name, None).await {
+            Ok(c) => Ok(Some(
+                c.state
+                    .and_then(|s| s.status)
+                    .map_or_else(|| "unknown".to_string(), |s| s.to_string()),
+            )),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(DockerError::api(format!("inspect container {name}"))(e)),
+        }
+    }
+
+    /// Fails unless the container runs.
+    pub async fn require_running(&self, name: &str) -> Result<(), DockerError> {
+        match self.container_state(name).await? {
+            Some(state) if state == "running" => Ok(()),
+            Some(state) => Err(DockerError::NotRunning {
+                name: name.to_string(),
+                state,
+            }),
+            None => Err(DockerError::NoSuchContainer {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Names of the running containers that mount volume `volume`, with their labels.
+    pub async fn containers_using(
+        &self,
+        volume: &str,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
+        let docker = self.client().await?;
+        let filters = HashMap::from([("volume", vec![volume.to_string()])]);
+        let list = docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(false)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(DockerError::api(format!(
+                "list the containers using {volume}"
+            )))?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let name = c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .or(c.id)
+                    .unwrap_or_default();
+                (name, c.labels.unwrap_or_default())
+            })
+            .collect())
+    }
+
+    /// Stops a container (its stop signal, then SIGKILL after `timeout`) and removes
+    /// it. An absent container is fine. Returns its exit code when it had one.
+    pub async fn stop_and_remove(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<i64>, DockerError> {
+        let docker = self.client().await?;
+        let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        match docker
+            .stop_container(
+                name,
+                Some(StopContainerOptionsBuilder::new().t(seconds).build()),
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(None),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(e) => return Err(DockerError::api(format!("stop container {name}"))(e)),
+        }
+        let code = docker
+            .inspect_container(name, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.exit_code);
+        self.remove(name).await?;
+        Ok(code)
+    }
+
+    /// Removes a container, killing it if it still runs. An absent one is fine.
+    pub async fn remove(&self, name: &str) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        match docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(DockerError::api(format!("remove container {name}"))(e)),
+        }
+    }
+
+    /// The last lines a container wrote, for error messages.
+    pub async fn log_tail(&self, name: &str, lines: usize) -> String {
+        let Ok(docker) = self.client().await else {
+            return String::new();
+        };
+        let mut stream = docker.logs(
+            name,
+            Some(
+                LogsOptionsBuilder::new()
+                    .stdout(true)
+                    .stderr(true)
+                    .tail(&lines.to_string())
+                    .build(),
+            ),
+        );
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+}
+
+/// The argv of a command as the engine wants it (UTF-8 strings).
+fn argv(command: &CommandLine) -> Vec<String> {
+    std::iter::once(command.program.to_string_lossy().into_owned())
+        .chain(
+            command
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned()),
+        )
+        .collect()
+}
+
+fn env(command: &CommandLine) -> Vec<String> {
+    command
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
+fn user(command: &CommandLine) -> Option<String> {
+    command.run_as.map(|a| format!("{}:{}", a.uid, a.gid))
+}
+
+fn placement_error(program: &str, source: DockerError) -> CommandError {
+    CommandError::Placement {
+        program: program.to_string(),
+        source: Box::new(source),
+    }
+}
+
+/// Collects an attached output stream into stdout and stderr.
+async fn collect(
+    mut output: impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+) -> (Vec<u8>, Vec<u8>) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Some(Ok(chunk)) = output.next().await {
+        match chunk {
+            LogOutput::StdErr { message } => err.extend_from_slice(&message),
+            other => out.extend_from_slice(&other.into_bytes()),
+        }
+    }
+    (out, err)
+}
+
+/// Runs commands in a running container, as `docker exec` does.
+#[derive(Debug, Clone)]
+pub struct DockerExec {
+    engine: std::sync::Arc<DockerEngine>,
+    container: String,
+    cancel: CancellationToken,
+}
+
+impl DockerExec {
+    /// Commands in `container`, stopped when `cancel` fires.
+    pub fn new(
+        engine: std::sync::Arc<DockerEngine>,
+        container: impl Into<String>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            engine,
+            container: container.into(),
+            cancel,
+        }
+    }
+}
+
+/// Signals an exec'd process by its pid on this host (the engine has no API to stop
+/// an exec): SIGTERM, then SIGKILL after [`TERMINATE_GRACE`].
+async fn terminate_exec(docker: &Docker, exec_id: &str) {
+    let Ok(info) = docker.inspect_exec(exec_id).await else {
+        return;
+    };
+    let Some(pid) = info.pid.filter(|p| *p > 0) else {
+        return;
+    };
+    let pid = Pid::from_raw(pid as i32);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + TERMINATE_GRACE;
+    while tokio::time::Instant::now() < deadline {
+        if docker
+            .inspect_exec(exec_id)
+            .await
+            .map_or(true, |i| i.running != Some(true))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+}
+
+#[async_trait]
+impl CommandRunner for DockerExec {
+    async fn run(&self, command: &CommandLine) -> Result<CommandOutput, CommandError> {
+        let program = command.program.display().to_string();
+        if self.cancel.is_cancelled() {
+            return Err(CommandError::Cancelled { program });
+        }
+        tracing::debug!(container = %self.container, command = %command, "running in container");
+        let docker = self
+            .engine
+            .client()
+            .await
+            .map_err(|e| placement_error(&program, e))?;
+        self.engine
+            .require_running(&self.container)
+            .await
+            .map_err(|e| placement_error(&program, e))?;
+        let exec = docker
+            .create_exec(
+                &self.container,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(argv(command)),
+                    env: Some(env(command)),
+                    user: user(command),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| {
+                placement_error(
+                    &program,
+                    DockerError::api(format!("exec in {}", self.container))(e),
+                )
+            })?;
+        let started = docker.start_exec(&exec.id, None).await.map_err(|e| {
+            placement_error(
+                &program,
+                DockerError::api(format!("exec in {}", self.container))(e),
+            )
+        })?;
+        let StartExecResults::Attached { output, .. } = started else {
+            return Err(CommandError::Wait {
+                program,
+                source: std::io::Error::other("the engine detached the exec"),
+            });
+        };
+        if let Some(point) = command.pause_at
+            && super::pause::pause_point(point, &self.cancel)
+                .await
+                .is_err()
+        {
+            if command.on_cancel == super::command::OnCancel::Terminate {
+                terminate_exec(docker, &exec.id).await;
+            }
+            return Err(CommandError::Cancelled { program });
+        }
+        let finished = tokio::select! {
+            finished = tokio::time::timeout(command.timeout, collect(output)) => finished,
+            () = self.cancel.cancelled() => {
+                if command.on_cancel == super::command::OnCancel::Terminate {
+                    terminate_exec(docker, &exec.id).await;
+                } else {
+                    tracing::warn!(command = %command, "left running at shutdown");
+                }
+                return Err(CommandError::Cancelled { program });
+            }
+        };
+        let Ok((out, err)) = finished else {
+            terminate_exec(docker, &exec.id).await;
+            return Err(CommandError::TimedOut {
+                command: command.to_string(),
+                timeout: command.timeout,
+            });
+        };
+        // The stream ends when the process closes its output; its exit code may take
+        // a moment longer to be recorded.
+        let mut code = None;
+        for _ in 0..50 {
+            let info = docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(|e| placement_error(&program, DockerError::api("inspect an exec")(e)))?;
+            if info.running != Some(true) {
+                code = info.exit_code;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(CommandOutput {
+            code: code.and_then(|c| i32::try_from(c).ok()),
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+        })
+    }
+}
+
+/// A mount for a container the reconciler creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerMount {
+    /// A named volume.
+    Volume {
+        /// The volume.
+        name: String,
+        /// Where it appears in the container.
+        target: String,
+        /// Mounted read-only.
+        read_only: bool,
+    },
+    /// A host directory.
+    Bind {
+        /// The host directory.
+        source: String,
+        /// Where it appears in the container.
+        target: String,
+        /// Mounted read-only.
+        read_only: bool,
+    },
+}
+
+impl ContainerMount {
+    fn to_api(&self) -> Mount {
+        let (typ, source, target, read_only) = match self {
+            ContainerMount::Volume {
+                name,
+                target,
+                read_only,
+            } => (MountType::VOLUME, name, target, read_only),
+            ContainerMount::Bind {
+                source,
+                target,
+                read_only,
+            } => (MountType::BIND, source, target, read_only),
+        };
+        Mount {
+            typ: Some(typ),
+            source: Some(source.clone()),
+            target: Some(target.clone()),
+            read_only: Some(*read_only),
+            ..Default::default()
+        }
+    }
+}
+
+/// How to create a container for the reconciler: no network, labelled, never
+/// restarted.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// Its name.
+    pub name: String,
+    /// The image (never pulled).
+    pub image: String,
+    /// The argv run as its entrypoint.
+    pub argv: Vec<String>,
+    /// `uid:gid`.
+    pub user: Option<String>,
+    /// `NAME=value` entries.
+    pub env: Vec<String>,
+    /// Its mounts.
+    pub mounts: Vec<ContainerMount>,
+    /// Labels (pipeline, role).
+    pub labels: HashMap<String, String>,
+    /// The signal `stop` sends first.
+    pub stop_signal: Option<String>,
+}
+
+impl DockerEngine {
+    /// Creates and starts a container. A leftover container of the same name (from
+    /// a reconciler that was killed) is removed first.
+    pub async fn start(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        self.remove(&spec.name).await?;
+        let (entrypoint, cmd) = spec
+            .argv
+            .split_first()
+            .map(|(p, rest)| (vec![p.clone()], rest.to_vec()))
+            .unwrap_or_default();
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: Some(entrypoint),
+            cmd: Some(cmd),
+            user: spec.user.clone(),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone()),
+            stop_signal: spec.stop_signal.clone(),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                mounts: Some(spec.mounts.iter().map(ContainerMount::to_api).collect()),
+                network_mode: Some("none".to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        docker
+            .create_container(
+                Some(
+                    CreateContainerOptionsBuilder::new()
+                        .name(&spec.name)
+                        .build(),
+                ),
+                body,
+            )
+            .await
+            .map_err(DockerError::api(format!(
+                "create container {} from image {}",
+                spec.name, spec.image
+            )))?;
+        if let Err(e) = docker.start_container(&spec.name, None).await {
+            let _ = self.remove(&spec.name).await;
+            return Err(DockerError::api(format!("start container {}", spec.name))(
+                e,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a container runs, and its exit code once it stopped.
+    pub async fn exit_code(&self, name: &str) -> Result<Option<i64>, DockerError> {
+        let docker = self.client().await?;
+        let info = docker
+            .inspect_container(name, None)
+            .await
+            .map_err(DockerError::api(format!("inspect container {name}")))?;
+        let state = info.state.unwrap_or_default();
+        Ok(if state.running == Some(true) {
+            None
+        } else {
+            Some(state.exit_code.unwrap_or(-1))
+        })
+    }
+}
+
+/// Runs each command in a container made for it and removed after it: for a tool
+/// that must see a volume (pg_controldata) where the host has no such tool.
+#[derive(Debug, Clone)]
+pub struct ShortLivedContainer {
+    engine: std::sync::Arc<DockerEngine>,
+    image: String,
+    mounts: Vec<ContainerMount>,
+    name: String,
+    labels: HashMap<String, String>,
+}
+
+impl ShortLivedContainer {
+    /// Commands in containers named `name` from `image` with `mounts`.
+    pub fn new(
+        engine: std::sync::Arc<DockerEngine>,
+        image: impl Into<String>,
+        mounts: Vec<ContainerMount>,
+        name: impl Into<String>,
+        labels: HashMap<String, String>,
+    ) -> Self {
+        Self {
+            engine,
+            image: image.into(),
+            mounts,
+            name: name.into(),
+            labels,
+        }
+    }
+}
+
+#[async_trait]
+impl CommandRunner for ShortLivedContainer {
+    async fn run(&self, command: &CommandLine) -> Result<CommandOutput, CommandError> {
+        let program = command.program.display().to_string();
+        let spec = ContainerSpec {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            argv: argv(command),
+            user: user(command),
+            env: env(command),
+            mounts: self.mounts.clone(),
+            labels: self.labels.clone(),
+            stop_signal: None,
+        };
+        self.engine
+            .start(&spec)
+            .await
+            .map_err(|e| placement_error(&program, e))?;
+        let result = async {
+            let deadline = tokio::time::Instant::now() + command.timeout;
+            let code = loop {
+                if let Some(code) = self.engine.exit_code(&self.name).await? {
+                    break Some(code);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let docker = self.engine.client().await?;
+            let (out, err) = collect(docker.logs(
+                &self.name,
+                Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()),
+            ))
+            .await;
+            Ok::<_, DockerError>((code, out, err))
+        }
+        .await;
+        let _ = self.engine.remove(&self.name).await;
+        match result {
+            Ok((Some(code), out, err)) => Ok(CommandOutput {
+                code: i32::try_from(code).ok(),
+                stdout: String::from_utf8_lossy(&out).into_owned(),
+                stderr: String::from_utf8_lossy(&err).into_owned(),
+            }),
+            Ok((None, _, _)) => Err(CommandError::TimedOut {
+                command: command.to_string(),
+                timeout: command.timeout,
+            }),
+            Err(e) => Err(placement_error(&program, e)),
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! The pipeline where it really lives: barman in a long-lived container streaming
+//! from a real primary, the recovered database in a Docker named volume, WAL replay
+//! in a container. Everything is real: a Docker engine (the machine's, or a private
+//! `dockerd` that `scripts/dockerenv` starts when none answers), an image built
+//! locally without any registry (debootstrap + `docker import`, cached by tag),
+//! barman 3.4, PostgreSQL 15 and rsync.
+//!
+//! Each test owns uniquely named containers and volumes, removed when it ends, also
+//! after a failed assertion.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const PGBIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The engine and the image, shared by the tests of this binary.
+struct DockerEnv {
+    host: String,
+    image: String,
+    /// `uid:gid` of the barman account inside the image.
+    barman_user: String,
+}
+
+fn dockerenv(args: &[&str]) -> String {
+    let out = Command::new(common::repo().join("scripts/dockerenv"))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/dockerenv");
+    assert!(out.status.success(), "dockerenv {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn env() -> &'static DockerEnv {
+    static ENV: OnceLock<DockerEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let host = dockerenv(&["engine"]);
+        // Every command below gets the engine's address in its own environment.
+        let image = Command::new(common::repo().join("scripts/dockerenv"))
+            .arg("image")
+            .env("DOCKER_HOST", &host)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("build the test image");
+        assert!(image.status.success(), "building the test image failed");
+        let image = String::from_utf8_lossy(&image.stdout).trim().to_string();
+        let ids = Command::new(common::repo().join("scripts/dockerenv"))
+            .args(["image-ids", &image])
+            .env("DOCKER_HOST", &host)
+            .output()
+            .expect("image ids");
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        assert_eq!(ids.len(), 4, "image-ids: {ids:?}");
+        DockerEnv {
+            host,
+            image,
+            barman_user: format!("{}:{}", ids[0], ids[1]),
+        }
+    })
+}
+
+/// `docker ARGS…` against the test engine.
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", &env().host)
+        .output()
+        .expect("run docker")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// One pipeline in the production layout: a barman container (named volume at
+/// /var/lib/barman, the recovered volume at /nightly) streaming from the shared
+/// primary, a replay image, a starport directory and a spec.
+struct DockerPipeline {
+    name: String,
+    server: String,
+    barman_container: String,
+    barman_data: String,
+    db_volume: String,
+    root: PathBuf,
+    specs: PathBuf,
+    starport: PathBuf,
+}
+
+impl DockerPipeline {
+    /// `tag`: lowercase letters and digits, unique in this binary.
+    fn new(tag: &str) -> Self {
+        let env = env();
+        let primary = common::primary();
+        let port = primary_port(&primary.dir);
+        let unique = format!("{tag}{}", std::process::id());
+        let p = DockerPipeline {
+            name: format!("dk-{unique}"),
+            server: format!("dk_{unique}"),
+            barman_container: format!("reconciler-test-barman-{unique}"),
+            barman_data: format!("reconciler_test_barman_{unique}"),
+            db_volume: format!("reconciler_test_db_{unique}"),
+            root: PathBuf::from(format!("/tmp/reconciler-docker-{unique}")),
+            specs: PathBuf::from(format!("/tmp/reconciler-docker-{unique}/specs")),
+            starport: PathBuf::from(format!("/tmp/reconciler-docker-{unique}/starport")),
+        };
+        std::fs::create_dir_all(&p.specs).unwrap();
+        std::fs::create_dir_all(&p.starport).unwrap();
+        let conf = p.root.join("barman.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[barman]
+barman_user = barman
+barman_home = /var/lib/barman
+log_file = /var/lib/barman/barman.log
+log_level = INFO
+
+[{server}]
+description = reconciler docker test
+conninfo = host=127.0.0.1 port={port} user=barman dbname=postgres
+streaming_conninfo = host=127.0.0.1 port={port} user=streaming_barman
+backup_method = postgres
+archiver = off
+streaming_archiver = on
+slot_name = {server}
+create_slot = auto
+immediate_checkpoint = true
+minimum_redundancy = 1
+path_prefix = {PGBIN}
+",
+                server = p.server
+            ),
+        )
+        .unwrap();
+        let label = format!("reconciler-test={unique}");
+        for volume in [&p.barman_data, &p.db_volume] {
+            docker_ok(&["volume", "create", "--label", &label, volume]);
+        }
+        // barman's production container: receive-wal as its main process, the
+        // recovered volume mounted at /nightly. Host network: the primary listens
+        // on loopback.
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &p.barman_container,
+            "--label",
+            &label,
+            "--network",
+            "host",
+            "-v",
+            &format!("{}:/var/lib/barman", p.barman_data),
+            "-v",
+            &format!("{}:/nightly", p.db_volume),
+            "-v",
+            &format!("{}:/etc/barman.conf:ro", conf.display()),
+            &env.image,
+            "barman",
+            "-c",
+            "/etc/barman.conf",
+            "receive-wal",
+            &p.server,
+        ]);
+        p.wait_streaming();
+        // barman takes no backup before its WAL archive holds a segment (its check
+        // `wal_archive`): archive the first one, as `testenv barman-up` does.
+        docker_ok(&[
+            "exec",
+            &p.barman_container,
+            "barman",
+            "-c",
+            "/etc/barman.conf",
+            "switch-wal",
+            "--force",
+            "--archive",
+            "--archive-timeout",
+            "60",
+            &p.server,
+        ]);
+        p.write_spec("30d");
+        p
+    }
+
+    fn wait_streaming(&self) {
+        let start = Instant::now();
+        loop {
+            let active = common::primary().sql(&format!(
+                "select count(*) from pg_replication_slots where slot_name = '{}' and active",
+                self.server
+            ));
+            if active.trim() == "1" {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "receive-wal in {} never streamed: {}",
+                self.barman_container,
+                String::from_utf8_lossy(&docker(&["logs", &self.barman_container]).stderr)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn write_spec(&self, backup_max_age: &str) {
+        std::fs::write(
+            self.specs.join("pipeline.yaml"),
+            format!(
+                "apiVersion: reconciler.montagu/v1alpha1
+kind: BackupPipeline
+metadata:
+  name: {name}
+spec:
+  barman:
+    server: {server}
+    config: /etc/barman.conf
+    container: {container}
+  baseBackup:
+    maxAge: {backup_max_age}
+    timeout: 5m
+  retention: {{keep: 2}}
+  recoveredVolume:
+    dockerVolume: {volume}
+    barmanPath: /nightly
+    maxAge: 24h
+    recoverTimeout: 5m
+    replay:
+      postgresBin: {PGBIN}
+      timeout: 5m
+      stopTimeout: 2m
+      container:
+        image: {image}
+        mountPath: /pgdata
+  starport:
+    root: {starport}
+    target: barman_to_starport
+    timeout: 5m
+",
+                name = self.name,
+                server = self.server,
+                container = self.barman_container,
+                volume = self.db_volume,
+                image = env().image,
+                starport = self.starport.display(),
+            ),
+        )
+        .unwrap();
+    }
+
+    fn reconciler(&self, args: &[&str]) -> (i32, Value, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+            .args(args)
+            .args(["--output", "json", "--specs"])
+            .arg(&self.specs)
+            .env("DOCKER_HOST", &env().host)
+            .env("RECONCILER_LOG", "info")
+            .output()
+            .expect("run reconciler");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        eprintln!(
+            "$ reconciler {args:?} -> {}\n{}\n{stderr}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), value, stderr)
+    }
+
+    fn condition(report: &Value, kind: &str) -> (String, String, String) {
+        let c = report["pipelines"][0]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {report:#}"))
+            .clone();
+        let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+        (s("status"), s("reason"), s("message"))
+    }
+
+    /// The volume's files on this host.
+    fn mountpoint(&self) -> PathBuf {
+        PathBuf::from(docker_ok(&[
+            "volume",
+            "inspect",
+            "--format",
+            "{{.Mountpoint}}",
+            &self.db_volume,
+        ]))
+    }
+
+    /// Containers the reconciler made for this pipeline (replay, tools).
+    fn reconciler_containers(&self) -> String {
+        docker_ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=reconciler.montagu/pipeline={}", self.name),
+            "--format",
+            "{{.Names}}",
+        ])
+    }
+
+    /// Starts postgres in a container on the recovered volume, as a consumer
+    /// would, and runs `sql` once it answers. Returns the rows and the log.
+    fn query_volume(&self, sql: &str) -> (String, String) {
+        let name = format!("{}-check", self.barman_container);
+        let _cleanup = RemoveContainer(name.clone());
+        let env = env();
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            "--user",
+            &env.barman_user,
+            "-v",
+            &format!("{}:/pgdata", self.db_volume),
+            &env.image,
+            "postgres",
+            "-D",
+            "/pgdata",
+            "-k",
+            "/tmp",
+            "-p",
+            "5432",
+            "-c",
+            "listen_addresses=",
+            "-c",
+            "archive_mode=off",
+        ]);
+        let start = Instant::now();
+        loop {
+            let out = docker(&[
+                "exec",
+                "--user",
+                &env.barman_user,
+                &name,
+                "psql",
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                "/tmp",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ]);
+            if out.status.success() {
+                let log = docker(&["logs", &name]);
+                return (
+                    String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                    String::from_utf8_lossy(&log.stderr).into_owned(),
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "postgres on the recovered volume never answered: {}",
+                String::from_utf8_lossy(&docker(&["logs", &name]).stderr)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+fn primary_port(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("env"))
+        .expect("primary env")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRIMARY_PORT="))
+        .expect("PRIMARY_PORT")
+        .trim()
+        .to_string()
+}
+
+struct RemoveContainer(String);
+
+impl Drop for RemoveContainer {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+impl Drop for DockerPipeline {
+    fn drop(&mut self) {
+        // receive-wal stops on SIGTERM (never SIGKILL it: barman-facts P9).
+        let _ = docker(&["stop", "-t", "20", &self.barman_container]);
+        let _ = docker(&["rm", "-f", &self.barman_container]);
+        let leftovers = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=reconciler.montagu/pipeline={}", self.name),
+        ]);
+        for id in String::from_utf8_lossy(&leftovers.stdout).split_whitespace() {
+            let _ = docker(&["rm", "-f", id]);
+        }
+        for volume in [&self.barman_data, &self.db_volume] {
+            let _ = docker(&["volume", "rm", "-f", volume]);
+        }
+        // The slot would make the primary keep WAL forever.
+        let _ = Command::new(common::repo().join("scripts/testenv"))
+            .arg("psql")
+            .arg(&common::primary().dir)
+            .arg("-c")
+            .arg(format!(
+                "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = '{}' and not active",
+                self.server
+            ))
+            .output();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[test]
+fn the_production_layout_converges_and_replays_wal_in_containers() {
+    let p = DockerPipeline::new("e2e");
+    let primary = common::primary();
+    let note = |n: &str| format!("{}: {n}", p.name);
+    primary.sql(&format!(
+        "insert into rows(note) values ('{}')",
+        note("before the backup")
+    ));
+
+    // From nothing: a backup by exec into barman's container, recovery into the
+    // Docker volume, replay in a container, the starport synced from the volume.
+    let (code, report, _) = p.reconciler(&["apply"]);
+    assert_eq!(code, 0, "first apply converges: {report:#}");
+    let actions: Vec<String> = report["pipelines"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"]["action"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        actions,
+        ["takeBaseBackup", "recoverVolume", "syncStarport"],
+        "{report:#}"
+    );
+    let marker: Value = serde_json::from_slice(
+        &std::fs::read(p.mountpoint().join(".reconciler-volume.json")).unwrap(),
+    )
+    .unwrap();
+    let metadata: Value = serde_json::from_slice(
+        &std::fs::read(p.starport.join("barman_to_starport/meta/metadata.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metadata["generation"], marker["generation"]);
+    assert!(
+        p.starport
+            .join(format!(
+                "barman_to_starport/data/{}/PG_VERSION",
+                p.db_volume
+            ))
+            .exists()
+    );
+    assert_eq!(
+        p.reconciler_containers(),
+        "",
+        "the replay and tool containers are removed"
+    );
+    let (code, _, _) = p.reconciler(&["diff"]);
+    assert_eq!(code, 0, "converged");
+
+    // Rows written after the backup reach the volume only through WAL replay.
+    primary.sql(&format!(
+        "insert into rows(note) values ('{}')",
+        note("after the backup")
+    ));
+    std::fs::remove_file(p.mountpoint().join(".reconciler-volume.json")).unwrap();
+    let (code, report, _) = p.reconciler(&["diff"]);
+    assert_eq!(code, 1, "{report:#}");
+    let (status, reason, message) = DockerPipeline::condition(&report, "VolumeFresh");
+    assert_eq!(status, "False");
+    assert!(message.contains("no marker"), "{reason}: {message}");
+
+    let (code, report, _) = p.reconciler(&["apply"]);
+    assert_eq!(code, 0, "second apply converges: {report:#}");
+    assert_eq!(p.reconciler_containers(), "");
+
+    let (rows, log) = p.query_volume(&format!(
+        "select count(*) from rows where note in ('{}', '{}')",
+        note("before the backup"),
+        note("after the backup")
+    ));
+    assert_eq!(rows, "2", "both rows are on the recovered volume");
+    assert!(
+        !log.contains("redo starts"),
+        "the marked volume needed recovery when started:\n{log}"
+    );
+}
+
+#[test]
+fn diff_says_why_when_the_container_stops_or_the_volume_is_missing() {
+    let p = DockerPipeline::new("diff");
+    // The volume does not exist: the plan recovers into a new one.
+    let text = std::fs::read_to_string(p.specs.join("pipeline.yaml")).unwrap();
+    let missing = format!("{}_missing", p.db_volume);
+    std::fs::write(
+        p.specs.join("pipeline.yaml"),
+        text.replace(
+            &format!("dockerVolume: {}", p.db_volume),
+            &format!("dockerVolume: {missing}"),
+        ),
+    )
+    .unwrap();
+    let (code, report, _) = p.reconciler(&["diff"]);
+    assert_eq!(code, 1, "{report:#}");
+    let (status, reason, message) = DockerPipeline::condition(&report, "VolumeFresh");
+    assert_eq!(status, "False");
+    assert!(
+        message.contains(&missing) && message.contains("does not exist"),
+        "{reason}: {message}"
+    );
+    let steps = report["pipelines"][0]["steps"].to_string();
+    assert!(steps.contains("recoverVolume"), "{steps}");
+    // A diff never creates anything.
+    assert!(!docker(&["volume", "inspect", &missing]).status.success());
+
+    // barman's container stopped: what barman holds is Unknown, with the reason,
+    // and nothing is planned on a blind guess.
+    docker_ok(&["stop", "-t", "20", &p.barman_container]);
+    let (code, report, _) = p.reconciler(&["diff"]);
+    assert_eq!(code, 2, "unknown state is exit 2: {report:#}");
+    let (status, _, message) = DockerPipeline::condition(&report, "BaseBackupFresh");
+    assert_eq!(status, "Unknown");
+    assert!(
+        message.contains(&p.barman_container) && message.contains("not running"),
+        "{message}"
+    );
+    assert_eq!(report["pipelines"][0]["steps"], Value::Array(vec![]));
+}
+
+#[test]
+fn a_replay_container_left_by_a_killed_reconciler_is_stopped_and_redone() {
+    let p = DockerPipeline::new("stray");
+    let (code, report, _) = p.reconciler(&["apply"]);
+    assert_eq!(code, 0, "{report:#}");
+    std::fs::remove_file(p.mountpoint().join(".reconciler-volume.json")).unwrap();
+
+    // SIGKILL during replay: the replay container outlives the reconciler.
+    let log = p.root.join("killed.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["apply", "--specs"])
+        .arg(&p.specs)
+        .env("DOCKER_HOST", &env().host)
+        .env("RECONCILER_PAUSE_AT", "replay")
+        .env("RECONCILER_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("paused at replay")
+    {
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none() && start.elapsed() < Duration::from_secs(120),
+            "never reached the replay ({exited:?}):\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stray = format!("reconciler-replay-{}", p.name);
+    assert_eq!(
+        p.reconciler_containers(),
+        stray,
+        "the replay container outlived it"
+    );
+    assert!(
+        !p.mountpoint().join(".reconciler-volume.json").exists(),
+        "no marker while the replay runs"
+    );
+
+    // The next run sees it, stops it cleanly first, then recovers again.
+    let (code, report, _) = p.reconciler(&["diff"]);
+    assert_eq!(code, 1, "{report:#}");
+    let first = &report["pipelines"][0]["steps"][0]["step"];
+    assert_eq!(first["action"], "stopStrayReplay", "{report:#}");
+    assert_eq!(first["container"], stray.as_str());
+
+    let (code, report, _) = p.reconciler(&["apply"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(p.reconciler_containers(), "", "nothing left running");
+    let (rows, _) = p.query_volume("select count(*) > 0 from rows");
+    assert_eq!(rows, "t");
+}
+
+#[test]
+fn an_unreachable_docker_engine_is_unknown_not_a_guess() {
+    let p = DockerPipeline::new("nodocker");
+    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["diff", "--output", "json", "--specs"])
+        .arg(&p.specs)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "unknown is exit 2");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for kind in ["BaseBackupFresh", "VolumeFresh"] {
+        let (status, _, message) = DockerPipeline::condition(&report, kind);
+        assert_eq!(status, "Unknown", "{kind}: {message}");
+        assert!(
+            message.contains("Docker engine does not answer"),
+            "{kind}: {message}"
+        );
+    }
+    assert_eq!(report["pipelines"][0]["steps"], Value::Array(vec![]));
+}
