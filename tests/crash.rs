@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{TestPipeline, query_cluster};
@@ -150,30 +150,9 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
     let log = p
         .root
         .join(format!("crash-{}.log", point.replace(':', "-")));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-        .arg("apply")
-        .arg("--specs")
-        .arg(&p.specs)
-        .env("RECONCILER_PAUSE_AT", point)
-        .env("RECONCILER_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains(&format!("paused at {point}"))
-    {
-        let exited = child.try_wait().unwrap();
-        assert!(
-            start.elapsed() < Duration::from_secs(120) && exited.is_none(),
-            "never reached {point} (exit: {exited:?}); backups {:?}:\n{}",
-            p.backups(),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = common::apply_until_paused(&p.specs, point, &log, &[], || {
+        format!("backups {:?}", p.backups())
+    });
     if point == "replay" {
         // Let the postgres write its pid file, so the crash leaves it really running.
         let pid_file = p.volume.join("postmaster.pid");

@@ -559,29 +559,13 @@ fn a_replay_container_left_by_a_killed_reconciler_is_stopped_and_redone() {
 
     // SIGKILL during replay: the replay container outlives the reconciler.
     let log = p.root.join("killed.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-        .args(["apply", "--specs"])
-        .arg(&p.specs)
-        .env("DOCKER_HOST", &env().host)
-        .env("RECONCILER_PAUSE_AT", "replay")
-        .env("RECONCILER_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("paused at replay")
-    {
-        let exited = child.try_wait().unwrap();
-        assert!(
-            exited.is_none() && start.elapsed() < Duration::from_secs(120),
-            "never reached the replay ({exited:?}):\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = common::apply_until_paused(
+        &p.specs,
+        "replay",
+        &log,
+        &[("DOCKER_HOST", env().host.as_str())],
+        String::new,
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let stray = format!("reconciler-replay-{}", p.name);

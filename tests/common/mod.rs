@@ -504,3 +504,40 @@ impl TestPipeline {
         text.lines().next()?.trim().parse().ok()
     }
 }
+
+/// Starts `reconciler apply --specs SPECS` with the `RECONCILER_PAUSE_AT` hook set
+/// to `point` (plus `env`), and returns once it logged that it paused there, for
+/// the caller to kill it. `context` is added to the failure message.
+pub fn apply_until_paused(
+    specs: &Path,
+    point: &str,
+    log: &Path,
+    env: &[(&str, &str)],
+    context: impl Fn() -> String,
+) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["apply", "--specs"])
+        .arg(specs)
+        .envs(env.iter().copied())
+        .env("RECONCILER_PAUSE_AT", point)
+        .env("RECONCILER_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(&format!("paused at {point}"))
+    {
+        let exited = child.try_wait().unwrap();
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120) && exited.is_none(),
+            "never reached {point} (exit: {exited:?}); {}:\n{}",
+            context(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
