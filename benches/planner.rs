@@ -70,6 +70,9 @@ fn observed(now: Timestamp) -> Observed {
             },
         })),
         machine_id: Some("m".into()),
+
+        wal: None,
+        mirrors: Vec::new(),
     }
 }
 

@@ -251,6 +251,21 @@ mod tests {
         ) -> Result<crate::drivers::command::RunAs, BarmanError> {
             Ok(crate::drivers::command::RunAs { uid: 0, gid: 0 })
         }
+        async fn wal_health(
+            &self,
+            _: &BarmanSpec,
+        ) -> Result<crate::observe::WalHealth, BarmanError> {
+            Err(BarmanError::Failed {
+                action: "check",
+                message: "not in this test".to_string(),
+            })
+        }
+        async fn cron(&self, _: &BarmanSpec, _: Duration) -> Result<(), BarmanError> {
+            Ok(())
+        }
+        async fn reset_slot(&self, _: &BarmanSpec) -> Result<(), BarmanError> {
+            Ok(())
+        }
         async fn delete_backup(&self, _: &BarmanSpec, _: &str) -> Result<(), BarmanError> {
             Ok(())
         }

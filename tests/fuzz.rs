@@ -250,6 +250,9 @@ proptest! {
             volume: Observation::observed(VolumeState::Missing),
             starport: Some(Observation::observed(StarportState::NoMetadata { reason: "none".into() })),
             machine_id: Some("m".into()),
+
+            wal: None,
+                mirrors: Vec::new(),
         };
         let now = Timestamp::from_second(1_780_000_000 + now_days * 86_400).unwrap();
         let plan = plan(&spec, &observed, &PlanContext { now, local_time_zone: TimeZone::UTC });

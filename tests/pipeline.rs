@@ -259,3 +259,223 @@ fn make_failed_backup(p: &TestPipeline) -> String {
     );
     id
 }
+
+/// Stops the receive-wal that `barman cron` started (it is not the one the test
+/// environment owns by pid), so the server's teardown finds its slot inactive.
+struct StopReceiveWal<'a>(&'a TestPipeline);
+
+impl Drop for StopReceiveWal<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("barman")
+            .arg("-c")
+            .arg(&self.0.barman_conf)
+            .args(["receive-wal", "--stop", &self.0.name])
+            .output();
+    }
+}
+
+fn slot_active(p: &TestPipeline) -> bool {
+    common::primary().sql(&format!(
+        "select count(*) from pg_replication_slots where slot_name = '{}' and active",
+        p.name
+    )) == "1"
+}
+
+#[test]
+fn a_dead_receive_wal_makes_wal_streaming_false_until_barman_cron_restarts_it() {
+    let p = TestPipeline::new("wal_health", "{keep: 3}");
+    let spec = p.specs.join("pipeline.yaml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(
+        &spec,
+        format!("{text}  walStreaming: {{cronTimeout: 2m}}\n"),
+    )
+    .unwrap();
+    let _stop = StopReceiveWal(&p);
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 0, "{report:#}");
+    let (_, report) = p.diff_json(&[]);
+    assert_eq!(
+        condition(first(&report), "WalStreaming")["status"],
+        "True",
+        "{report:#}"
+    );
+
+    // receive-wal dies (SIGTERM, as an OOM kill or a container restart would end it).
+    let pid = std::fs::read_to_string(p.root.join("receive-wal.pid")).unwrap();
+    let pid = nix::unistd::Pid::from_raw(pid.trim().parse().unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let start = std::time::Instant::now();
+    while slot_active(&p) {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 1, "{report:#}");
+    let wal = condition(first(&report), "WalStreaming");
+    assert_eq!(wal["status"], "False", "{wal}");
+    assert_eq!(wal["reason"], "ReceiveWalStopped", "{wal}");
+    assert_eq!(condition(first(&report), "Ready")["status"], "False");
+    assert_eq!(
+        actions(&first(&report)["steps"]),
+        ["runBarmanCron"],
+        "{report:#}"
+    );
+
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        actions(&first(&report)["steps"]),
+        ["runBarmanCron"],
+        "{report:#}"
+    );
+    assert!(slot_active(&p), "receive-wal streams into its slot again");
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(condition(first(&report), "WalStreaming")["status"], "True");
+}
+
+/// An ssh server on loopback (`testenv sshd-up`), stopped when dropped.
+struct Sshd {
+    dir: std::path::PathBuf,
+    port: String,
+}
+
+impl Sshd {
+    fn up(dir: std::path::PathBuf) -> Self {
+        let out = Command::new(common::repo().join("scripts/testenv"))
+            .arg("sshd-up")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sshd-up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Sshd { dir, port }
+    }
+
+    fn down(&self) {
+        let _ = Command::new(common::repo().join("scripts/testenv"))
+            .arg("sshd-down")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.down();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// rsync's list of what differs between two trees (empty: identical).
+fn differences(from: &std::path::Path, to: &std::path::Path) -> String {
+    let out = Command::new("rsync")
+        .args(["-a", "--delete", "--dry-run", "--itemize-changes"])
+        .arg(format!("{}/", from.display()))
+        .arg(format!("{}/", to.display()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_off_site_mirror_follows_the_starport_over_ssh() {
+    let p = TestPipeline::new("mirror", "{keep: 3}");
+    let sshd = Sshd::up(p.root.join("sshd"));
+    let mirror_root = p.root.join("offsite");
+    let spec = p.specs.join("pipeline.yaml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(
+        &spec,
+        format!(
+            "{text}    mirrors:
+    - name: offsite
+      ssh:
+        host: 127.0.0.1
+        user: root
+        port: {port}
+        identityFile: {dir}/id_ed25519
+        knownHostsFile: {dir}/known_hosts
+      root: {root}
+      timeout: 5m
+",
+            port = sshd.port,
+            dir = sshd.dir.display(),
+            root = mirror_root.display()
+        ),
+    )
+    .unwrap();
+
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        actions(&first(&report)["steps"]).last().map(String::as_str),
+        Some("syncMirror"),
+        "the mirror is synced last: {report:#}"
+    );
+    let volume_name = format!("{}_db_volume", p.name);
+    let local = p.starport.join("barman_to_starport");
+    let remote = mirror_root.join("barman_to_starport");
+    let metadata = |dir: &std::path::Path| -> Value {
+        serde_json::from_slice(&std::fs::read(dir.join("meta/metadata.json")).unwrap()).unwrap()
+    };
+    assert_eq!(
+        metadata(&remote)["generation"],
+        metadata(&local)["generation"]
+    );
+    assert_eq!(
+        differences(
+            &local.join("data").join(&volume_name),
+            &remote.join("data").join(&volume_name)
+        ),
+        "",
+        "the mirror holds exactly the starport's copy"
+    );
+
+    // A mirror holding another generation is brought back in line.
+    let mut stale = metadata(&remote);
+    stale["generation"] = Value::from("an-older-generation");
+    std::fs::write(
+        remote.join("meta/metadata.json"),
+        serde_json::to_vec(&stale).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(remote.join("data").join(&volume_name).join("stray"), "x").unwrap();
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 1, "{report:#}");
+    let c = condition(first(&report), "MirrorInSync");
+    assert_eq!(
+        (c["status"].as_str(), c["subject"].as_str()),
+        (Some("False"), Some("offsite")),
+        "{c}"
+    );
+    assert_eq!(actions(&first(&report)["steps"]), ["syncMirror"]);
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        metadata(&remote)["generation"],
+        metadata(&local)["generation"]
+    );
+    assert!(
+        !remote
+            .join("data")
+            .join(&volume_name)
+            .join("stray")
+            .exists()
+    );
+
+    // The mirror's host is down: Unknown with ssh's reason, nothing acted on.
+    sshd.down();
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 2, "{report:#}");
+    let c = condition(first(&report), "MirrorInSync");
+    assert_eq!(c["status"], "Unknown", "{c}");
+    assert!(c["message"].as_str().unwrap().contains("rsync"), "{c}");
+    assert_eq!(first(&report)["steps"], Value::Array(vec![]));
+}

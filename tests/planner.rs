@@ -3,8 +3,8 @@
 
 use jiff::{Timestamp, ToSpan, tz::TimeZone};
 use reconciler::observe::{
-    Backup, BackupStatus, BarmanState, Observation, Observed, StarportMetadata, StarportState,
-    StrayReplay, VolumeMarker, VolumeState,
+    Backup, BackupStatus, BarmanState, CheckItem, MirrorObservation, Observation, Observed,
+    StarportMetadata, StarportState, StrayReplay, VolumeMarker, VolumeState, WalHealth,
 };
 use reconciler::plan::{
     BackupRef, ConditionStatus, ConditionType, GenerationRef, Plan, PlanContext, Step, plan,
@@ -106,6 +106,9 @@ impl World {
                     reason: "no metadata.json".into(),
                 })),
                 machine_id: Some(MACHINE.to_string()),
+
+                wal: None,
+                mirrors: Vec::new(),
             },
         }
     }
@@ -148,9 +151,35 @@ impl World {
         self
     }
 
+    fn wal(mut self, health: WalHealth) -> Self {
+        self.observed.wal = Some(Observation::observed(health));
+        self
+    }
+
     /// Carries out a step the way the real executor would, on the simulated world.
     fn apply(&mut self, step: &Step, now: Timestamp) {
         let o = &mut self.observed;
+        match step {
+            Step::RunBarmanCron => {
+                let health = match &mut o.wal {
+                    Some(Observation::Observed { value }) => value,
+                    other => panic!("cron planned without WAL health: {other:?}"),
+                };
+                health.receive_wal_running = Some(ok());
+                // receive-wal re-activates its slot unless the slot itself is broken.
+                return;
+            }
+            Step::ResetReplicationSlot => {
+                let health = match &mut o.wal {
+                    Some(Observation::Observed { value }) => value,
+                    other => panic!("slot reset planned without WAL health: {other:?}"),
+                };
+                health.replication_slot = Some(ok());
+                health.receive_wal_running = Some(failed("stopped for the slot reset"));
+                return;
+            }
+            _ => {}
+        }
         let backups = match &mut o.barman {
             Observation::Observed { value } => &mut value.backups,
             Observation::Unavailable { .. } => {
@@ -228,8 +257,321 @@ impl World {
                 }
                 o.starport = Some(Observation::observed(synced(&current, MACHINE)));
             }
+            Step::SyncMirror { mirror, generation } => {
+                let starport = match o.starport.as_ref().and_then(|s| s.value()) {
+                    Some(StarportState::Synced { metadata }) => metadata.generation.clone(),
+                    other => panic!("mirror sync planned without a synced starport: {other:?}"),
+                };
+                assert_eq!(starport.as_deref(), Some(generation.as_str()));
+                let m = o
+                    .mirrors
+                    .iter_mut()
+                    .find(|m| &m.name == mirror)
+                    .expect("the mirror was observed");
+                m.state = Observation::observed(synced(generation, MACHINE));
+            }
+            Step::RunBarmanCron | Step::ResetReplicationSlot => unreachable!("handled above"),
         }
     }
+}
+
+fn with_mirror() -> BackupPipeline {
+    let mut p = pipeline();
+    let mirror = serde_saphyr::from_str(
+        "{name: offsite, ssh: {host: backup.example.org, user: montagu, identityFile: /root/.ssh/id_mirror}, root: /srv/starport}",
+    )
+    .unwrap();
+    p.spec.starport.as_mut().unwrap().mirrors.push(mirror);
+    p
+}
+
+fn mirror_holding(world: World, state: Observation<StarportState>) -> World {
+    let mut world = world;
+    world.observed.mirrors = vec![MirrorObservation {
+        name: "offsite".into(),
+        state,
+    }];
+    world
+}
+
+#[test]
+fn a_mirror_follows_the_starport_once_it_holds_a_complete_generation() {
+    use ConditionStatus::*;
+    let no_copy = || {
+        Observation::observed(StarportState::NoMetadata {
+            reason: "no metadata.json".into(),
+        })
+    };
+    // Converged starport, empty mirror: sync it.
+    let world = mirror_holding(World::converged(), no_copy());
+    let p = plan(&with_mirror(), &world.observed, &cx(NOW));
+    assert_eq!(
+        steps(&p),
+        [Step::SyncMirror {
+            mirror: "offsite".into(),
+            generation: "g1".into()
+        }]
+    );
+    let c = condition_of(&p, ConditionType::MirrorInSync);
+    assert_eq!((c.0, c.1.as_str()), (False, "OutOfSync"), "{}", c.2);
+    // In sync: nothing to do.
+    let world = mirror_holding(
+        World::converged(),
+        Observation::observed(synced("g1", MACHINE)),
+    );
+    let p = plan(&with_mirror(), &world.observed, &cx(NOW));
+    assert!(p.is_converged(), "{p:#?}");
+    // The starport is behind: the mirror waits for it, never copies a stale or
+    // half-synced starport.
+    let world = mirror_holding(
+        World::converged().starport(synced("g0", MACHINE)),
+        Observation::observed(synced("g0", MACHINE)),
+    );
+    let p = plan(&with_mirror(), &world.observed, &cx(NOW));
+    assert!(
+        !steps(&p)
+            .iter()
+            .any(|s| matches!(s, Step::SyncMirror { .. }))
+    );
+    assert_eq!(
+        condition_of(&p, ConditionType::MirrorInSync).1,
+        "WaitingForStarport"
+    );
+    // Unreachable: Unknown, and the plan says what it waits for.
+    let world = mirror_holding(
+        World::converged(),
+        Observation::Unavailable {
+            reason: "ssh: connect to host backup.example.org port 22: Connection refused".into(),
+        },
+    );
+    let p = plan(&with_mirror(), &world.observed, &cx(NOW));
+    assert_eq!(condition_of(&p, ConditionType::MirrorInSync).0, Unknown);
+    assert!(p.waiting_on.iter().any(|w| w.contains("offsite")));
+    assert!(p.steps.is_empty());
+}
+
+#[test]
+fn from_nothing_the_mirror_is_synced_last_replanning_after_each_step() {
+    let mut world = mirror_holding(
+        World::empty(),
+        Observation::observed(StarportState::NoMetadata {
+            reason: "no metadata.json".into(),
+        }),
+    );
+    let mut executed = Vec::new();
+    for _ in 0..10 {
+        let p = plan(&with_mirror(), &world.observed, &cx(NOW));
+        let Some(first) = p.steps.first() else {
+            assert!(p.is_converged(), "{p:#?}");
+            break;
+        };
+        world.apply(&first.step, t(NOW));
+        executed.push(first.step.clone());
+    }
+    assert!(
+        matches!(executed.last(), Some(Step::SyncMirror { .. })),
+        "{executed:?}"
+    );
+    assert_eq!(
+        executed.len(),
+        4,
+        "backup, recover, sync, mirror: {executed:?}"
+    );
+}
+
+fn ok() -> CheckItem {
+    CheckItem {
+        ok: true,
+        hint: String::new(),
+    }
+}
+
+fn failed(hint: &str) -> CheckItem {
+    CheckItem {
+        ok: false,
+        hint: hint.to_string(),
+    }
+}
+
+fn streaming() -> WalHealth {
+    WalHealth {
+        receive_wal_running: Some(ok()),
+        replication_slot: Some(ok()),
+        postgresql: Some(ok()),
+        postgresql_streaming: Some(ok()),
+        archiver_errors: Some(ok()),
+        wal_maximum_age: Some(ok()),
+    }
+}
+
+fn watching_wal(reset_broken_slot: bool) -> BackupPipeline {
+    let mut p = pipeline();
+    p.spec.wal_streaming =
+        Some(serde_saphyr::from_str(&format!("resetBrokenSlot: {reset_broken_slot}\n")).unwrap());
+    p
+}
+
+fn condition_of(plan: &Plan, kind: ConditionType) -> (ConditionStatus, String, String) {
+    let c = plan
+        .conditions
+        .iter()
+        .find(|c| c.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {plan:#?}"));
+    (c.status, c.reason.clone(), c.message.clone())
+}
+
+#[test]
+fn wal_streaming_is_a_condition_only_when_the_spec_watches_it() {
+    let world = World::converged();
+    let plan = plan(&pipeline(), &world.observed, &cx(NOW));
+    assert!(
+        plan.conditions
+            .iter()
+            .all(|c| c.kind != ConditionType::WalStreaming)
+    );
+    let world = World::converged().wal(streaming());
+    let plan = reconciler::plan::plan(&watching_wal(false), &world.observed, &cx(NOW));
+    assert_eq!(
+        condition_of(&plan, ConditionType::WalStreaming).0,
+        ConditionStatus::True
+    );
+    assert!(plan.is_converged(), "{plan:#?}");
+}
+
+#[test]
+fn wal_streaming_table() {
+    use ConditionStatus::*;
+    let stopped = WalHealth {
+        receive_wal_running: Some(failed("See the Barman log file for more details")),
+        replication_slot: Some(failed(
+            "slot 'montagu' not active: is 'receive-wal' running?",
+        )),
+        ..streaming()
+    };
+    let broken_slot = WalHealth {
+        replication_slot: Some(failed("replication slot 'montagu' doesn't exist")),
+        ..streaming()
+    };
+    // As barman 3.4 reports it: `postgresql` FAILED, `postgresql_streaming` absent.
+    let primary_down = WalHealth {
+        postgresql: Some(failed("")),
+        postgresql_streaming: None,
+        receive_wal_running: Some(failed("")),
+        ..streaming()
+    };
+    // (name, health, opt-in to slot resets, status, reason, steps, waits)
+    type Case = (
+        &'static str,
+        WalHealth,
+        bool,
+        ConditionStatus,
+        &'static str,
+        Vec<Step>,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "streaming",
+            streaming(),
+            false,
+            True,
+            "Streaming",
+            vec![],
+            false,
+        ),
+        (
+            "receive-wal stopped: cron starts it",
+            stopped,
+            false,
+            False,
+            "ReceiveWalStopped",
+            vec![Step::RunBarmanCron],
+            false,
+        ),
+        (
+            "broken slot, no opt-in: wait",
+            broken_slot.clone(),
+            false,
+            False,
+            "SlotBroken",
+            vec![],
+            true,
+        ),
+        (
+            "broken slot, opt-in: reset then cron",
+            broken_slot,
+            true,
+            False,
+            "SlotBroken",
+            vec![Step::ResetReplicationSlot, Step::RunBarmanCron],
+            false,
+        ),
+        (
+            "primary down: nothing barman can do",
+            primary_down,
+            false,
+            False,
+            "PrimaryNotStreaming",
+            vec![],
+            true,
+        ),
+        (
+            "archiver errors: reported",
+            WalHealth {
+                archiver_errors: Some(failed("duplicates: 1")),
+                ..streaming()
+            },
+            false,
+            False,
+            "ArchiverErrors",
+            vec![],
+            true,
+        ),
+    ];
+    for (name, health, reset, status, reason, expected_steps, waits) in cases {
+        let world = World::converged().wal(health);
+        let plan = reconciler::plan::plan(&watching_wal(reset), &world.observed, &cx(NOW));
+        let (got_status, got_reason, message) = condition_of(&plan, ConditionType::WalStreaming);
+        assert_eq!(
+            (got_status, got_reason.as_str()),
+            (status, reason),
+            "{name}: {message}"
+        );
+        assert_eq!(steps(&plan), expected_steps, "{name}");
+        assert_eq!(
+            !plan.waiting_on.is_empty(),
+            waits,
+            "{name}: {:?}",
+            plan.waiting_on
+        );
+        if status != True {
+            assert_eq!(
+                condition_of(&plan, ConditionType::Ready).0,
+                False,
+                "{name}: Ready must not hold"
+            );
+        }
+    }
+}
+
+#[test]
+fn wal_repairs_come_before_a_backup_that_needs_wal() {
+    let world = World::empty().wal(WalHealth {
+        receive_wal_running: Some(failed("")),
+        ..streaming()
+    });
+    let plan = reconciler::plan::plan(&watching_wal(false), &world.observed, &cx(NOW));
+    assert_eq!(
+        steps(&plan)[..2],
+        [Step::RunBarmanCron, Step::TakeBaseBackup],
+        "{plan:#?}"
+    );
+    let mut world = world;
+    for planned in &plan.steps {
+        world.apply(&planned.step, t(NOW));
+    }
+    let after = reconciler::plan::plan(&watching_wal(false), &world.observed, &cx(NOW));
+    assert!(after.is_converged(), "{after:#?}");
 }
 
 fn steps(plan: &Plan) -> Vec<Step> {

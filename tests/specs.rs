@@ -130,6 +130,9 @@ fn broken_specs_are_located_and_explained() {
         ("docker volume without barmanPath", VALID.replace("    server: montagu", "    server: montagu\n    container: barman-montagu").replace("    path: /srv/nightly/montagu_db_volume", "    dockerVolume: montagu_db_volume"), "barmanPath is required"),
         ("shell in container name", VALID.replace("    server: montagu", "    server: montagu\n    container: \"barman;reboot\""), "name `barman;reboot` may contain only"),
         ("bad image", VALID.replace("postgresBin: /usr/lib/postgresql/15/bin", "postgresBin: /usr/lib/postgresql/15/bin\n      container: {image: \"--privileged\"}"), "not a Docker image reference"),
+        ("two mirrors, one name", format!("{VALID}  starport:\n    root: /srv/starport\n    target: t\n    mirrors:\n    - {{name: off, ssh: {{host: a, user: u, identityFile: /k}}, root: /srv/m}}\n    - {{name: off, ssh: {{host: b, user: u, identityFile: /k}}, root: /srv/m}}\n"), "18:5: two mirrors are named `off`"),
+        ("mirror key with a space", format!("{VALID}  starport:\n    root: /srv/starport\n    target: t\n    mirrors:\n    - {{name: off, ssh: {{host: a, user: u, identityFile: /root/my key}}, root: /srv/m}}\n"), "contains whitespace"),
+        ("mirror host with shell", format!("{VALID}  starport:\n    root: /srv/starport\n    target: t\n    mirrors:\n    - {{name: off, ssh: {{host: \"a;reboot\", user: u, identityFile: /k}}, root: /srv/m}}\n"), "name `a;reboot` may contain only"),
         ("bad env name", VALID.replace("postgresBin: /usr/lib/postgresql/15/bin", "postgresBin: /usr/lib/postgresql/15/bin\n      container: {image: vimc/montagu-db, env: {\"A=B\": c}}"), "not an environment variable name"),
     ];
     let mut failures = Vec::new();

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::command::{CommandError, CommandLine, CommandOutput, CommandRunner, OnCancel, RunAs};
 use super::docker::{DockerEngine, DockerExec};
-use crate::observe::{Backup, BackupStatus};
+use crate::observe::{Backup, BackupStatus, CheckItem, WalHealth};
 use crate::spec::BarmanSpec;
 
 /// barman's Python start-up alone takes ~0.4 s; a catalogue read that takes a
@@ -88,6 +88,15 @@ pub trait BarmanDriver: Send + Sync + std::fmt::Debug {
     async fn delete_backup(&self, barman: &BarmanSpec, backup_id: &str) -> Result<(), BarmanError>;
     /// Closes the current WAL segment and waits until barman archived it.
     async fn switch_wal(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError>;
+    /// WAL streaming health, from `barman -f json check` (whose exit status says
+    /// nothing useful: it fails before the first backup, barman-facts P8).
+    async fn wal_health(&self, barman: &BarmanSpec) -> Result<WalHealth, BarmanError>;
+    /// `barman cron`: starts receive-wal when it is not running, archives WAL.
+    /// Returns once `check` sees receive-wal running, or after `timeout`.
+    async fn cron(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError>;
+    /// Drops and re-creates the server's replication slot (receive-wal must be
+    /// stopped for the drop; `cron` starts it again).
+    async fn reset_slot(&self, barman: &BarmanSpec) -> Result<(), BarmanError>;
     /// The uid and gid of account `name` where barman runs (the owner of what it
     /// recovers).
     async fn account(&self, barman: &BarmanSpec, name: &str) -> Result<RunAs, BarmanError>;
@@ -182,6 +191,59 @@ impl BarmanCli {
 
 #[async_trait]
 impl BarmanDriver for BarmanCli {
+    async fn wal_health(&self, barman: &BarmanSpec) -> Result<WalHealth, BarmanError> {
+        let cmd = self
+            .command(barman, "check", QUICK_CALL_TIMEOUT * 4)
+            .arg(barman.server.as_str());
+        let out = self.run(barman, cmd).await?;
+        parse_check(barman.server.as_str(), &out.stdout)
+    }
+
+    async fn cron(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError> {
+        // `cron` acts on every server of the configuration, as barman's own
+        // every-minute cron job does; there is no per-server form.
+        let cmd = self.command(barman, "cron", timeout);
+        let out = self.run(barman, cmd).await?;
+        if !out.success() {
+            return Err(failure("cron", &out));
+        }
+        // cron starts receive-wal in the background: wait until it is seen running.
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let health = self.wal_health(barman).await?;
+            if health.receive_wal_running.as_ref().is_some_and(|c| c.ok) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BarmanError::Failed {
+                    action: "cron",
+                    message: format!(
+                        "receive-wal still not running after barman cron: {}",
+                        health
+                            .receive_wal_running
+                            .map_or("not reported".to_string(), |c| c.hint)
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn reset_slot(&self, barman: &BarmanSpec) -> Result<(), BarmanError> {
+        for flag in ["--stop", "--drop-slot", "--create-slot"] {
+            let cmd = self
+                .command(barman, "receive-wal", QUICK_CALL_TIMEOUT * 10)
+                .arg(flag)
+                .arg(barman.server.as_str());
+            let out = self.run(barman, cmd).await?;
+            // A slot that is already gone cannot be dropped; that is fine.
+            if !out.success() && flag != "--drop-slot" {
+                return Err(failure("receive-wal", &out));
+            }
+        }
+        Ok(())
+    }
+
     async fn account(&self, barman: &BarmanSpec, name: &str) -> Result<RunAs, BarmanError> {
         if barman.container.is_none() {
             // On this host: the account database, no process needed.
@@ -289,6 +351,45 @@ fn failure(action: &'static str, out: &CommandOutput) -> BarmanError {
         return BarmanError::Busy { message };
     }
     BarmanError::Failed { action, message }
+}
+
+/// Parses `barman -f json check SERVER`: `{"SERVER": {"item": {"status", "hint"}}}`.
+pub fn parse_check(server: &str, json: &str) -> Result<WalHealth, BarmanError> {
+    let unparsable = |problem: String| BarmanError::Unparsable {
+        action: "check",
+        problem,
+    };
+    let value: Value =
+        serde_json::from_str(json).map_err(|e| unparsable(format!("not JSON ({e})")))?;
+    if let Some(message) = json_errors(&value) {
+        return Err(BarmanError::Failed {
+            action: "check",
+            message,
+        });
+    }
+    let items = value
+        .get(server)
+        .and_then(Value::as_object)
+        .ok_or_else(|| unparsable(format!("no `{server}` object")))?;
+    let item = |key: &str| {
+        let entry = items.get(key)?;
+        Some(CheckItem {
+            ok: entry.get("status").and_then(Value::as_str) == Some("OK"),
+            hint: entry
+                .get("hint")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        })
+    };
+    Ok(WalHealth {
+        receive_wal_running: item("receive_wal_running"),
+        replication_slot: item("replication_slot"),
+        postgresql: item("postgresql"),
+        postgresql_streaming: item("postgresql_streaming"),
+        archiver_errors: item("archiver_errors"),
+        wal_maximum_age: item("wal_maximum_age"),
+    })
 }
 
 /// Parses `barman -f json list-backups SERVER`: `{"SERVER": [ {...}, … ]}`.
@@ -471,6 +572,18 @@ impl BarmanDriver for PassCache {
         self.inner.delete_backup(barman, backup_id).await
     }
 
+    async fn wal_health(&self, barman: &BarmanSpec) -> Result<WalHealth, BarmanError> {
+        self.inner.wal_health(barman).await
+    }
+
+    async fn cron(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError> {
+        self.inner.cron(barman, timeout).await
+    }
+
+    async fn reset_slot(&self, barman: &BarmanSpec) -> Result<(), BarmanError> {
+        self.inner.reset_slot(barman).await
+    }
+
     async fn account(&self, barman: &BarmanSpec, name: &str) -> Result<RunAs, BarmanError> {
         self.inner.account(barman, name).await
     }
@@ -501,6 +614,23 @@ mod tests {
             .join("tests/fixtures/barman-3.4")
             .join(name);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn check_items_are_read_by_key_whatever_the_exit_code() {
+        let healthy = parse_check("montagu", &fixture("check-after-backup.json")).unwrap();
+        assert!(healthy.receive_wal_running.unwrap().ok);
+        assert!(healthy.replication_slot.unwrap().ok);
+        let stopped = parse_check("montagu", &fixture("check-receive-wal-stopped.json")).unwrap();
+        assert!(!stopped.receive_wal_running.unwrap().ok);
+        let slot = stopped.replication_slot.unwrap();
+        assert!(!slot.ok);
+        assert!(slot.hint.contains("not active"), "{}", slot.hint);
+        let down = parse_check("montagu", &fixture("check-postgres-down.json")).unwrap();
+        assert!(!down.postgresql.unwrap().ok);
+        assert_eq!(down.postgresql_streaming, None, "barman omits it then");
+        assert!(parse_check("other", &fixture("check-after-backup.json")).is_err());
+        assert!(parse_check("montagu", "{\"montagu\": {\"receive_wal").is_err());
     }
 
     fn output(code: i32, stdout: String) -> CommandOutput {

@@ -10,6 +10,7 @@ pub mod barman;
 pub mod command;
 pub mod docker;
 pub mod fsutil;
+pub mod mirror;
 pub mod pause;
 pub mod replay;
 pub mod starport;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use self::barman::{BarmanCli, BarmanDriver};
 use self::command::{CommandRunner, LocalProcess};
 use self::docker::DockerEngine;
+use self::mirror::{MirrorDriver, RsyncOverSsh};
 use self::replay::{LocalReplay, ReplayDriver};
 use self::starport::{LocalStarport, StarportDriver};
 use self::volume::{LocalVolume, VolumeDriver};
@@ -56,6 +58,8 @@ pub struct Drivers {
     pub replay: Arc<dyn ReplayDriver>,
     /// The starport.
     pub starport: Arc<dyn StarportDriver>,
+    /// Off-site mirrors of the starport.
+    pub mirror: Arc<dyn MirrorDriver>,
     /// This host.
     pub host: Arc<dyn HostDriver>,
     /// Fires when the reconciler is asked to stop: running commands stop (or are
@@ -86,7 +90,8 @@ impl Drivers {
             )),
             volume: Arc::new(LocalVolume::new(docker.clone())),
             replay: Arc::new(LocalReplay::new(runner.clone(), docker, cancel.clone())),
-            starport: Arc::new(LocalStarport::new(runner)),
+            starport: Arc::new(LocalStarport::new(runner.clone())),
+            mirror: Arc::new(RsyncOverSsh::new(runner)),
             host: Arc::new(LocalHost),
             cancel,
         }

@@ -118,6 +118,23 @@ pub async fn execute_step(
                 .await?;
             Ok(format!("stray replay postgres ({replay}) stopped"))
         }
+        Step::SyncMirror { mirror, generation } => {
+            sync_mirror(pipeline, mirror, generation, drivers).await
+        }
+        Step::RunBarmanCron => {
+            let timeout = spec
+                .wal_streaming
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(300), |w| {
+                    w.cron_timeout.to_std()
+                });
+            drivers.barman.cron(&spec.barman, timeout).await?;
+            Ok("barman cron ran; receive-wal is running".to_string())
+        }
+        Step::ResetReplicationSlot => {
+            drivers.barman.reset_slot(&spec.barman).await?;
+            Ok("replication slot dropped and created again".to_string())
+        }
         Step::SyncStarport { generation } => {
             let GenerationRef::Existing(generation) = generation else {
                 return Err(ExecuteError::Unresolved {
@@ -247,6 +264,63 @@ async fn current_generation(
         } => Some(marker),
         _ => None,
     })
+}
+
+/// The local starport's metadata, if it holds `generation` completely.
+async fn starport_holding(
+    pipeline: &BackupPipeline,
+    generation: &str,
+    drivers: &Drivers,
+) -> Result<StarportMetadata, ExecuteError> {
+    let Some(starport) = &pipeline.spec.starport else {
+        return Err(ExecuteError::Changed("the pipeline has no starport".into()));
+    };
+    let volume_name = pipeline.starport_volume_name().unwrap_or_default();
+    match drivers.starport.inspect(starport, &volume_name).await? {
+        crate::observe::StarportState::Synced { metadata }
+            if metadata.generation.as_deref() == Some(generation) =>
+        {
+            Ok(metadata)
+        }
+        _ => Err(ExecuteError::Changed(format!(
+            "the starport no longer holds generation {generation}"
+        ))),
+    }
+}
+
+/// Same order as the starport: the mirror's metadata goes first, is written last,
+/// and only after checking the local copy still holds the generation it sent.
+async fn sync_mirror(
+    pipeline: &BackupPipeline,
+    name: &str,
+    generation: &str,
+    drivers: &Drivers,
+) -> Result<StepDetail, ExecuteError> {
+    let starport = pipeline
+        .spec
+        .starport
+        .as_ref()
+        .ok_or_else(|| ExecuteError::Changed("the pipeline has no starport".into()))?;
+    let mirror = starport
+        .mirrors
+        .iter()
+        .find(|m| m.name.as_str() == name)
+        .ok_or_else(|| ExecuteError::Changed(format!("mirror {name} is no longer in the spec")))?;
+    let volume_name = pipeline.starport_volume_name().unwrap_or_default();
+    starport_holding(pipeline, generation, drivers).await?;
+    drivers.mirror.invalidate_metadata(mirror, starport).await?;
+    pause_point("mirror:invalidated", &drivers.cancel).await?;
+    let copied = drivers.mirror.copy(mirror, starport, &volume_name).await?;
+    // The starport must not have changed under rsync, or the mirror holds a mix.
+    let metadata = starport_holding(pipeline, generation, drivers).await?;
+    drivers
+        .mirror
+        .write_metadata(mirror, starport, &metadata)
+        .await?;
+    Ok(format!(
+        "mirror {name} holds generation {generation}; rsync sent {} of {} bytes",
+        copied.bytes_sent, copied.total_bytes
+    ))
 }
 
 async fn sync_starport(

@@ -76,6 +76,52 @@ pub struct Observed {
     /// This host's identity (`/etc/machine-id`), which starport metadata records so
     /// two hosts never write one target.
     pub machine_id: Option<String>,
+    /// WAL streaming as `barman check` sees it, when the pipeline watches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<Observation<WalHealth>>,
+    /// Each mirror of the starport, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorObservation>,
+}
+
+/// What a mirror holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorObservation {
+    /// The mirror's name.
+    pub name: String,
+    /// Its metadata, as for the starport.
+    pub state: Observation<StarportState>,
+}
+
+/// The `barman -f json check` items that say whether WAL streams. `None` for an
+/// item barman did not report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WalHealth {
+    /// `receive_wal_running`.
+    pub receive_wal_running: Option<CheckItem>,
+    /// `replication_slot`.
+    pub replication_slot: Option<CheckItem>,
+    /// `postgresql`: barman reaches the primary (when it does not, barman omits
+    /// `postgresql_streaming`).
+    pub postgresql: Option<CheckItem>,
+    /// `postgresql_streaming`: the primary serves the replication connection.
+    pub postgresql_streaming: Option<CheckItem>,
+    /// `archiver_errors`.
+    pub archiver_errors: Option<CheckItem>,
+    /// `wal_maximum_age` (meaningful when barman's `last_wal_maximum_age` is set).
+    pub wal_maximum_age: Option<CheckItem>,
+}
+
+/// One item of `barman check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckItem {
+    /// `OK`.
+    pub ok: bool,
+    /// barman's hint, possibly empty.
+    pub hint: String,
 }
 
 /// barman's view of the server.
@@ -279,10 +325,34 @@ pub async fn observe(pipeline: &BackupPipeline, drivers: &Drivers) -> Observed {
             },
         ),
     };
+    let wal = match &spec.wal_streaming {
+        None => None,
+        Some(_) => Some(match drivers.barman.wal_health(&spec.barman).await {
+            Ok(health) => Observation::observed(health),
+            Err(e) => Observation::unavailable(&e),
+        }),
+    };
+    let mut mirrors = Vec::new();
+    let volume_name = pipeline.starport_volume_name().unwrap_or_default();
+    for mirror in spec.starport.iter().flat_map(|s| &s.mirrors) {
+        let Some(starport) = &spec.starport else {
+            break;
+        };
+        let state = match drivers.mirror.inspect(mirror, starport, &volume_name).await {
+            Ok(state) => Observation::observed(state),
+            Err(e) => Observation::unavailable(&e),
+        };
+        mirrors.push(MirrorObservation {
+            name: mirror.name.to_string(),
+            state,
+        });
+    }
     Observed {
         barman,
         volume,
         starport,
         machine_id: drivers.host.machine_id(),
+        wal,
+        mirrors,
     }
 }

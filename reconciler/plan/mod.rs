@@ -42,7 +42,8 @@ pub struct PlanContext {
 pub struct Plan {
     /// The pipeline.
     pub pipeline: String,
-    /// The five conditions, always in the same order.
+    /// The conditions, always in the same order (`WalStreaming` only when the
+    /// pipeline watches it), `Ready` last.
     pub conditions: Vec<Condition>,
     /// The steps to converge, in order.
     pub steps: Vec<PlannedStep>,
@@ -108,6 +109,18 @@ pub enum Step {
         /// The volume generation to copy.
         generation: GenerationRef,
     },
+    /// `barman cron`: starts receive-wal when it is not running.
+    RunBarmanCron,
+    /// Drop and re-create the replication slot (only when the spec opts in).
+    ResetReplicationSlot,
+    /// Invalidate the mirror's metadata, rsync the starport copy to it over ssh,
+    /// write its metadata.
+    SyncMirror {
+        /// The mirror.
+        mirror: String,
+        /// The starport generation to copy.
+        generation: String,
+    },
 }
 
 impl std::fmt::Display for Step {
@@ -124,6 +137,11 @@ impl std::fmt::Display for Step {
             Step::StopStrayReplay { replay } => {
                 write!(f, "stop the stray replay postgres ({replay})")
             }
+            Step::RunBarmanCron => write!(f, "run barman cron"),
+            Step::SyncMirror { mirror, generation } => {
+                write!(f, "sync mirror {mirror} to generation {generation}")
+            }
+            Step::ResetReplicationSlot => write!(f, "reset the replication slot"),
         }
     }
 }
@@ -179,6 +197,20 @@ pub struct Condition {
     pub reason: String,
     /// A sentence for a human.
     pub message: String,
+    /// What the condition is about when a pipeline has several of its type (the
+    /// mirror's name for `MirrorInSync`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+impl Condition {
+    /// `MirrorInSync[offsite]`, or just the type.
+    pub fn label(&self) -> String {
+        match &self.subject {
+            Some(subject) => format!("{}[{subject}]", self.kind),
+            None => self.kind.to_string(),
+        }
+    }
 }
 
 /// The conditions every pipeline reports.
@@ -192,6 +224,11 @@ pub enum ConditionType {
     VolumeFresh,
     /// The starport copy holds the volume's generation.
     StarportInSync,
+    /// receive-wal runs, its slot is active and the primary streams (only for a
+    /// pipeline with `walStreaming`).
+    WalStreaming,
+    /// A mirror holds the starport's generation (one per mirror, `subject` names it).
+    MirrorInSync,
     /// All of the above.
     Ready,
 }
@@ -234,6 +271,7 @@ fn condition(
         status,
         reason: reason.to_string(),
         message,
+        subject: None,
     }
 }
 
@@ -314,10 +352,15 @@ pub fn plan(pipeline: &BackupPipeline, observed: &Observed, cx: &PlanContext) ->
             next_deadline: None,
         },
     };
+    // Streaming repairs come first: a backup or a recovery waits for WAL that only
+    // a running receive-wal delivers. Its condition is listed after the others.
+    let wal_streaming = plan_wal_streaming(&mut planner);
     let backups = plan_base_backup(&mut planner);
     plan_retention(&mut planner, &backups);
     let recovery_planned = plan_volume(&mut planner, &backups);
     plan_starport(&mut planner, recovery_planned);
+    plan_mirrors(&mut planner);
+    planner.plan.conditions.extend(wal_streaming);
     let ready = ready_condition(&planner.plan.conditions);
     planner.plan.conditions.push(ready);
     planner.plan
@@ -928,6 +971,203 @@ fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
     } else {
         p.wait("a valid recovered volume to copy to the starport".to_string());
     }
+}
+
+/// One `MirrorInSync` condition per mirror; a sync once the starport holds a
+/// complete, current generation (the next plan, after a starport sync, sees it).
+fn plan_mirrors(p: &mut Planner<'_>) {
+    use ConditionStatus::*;
+    let Some(starport) = &p.pipeline.spec.starport else {
+        return;
+    };
+    let source = p
+        .plan
+        .condition(ConditionType::StarportInSync)
+        .filter(|c| c.status == True)
+        .and_then(
+            |_| match p.observed.starport.as_ref().and_then(|s| s.value()) {
+                Some(StarportState::Synced { metadata }) => metadata.generation.clone(),
+                _ => None,
+            },
+        );
+    for mirror in &starport.mirrors {
+        let name = mirror.name.to_string();
+        let observed = p
+            .observed
+            .mirrors
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| &m.state);
+        let (status, reason, message) = match (observed, &source) {
+            (None, _) => (
+                Unknown,
+                "NotObserved",
+                "the mirror was not looked at".to_string(),
+            ),
+            (Some(Observation::Unavailable { reason }), _) => {
+                p.wait(format!("mirror {name} to answer ({reason})"));
+                (
+                    Unknown,
+                    "MirrorUnavailable",
+                    format!("the mirror could not be inspected: {reason}"),
+                )
+            }
+            (Some(Observation::Observed { value }), source) => {
+                let held = match value {
+                    StarportState::Synced { metadata } => metadata.generation.clone(),
+                    StarportState::NoMetadata { .. } => None,
+                };
+                match (held, source) {
+                    (Some(held), Some(source)) if &held == source => (
+                        True,
+                        "InSync",
+                        format!("holds the starport's generation {source}"),
+                    ),
+                    (held, Some(source)) => {
+                        let what = held.map_or("no complete copy".to_string(), |g| {
+                            format!("generation {g}")
+                        });
+                        p.step(
+                            Step::SyncMirror {
+                                mirror: name.clone(),
+                                generation: source.clone(),
+                            },
+                            format!("mirror {name} holds {what}; the starport holds {source}"),
+                        );
+                        (
+                            False,
+                            "OutOfSync",
+                            format!("holds {what}, the starport {source}"),
+                        )
+                    }
+                    (_, None) => {
+                        p.wait(format!(
+                            "the starport to hold a complete generation before mirror {name} follows it"
+                        ));
+                        (
+                            False,
+                            "WaitingForStarport",
+                            "the starport does not hold a complete, current generation yet"
+                                .to_string(),
+                        )
+                    }
+                }
+            }
+        };
+        let mut c = condition(ConditionType::MirrorInSync, status, reason, message);
+        c.subject = Some(name);
+        p.plan.conditions.push(c);
+    }
+}
+
+/// The `WalStreaming` condition, and the repair it needs: `barman cron` when
+/// receive-wal is down (it starts it), a slot reset only when the spec opts in.
+fn plan_wal_streaming(p: &mut Planner<'_>) -> Option<Condition> {
+    use ConditionStatus::*;
+    let spec = p.pipeline.spec.wal_streaming.as_ref()?;
+    let health = match p.observed.wal.as_ref() {
+        None => {
+            return Some(condition(
+                ConditionType::WalStreaming,
+                Unknown,
+                "NotObserved",
+                "barman check was not run".to_string(),
+            ));
+        }
+        Some(Observation::Unavailable { reason }) => {
+            p.wait(format!("barman check to answer ({reason})"));
+            return Some(condition(
+                ConditionType::WalStreaming,
+                Unknown,
+                "BarmanUnavailable",
+                format!("barman check could not be observed: {reason}"),
+            ));
+        }
+        Some(Observation::Observed { value }) => value,
+    };
+    let failed = |item: &Option<crate::observe::CheckItem>| item.as_ref().is_some_and(|c| !c.ok);
+    let hint = |item: &Option<crate::observe::CheckItem>| {
+        item.as_ref()
+            .map(|c| c.hint.clone())
+            .filter(|h| !h.is_empty())
+            .map_or(String::new(), |h| format!(" ({h})"))
+    };
+    let server = p.pipeline.spec.barman.server.to_string();
+    let (reason, message) = if failed(&health.postgresql) || failed(&health.postgresql_streaming) {
+        // Nothing on barman's side can fix the primary or the network.
+        let message = format!(
+            "barman cannot stream from the primary{}{}",
+            hint(&health.postgresql),
+            hint(&health.postgresql_streaming)
+        );
+        p.wait(format!("the primary to accept streaming again: {message}"));
+        ("PrimaryNotStreaming", message)
+    } else if failed(&health.receive_wal_running) {
+        p.step(
+            Step::RunBarmanCron,
+            format!("receive-wal is not running for {server}; barman cron starts it"),
+        );
+        (
+            "ReceiveWalStopped",
+            format!(
+                "receive-wal is not running{}",
+                hint(&health.receive_wal_running)
+            ),
+        )
+    } else if failed(&health.replication_slot) {
+        let message = format!(
+            "the replication slot is broken{}",
+            hint(&health.replication_slot)
+        );
+        if spec.reset_broken_slot {
+            p.step(
+                Step::ResetReplicationSlot,
+                format!("{message}; walStreaming.resetBrokenSlot allows a reset"),
+            );
+            p.step(
+                Step::RunBarmanCron,
+                "receive-wal was stopped for the slot reset; barman cron starts it".to_string(),
+            );
+        } else {
+            p.wait(format!(
+                "an operator to repair the replication slot of {server} (or walStreaming.resetBrokenSlot: true): {message}"
+            ));
+        }
+        ("SlotBroken", message)
+    } else if failed(&health.archiver_errors) {
+        let message = format!(
+            "barman reports archiver errors{}",
+            hint(&health.archiver_errors)
+        );
+        p.wait(format!(
+            "an operator to clear the archiver errors: {message}"
+        ));
+        ("ArchiverErrors", message)
+    } else if failed(&health.wal_maximum_age) {
+        let message = format!("no WAL received recently{}", hint(&health.wal_maximum_age));
+        p.wait(format!("WAL to arrive: {message}"));
+        ("WalTooOld", message)
+    } else if health.receive_wal_running.is_none() {
+        return Some(condition(
+            ConditionType::WalStreaming,
+            Unknown,
+            "NotReported",
+            "barman check did not report receive_wal_running (streaming_archiver off?)".to_string(),
+        ));
+    } else {
+        return Some(condition(
+            ConditionType::WalStreaming,
+            True,
+            "Streaming",
+            "receive-wal runs, its replication slot is active".to_string(),
+        ));
+    };
+    Some(condition(
+        ConditionType::WalStreaming,
+        False,
+        reason,
+        message,
+    ))
 }
 
 fn ready_condition(conditions: &[Condition]) -> Condition {

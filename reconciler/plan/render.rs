@@ -26,7 +26,7 @@ pub fn render_text(plan: &Plan, now: Timestamp) -> String {
         let _ = writeln!(
             out,
             "  [{mark}] {:<18} {:<7} {}: {}",
-            c.kind.to_string(),
+            c.label(),
             format!("{:?}", c.status),
             c.reason,
             c.message

@@ -44,6 +44,8 @@ struct ConditionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConditionKey {
     r#type: String,
+    /// The mirror, for `MirrorInSync`; empty otherwise.
+    subject: String,
     status: String,
 }
 
@@ -307,6 +309,7 @@ impl Metrics {
                     pipeline: label.pipeline.clone(),
                     condition: ConditionKey {
                         r#type: c.kind.to_string(),
+                        subject: c.subject.clone().unwrap_or_default(),
                         status: format!("{status:?}"),
                     },
                 };
@@ -462,6 +465,9 @@ spec:
                 reason: "absent".to_string(),
             })),
             machine_id: Some("m".to_string()),
+
+            wal: None,
+            mirrors: Vec::new(),
         }
     }
 

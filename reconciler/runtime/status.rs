@@ -110,7 +110,11 @@ pub fn merge_conditions(
         .iter()
         .map(|c| {
             let unchanged = previous
-                .and_then(|p| p.iter().find(|old| old.condition.kind == c.kind))
+                .and_then(|p| {
+                    p.iter().find(|old| {
+                        old.condition.kind == c.kind && old.condition.subject == c.subject
+                    })
+                })
                 .filter(|old| old.condition.status == c.status);
             StatusCondition {
                 condition: c.clone(),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use super::{API_VERSION, BackupPipeline, VolumeLocation};
+use super::{API_VERSION, BackupPipeline, SpecSection, VolumeLocation};
 
 /// Spec files larger than this are refused unread: a real spec is a few KiB, and a
 /// huge one is a mistake or an attack on the parser.
@@ -290,16 +290,17 @@ struct TypeMeta {
     metadata: Option<NameOnly>,
 }
 
-/// Where `spec.recoveredVolume` starts, to point at it.
+/// Where the sections of `spec` start, to point at one.
 #[derive(Deserialize)]
-struct VolumeAt {
-    spec: Option<VolumeAtSpec>,
+struct SectionsAt {
+    spec: Option<SpecSectionsAt>,
 }
 
 #[derive(Deserialize)]
-struct VolumeAtSpec {
+struct SpecSectionsAt {
     #[serde(rename = "recoveredVolume")]
     recovered_volume: Option<Spanned<serde::de::IgnoredAny>>,
+    starport: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -341,16 +342,19 @@ fn parse_document(text: &str) -> Result<BackupPipeline, SpecProblem> {
             let pipeline =
                 serde_saphyr::from_str_with_options::<BackupPipeline>(text, parse_options())
                     .map_err(|e| yaml_problem(&e, pipeline_name.clone()))?;
-            pipeline.check_placement().map_err(|message| {
-                let at = serde_saphyr::from_str_with_options::<VolumeAt>(text, parse_options())
+            pipeline.check_placement().map_err(|(section, message)| {
+                let at = serde_saphyr::from_str_with_options::<SectionsAt>(text, parse_options())
                     .ok()
                     .and_then(|v| v.spec)
-                    .and_then(|s| s.recovered_volume)
+                    .and_then(|s| match section {
+                        SpecSection::RecoveredVolume => s.recovered_volume,
+                        SpecSection::Starport => s.starport,
+                    })
                     .map_or(Location::UNKNOWN, |v| v.referenced);
                 located(
                     at,
                     message,
-                    "see `reconciler schema` for recoveredVolume and barman".into(),
+                    "see `reconciler schema` for recoveredVolume, starport and barman".into(),
                     pipeline_name,
                 )
             })?;

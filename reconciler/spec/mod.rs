@@ -80,6 +80,34 @@ pub struct BackupPipelineSpec {
     /// ships nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starport: Option<StarportSpec>,
+    /// WAL streaming health: receive-wal running, its replication slot active, the
+    /// primary streaming. Leave it out to leave streaming to barman's own cron.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_streaming: Option<WalStreamingSpec>,
+}
+
+/// WAL streaming is a desired state too: `barman -f json check` must report
+/// receive-wal running, the replication slot active and the primary streaming
+/// (and, when barman's `last_wal_maximum_age` is set, WAL received recently).
+/// When receive-wal is down the reconciler runs `barman cron`, which starts it,
+/// instead of a separate every-minute cron job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WalStreamingSpec {
+    /// How long `barman cron` may take.
+    #[serde(default = "default_cron_timeout")]
+    pub cron_timeout: HumanDuration,
+    /// When receive-wal runs but its replication slot is broken (not active, or
+    /// missing), drop and re-create it (`barman receive-wal --drop-slot`, then
+    /// `--create-slot`). WAL the primary wrote while the slot was broken may be
+    /// lost to barman: a new base backup is the way back to a full chain. Off by
+    /// default: the plan reports the slot and waits.
+    #[serde(default)]
+    pub reset_broken_slot: bool,
+}
+
+fn default_cron_timeout() -> HumanDuration {
+    duration("5m")
 }
 
 /// How barman is reached: `barman [-c CONFIG] … SERVER`, on this host or by exec
@@ -546,6 +574,53 @@ pub struct StarportSpec {
     /// How long one rsync of the volume may take.
     #[serde(default = "default_sync_timeout")]
     pub timeout: HumanDuration,
+    /// Off-site copies of this target, kept in the same layout by rsync over ssh,
+    /// each synced after the starport holds a complete generation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorSpec>,
+}
+
+/// An off-site copy of a starport target: `<root>/<target>/data/<volumeName>/` and
+/// `<root>/<target>/meta/metadata.json` on another host, reached by rsync over
+/// ssh. Its metadata follows the starport's rule: removed before the data is
+/// touched, written last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MirrorSpec {
+    /// Names the mirror in conditions and steps; unique within the pipeline.
+    pub name: ObjectName,
+    /// How the other host is reached.
+    pub ssh: SshSpec,
+    /// The starport root on that host.
+    #[schemars(example = &"/srv/starport")]
+    pub root: AbsolutePath,
+    /// How long one rsync to the mirror may take.
+    #[serde(default = "default_sync_timeout")]
+    pub timeout: HumanDuration,
+}
+
+/// An ssh destination: key authentication only, host key checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SshSpec {
+    /// Host name or address.
+    #[schemars(example = &"backup.example.org")]
+    pub host: ObjectName,
+    /// The remote account.
+    pub user: ObjectName,
+    /// The ssh port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// The private key (no passphrase: the reconciler runs unattended).
+    pub identity_file: AbsolutePath,
+    /// The known_hosts file holding the host's key; default ssh's own. Unknown or
+    /// changed host keys are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts_file: Option<AbsolutePath>,
+}
+
+fn default_ssh_port() -> u16 {
+    22
 }
 
 fn default_sync_timeout() -> HumanDuration {
@@ -572,20 +647,45 @@ impl BackupPipeline {
     }
 
     /// Checks what the field types alone cannot: which combinations make sense.
-    /// The loader reports the message at `spec.recoveredVolume`.
-    pub fn check_placement(&self) -> Result<(), String> {
+    /// On error, names the section at fault (`starport` or `recoveredVolume`), where
+    /// the loader points.
+    pub fn check_placement(&self) -> Result<(), (SpecSection, String)> {
         let spec = &self.spec;
+        let mirrors = spec.starport.as_ref().map_or(&[][..], |s| &s.mirrors[..]);
+        for (i, mirror) in mirrors.iter().enumerate() {
+            if mirrors[..i].iter().any(|m| m.name == mirror.name) {
+                return Err((
+                    SpecSection::Starport,
+                    format!("two mirrors are named `{}`", mirror.name),
+                ));
+            }
+            let ssh = &mirror.ssh;
+            // rsync hands ssh its options as one string split at whitespace.
+            for path in std::iter::once(&ssh.identity_file).chain(&ssh.known_hosts_file) {
+                if path.to_string().contains(char::is_whitespace) {
+                    return Err((
+                        SpecSection::Starport,
+                        format!(
+                            "mirror `{}`: `{path}` contains whitespace, which rsync's ssh command line cannot carry",
+                            mirror.name
+                        ),
+                    ));
+                }
+            }
+        }
         let volume = &spec.recovered_volume;
         match (&volume.path, &volume.docker_volume) {
             (Some(_), Some(_)) => {
-                return Err(
+                return Err((
+                    SpecSection::RecoveredVolume,
                     "recoveredVolume sets both `path` and `dockerVolume`; choose one".into(),
-                );
+                ));
             }
             (None, None) => {
-                return Err(
+                return Err((
+                    SpecSection::RecoveredVolume,
                     "recoveredVolume needs `path: /a/directory` or `dockerVolume: NAME`".into(),
-                );
+                ));
             }
             _ => {}
         }
@@ -593,10 +693,22 @@ impl BackupPipeline {
             && spec.barman.container.is_some()
             && volume.barman_path.is_none()
         {
-            return Err("recoveredVolume.barmanPath is required when barman runs in a container and the volume is a Docker volume: say where barman's container mounts it (e.g. `/nightly`)".into());
+            return Err((
+                SpecSection::RecoveredVolume,
+                "recoveredVolume.barmanPath is required when barman runs in a container and the volume is a Docker volume: say where barman's container mounts it (e.g. `/nightly`)".into(),
+            ));
         }
         Ok(())
     }
+}
+
+/// A section of a pipeline's spec, to point at in an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecSection {
+    /// `spec.recoveredVolume`.
+    RecoveredVolume,
+    /// `spec.starport`.
+    Starport,
 }
 
 /// Where a recovered volume lives.
