@@ -516,6 +516,19 @@ fn wal_streaming_table() {
             true,
         ),
         (
+            "missing slot keeps receive-wal down: the slot first, not cron forever",
+            WalHealth {
+                receive_wal_running: Some(failed("")),
+                replication_slot: Some(failed("replication slot 'montagu' doesn't exist")),
+                ..streaming()
+            },
+            true,
+            False,
+            "SlotBroken",
+            vec![Step::ResetReplicationSlot, Step::RunBarmanCron],
+            false,
+        ),
+        (
             "archiver errors: reported",
             WalHealth {
                 archiver_errors: Some(failed("duplicates: 1")),

@@ -230,18 +230,35 @@ impl BarmanDriver for BarmanCli {
     }
 
     async fn reset_slot(&self, barman: &BarmanSpec) -> Result<(), BarmanError> {
-        for flag in ["--stop", "--drop-slot", "--create-slot"] {
-            let cmd = self
-                .command(barman, "receive-wal", QUICK_CALL_TIMEOUT * 10)
+        let receive_wal = |flag: &str| {
+            self.command(barman, "receive-wal", QUICK_CALL_TIMEOUT * 10)
                 .arg(flag)
-                .arg(barman.server.as_str());
-            let out = self.run(barman, cmd).await?;
-            // A slot that is already gone cannot be dropped; that is fine.
-            if !out.success() && flag != "--drop-slot" {
+                .arg(barman.server.as_str())
+        };
+        let out = self.run(barman, receive_wal("--stop")).await?;
+        if !out.success() {
+            return Err(failure("receive-wal", &out));
+        }
+        // pg_receivewal may hold the slot a moment after --stop returned.
+        let mut attempts = 0;
+        loop {
+            let out = self.run(barman, receive_wal("--drop-slot")).await?;
+            let words = out.last_words();
+            if out.success() || words.contains("does not exist") {
+                break;
+            }
+            attempts += 1;
+            if !words.contains("active") || attempts >= 10 {
                 return Err(failure("receive-wal", &out));
             }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        Ok(())
+        let out = self.run(barman, receive_wal("--create-slot")).await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(failure("receive-wal", &out))
+        }
     }
 
     async fn account(&self, barman: &BarmanSpec, name: &str) -> Result<RunAs, BarmanError> {

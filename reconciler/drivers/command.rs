@@ -257,9 +257,11 @@ impl LocalProcess {
 
 /// If the reconciler is killed outright (SIGKILL, OOM), a command it would have
 /// stopped at shutdown goes too, instead of racing the next start on the same files.
-/// (The signal follows the spawning thread; tokio's worker threads live as long as
-/// the runtime.) Not used for the replay postgres: a next start finds and stops that
-/// one cleanly.
+/// The signal reaches the command itself, not what it forked (the kernel clears it
+/// on fork): barman's own rsync sees its parent gone and its pipe closed, and under
+/// systemd the service's control group goes as a whole. (The signal follows the
+/// spawning thread; tokio's worker threads live as long as the runtime.) Not used
+/// for the replay postgres: a next start finds and stops that one cleanly.
 fn die_with_the_reconciler(cmd: &mut tokio::process::Command, on_cancel: OnCancel) {
     if on_cancel != OnCancel::Terminate {
         return;

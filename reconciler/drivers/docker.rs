@@ -57,6 +57,21 @@ pub enum DockerError {
         /// Its name.
         name: String,
     },
+    /// `DOCKER_HOST` names an engine on another host: its volumes' mount points and
+    /// its processes are not this host's.
+    #[error(
+        "DOCKER_HOST `{host}` is not a local unix socket; the reconciler must run beside the engine"
+    )]
+    NotLocal {
+        /// The address.
+        host: String,
+    },
+    /// A container of the name the reconciler needs exists and is not its own.
+    #[error("container `{name}` exists and was not made by the reconciler; remove or rename it")]
+    NameTaken {
+        /// The name.
+        name: String,
+    },
     /// The volume does not exist.
     #[error("volume `{name}` does not exist")]
     NoSuchVolume {
@@ -112,6 +127,14 @@ impl DockerEngine {
     pub async fn client(&self) -> Result<&Docker, DockerError> {
         self.client
             .get_or_try_init(|| async {
+                // Volumes are read through their mount points and execs signalled by
+                // their pids: both only mean something on the engine's own host.
+                if let Ok(host) = std::env::var("DOCKER_HOST")
+                    && !host.is_empty()
+                    && !host.starts_with("unix://")
+                {
+                    return Err(DockerError::NotLocal { host });
+                }
                 let docker = Docker::connect_with_defaults().map_err(DockerError::Unreachable)?;
                 // The engine may be older than this client (Debian's 20.10 speaks 1.41).
                 docker
@@ -189,22 +212,24 @@ impl DockerEngine {
         name: &str,
         timeout: Duration,
     ) -> Result<Option<i64>, DockerError> {
-        let docker = self.client().await?;
+        // The engine answers a stop only once the container stopped: the request may
+        // take the whole stop timeout, longer than the client's default limit.
+        let docker = self
+            .client()
+            .await?
+            .clone()
+            .with_timeout(timeout + Duration::from_secs(60));
         let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
-        match docker
+        let stopped = docker
             .stop_container(
                 name,
                 Some(StopContainerOptionsBuilder::new().t(seconds).build()),
             )
-            .await
+            .await;
+        if let Err(e) = &stopped
+            && is_not_found(e)
         {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => return Ok(None),
-            // 304: already stopped.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => {}
-            Err(e) => return Err(DockerError::api(format!("stop container {name}"))(e)),
+            return Ok(None);
         }
         let code = docker
             .inspect_container(name, None)
@@ -212,7 +237,10 @@ impl DockerEngine {
             .ok()
             .and_then(|c| c.state)
             .and_then(|s| s.exit_code);
-        self.remove(name).await?;
+        // Removed whatever the stop said: never left running.
+        let removed = self.remove(name).await;
+        stopped.map_err(DockerError::api(format!("stop container {name}")))?;
+        removed?;
         Ok(code)
     }
 
@@ -292,15 +320,66 @@ fn placement_error(program: &str, source: DockerError) -> CommandError {
 /// Collects an attached output stream into stdout and stderr.
 async fn collect(
     mut output: impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
-) -> (Vec<u8>, Vec<u8>) {
+) -> Result<(Vec<u8>, Vec<u8>), bollard::errors::Error> {
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    while let Some(Ok(chunk)) = output.next().await {
-        match chunk {
+    while let Some(chunk) = output.next().await {
+        match chunk? {
             LogOutput::StdErr { message } => err.extend_from_slice(&message),
             other => out.extend_from_slice(&other.into_bytes()),
         }
     }
-    (out, err)
+    Ok((out, err))
+}
+
+/// `pid` and every process below it, parents first, read from /proc.
+fn process_tree(pid: i32) -> Vec<i32> {
+    let mut tree = vec![pid];
+    let mut next = 0;
+    while next < tree.len() {
+        let parent = tree[next];
+        next += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            tree.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
+        }
+    }
+    tree
+}
+
+fn signal_tree(pid: i32, signal: Signal) {
+    for member in process_tree(pid) {
+        let _ = kill(Pid::from_raw(member), signal);
+    }
+}
+
+/// The host pid of a running exec (the engine runs beside us: see `client`).
+async fn exec_pid(docker: &Docker, exec_id: &str) -> Option<i32> {
+    let info = docker.inspect_exec(exec_id).await.ok()?;
+    (info.running == Some(true))
+        .then_some(info.pid)
+        .flatten()
+        .filter(|p| *p > 0)
+        .and_then(|p| i32::try_from(p).ok())
+}
+
+/// Kills an exec's whole process tree if its future is dropped before it ended
+/// (a shutdown that gave up waiting), as a local command's process group is.
+struct KillTreeOnDrop(Option<i32>);
+
+impl Drop for KillTreeOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            signal_tree(pid, Signal::SIGKILL);
+        }
+    }
 }
 
 /// Runs commands in a running container, as `docker exec` does.
@@ -326,29 +405,25 @@ impl DockerExec {
     }
 }
 
-/// Signals an exec'd process by its pid on this host (the engine has no API to stop
-/// an exec): SIGTERM, then SIGKILL after [`TERMINATE_GRACE`].
+/// Stops an exec'd command and everything it started (barman's rsync, say) by
+/// their pids on this host, since the engine has no API to stop an exec: SIGTERM,
+/// then SIGKILL after [`TERMINATE_GRACE`]. Only while the engine says it runs, so a
+/// pid reused after it ended is never signalled.
 async fn terminate_exec(docker: &Docker, exec_id: &str) {
-    let Ok(info) = docker.inspect_exec(exec_id).await else {
+    let Some(pid) = exec_pid(docker, exec_id).await else {
         return;
     };
-    let Some(pid) = info.pid.filter(|p| *p > 0) else {
-        return;
-    };
-    let pid = Pid::from_raw(pid as i32);
-    let _ = kill(pid, Signal::SIGTERM);
+    signal_tree(pid, Signal::SIGTERM);
     let deadline = tokio::time::Instant::now() + TERMINATE_GRACE;
     while tokio::time::Instant::now() < deadline {
-        if docker
-            .inspect_exec(exec_id)
-            .await
-            .map_or(true, |i| i.running != Some(true))
-        {
+        if exec_pid(docker, exec_id).await.is_none() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = kill(pid, Signal::SIGKILL);
+    if exec_pid(docker, exec_id).await.is_some() {
+        signal_tree(pid, Signal::SIGKILL);
+    }
 }
 
 #[async_trait]
@@ -399,6 +474,13 @@ impl CommandRunner for DockerExec {
                 source: std::io::Error::other("the engine detached the exec"),
             });
         };
+        let mut tree_guard = KillTreeOnDrop(
+            if command.on_cancel == super::command::OnCancel::Terminate {
+                exec_pid(docker, &exec.id).await
+            } else {
+                None
+            },
+        );
         if let Some(point) = command.pause_at
             && super::pause::pause_point(point, &self.cancel)
                 .await
@@ -407,6 +489,7 @@ impl CommandRunner for DockerExec {
             if command.on_cancel == super::command::OnCancel::Terminate {
                 terminate_exec(docker, &exec.id).await;
             }
+            tree_guard.0 = None;
             return Err(CommandError::Cancelled { program });
         }
         let finished = tokio::select! {
@@ -417,15 +500,28 @@ impl CommandRunner for DockerExec {
                 } else {
                     tracing::warn!(command = %command, "left running at shutdown");
                 }
+                tree_guard.0 = None;
                 return Err(CommandError::Cancelled { program });
             }
         };
-        let Ok((out, err)) = finished else {
-            terminate_exec(docker, &exec.id).await;
-            return Err(CommandError::TimedOut {
-                command: command.to_string(),
-                timeout: command.timeout,
-            });
+        let (out, err) = match finished {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => {
+                terminate_exec(docker, &exec.id).await;
+                tree_guard.0 = None;
+                return Err(CommandError::Wait {
+                    program,
+                    source: std::io::Error::other(e),
+                });
+            }
+            Err(_) => {
+                terminate_exec(docker, &exec.id).await;
+                tree_guard.0 = None;
+                return Err(CommandError::TimedOut {
+                    command: command.to_string(),
+                    timeout: command.timeout,
+                });
+            }
         };
         // The stream ends when the process closes its output; its exit code may take
         // a moment longer to be recorded.
@@ -441,6 +537,8 @@ impl CommandRunner for DockerExec {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Ended (or, with no code after 5 s, left to the engine): never signal it.
+        tree_guard.0 = None;
         Ok(CommandOutput {
             code: code.and_then(|c| i32::try_from(c).ok()),
             stdout: String::from_utf8_lossy(&out).into_owned(),
@@ -523,7 +621,27 @@ impl DockerEngine {
     /// a reconciler that was killed) is removed first.
     pub async fn start(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
         let docker = self.client().await?;
-        self.remove(&spec.name).await?;
+        // A container of that name is ours to clear only if it carries our labels.
+        match docker.inspect_container(&spec.name, None).await {
+            Ok(existing) => {
+                let labels = existing.config.and_then(|c| c.labels).unwrap_or_default();
+                let ours = [PIPELINE_LABEL, ROLE_LABEL]
+                    .iter()
+                    .all(|l| labels.get(*l) == spec.labels.get(*l));
+                if !ours {
+                    return Err(DockerError::NameTaken {
+                        name: spec.name.clone(),
+                    });
+                }
+                // Left by an interrupted run: stopped with its own stop signal first.
+                self.stop_and_remove(&spec.name, Duration::from_secs(60))
+                    .await?;
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(DockerError::api(format!("inspect container {}", spec.name))(e));
+            }
+        }
         let (entrypoint, cmd) = spec
             .argv
             .split_first()
@@ -648,7 +766,11 @@ impl CommandRunner for ShortLivedContainer {
                 &self.name,
                 Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()),
             ))
-            .await;
+            .await
+            .map_err(DockerError::api(format!(
+                "read the output of {}",
+                self.name
+            )))?;
             Ok::<_, DockerError>((code, out, err))
         }
         .await;

@@ -94,6 +94,14 @@ fn ssh_command(ssh: &SshSpec) -> String {
         "StrictHostKeyChecking=yes".to_string(),
         "-o".to_string(),
         "ConnectTimeout=20".to_string(),
+        // Only the configured key, and a dead connection noticed within two minutes
+        // rather than at the rsync timeout.
+        "-o".to_string(),
+        "IdentitiesOnly=yes".to_string(),
+        "-o".to_string(),
+        "ServerAliveInterval=30".to_string(),
+        "-o".to_string(),
+        "ServerAliveCountMax=4".to_string(),
     ];
     if let Some(known_hosts) = &ssh.known_hosts_file {
         parts.push("-o".to_string());
@@ -156,7 +164,8 @@ impl MirrorDriver for RsyncOverSsh {
                     .arg(local.path()),
             )
             .await?;
-        if out.code == Some(RSYNC_PARTIAL) && out.stderr.contains("No such file") {
+        // `(2)` is ENOENT as rsync prints it, whatever the remote's language.
+        if out.code == Some(RSYNC_PARTIAL) && out.stderr.contains("(2)") {
             return Ok(StarportState::NoMetadata {
                 reason: "no metadata.json".into(),
             });
@@ -287,7 +296,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             ssh_command(&ssh),
-            "ssh -i /root/.ssh/id_mirror -p 2222 -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=20 -o UserKnownHostsFile=/etc/reconciler/known_hosts"
+            "ssh -i /root/.ssh/id_mirror -p 2222 -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=20 -o IdentitiesOnly=yes -o ServerAliveInterval=30 -o ServerAliveCountMax=4 -o UserKnownHostsFile=/etc/reconciler/known_hosts"
         );
         assert_eq!(
             remote(&ssh, Path::new("/srv/starport/t/meta/metadata.json")),

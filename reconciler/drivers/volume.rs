@@ -160,16 +160,34 @@ pub struct VolumeLock {
     _file: fs::File,
 }
 
-/// Where a Docker volume's work lock lives: `/run/lock` (not cleaned by age, gone
-/// at reboot, like the locks it holds), else the temporary directory.
-pub fn docker_lock_path(name: &str) -> PathBuf {
-    let dir = Path::new("/run/lock");
-    let dir = if dir.is_dir() {
-        dir.to_path_buf()
+/// Where a Docker volume's work lock lives: `/run/reconciler/` (not cleaned by age,
+/// gone at reboot like the locks it holds), a directory only its owner may write,
+/// so nobody else can take or plant the lock; else a per-user one in the temporary
+/// directory.
+pub fn docker_lock_path(name: &str) -> io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = nix::unistd::Uid::effective();
+    let dir = if uid.is_root() && Path::new("/run").is_dir() {
+        PathBuf::from("/run/reconciler")
     } else {
-        std::env::temp_dir()
+        std::env::temp_dir().join(format!("reconciler-{uid}"))
     };
-    dir.join(format!("reconciler-docker-volume-{name}.lock"))
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = fs::symlink_metadata(&dir)?;
+    if !meta.is_dir() || meta.uid() != uid.as_raw() || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a directory only this user may write",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(dir.join(format!("docker-volume-{name}.lock")))
 }
 
 /// `<parent>/.<volume>.reconciler-lock`: beside the volume, not in it, so that
@@ -240,11 +258,14 @@ impl LocalVolume {
 
 fn lock_file(lock: &Path, what: &Path) -> Result<VolumeLock, VolumeError> {
     use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        // Never through a planted symlink.
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(lock)
         .map_err(io_err("open the lock file of", what))?;
     match file.try_lock() {
@@ -584,7 +605,10 @@ impl VolumeDriver for LocalVolume {
                 lock_file(&lock_path(path.as_path()), path.as_path())
             }
             VolumeLocation::Docker(name) => {
-                lock_file(&docker_lock_path(name.as_str()), Path::new(name.as_str()))
+                let what = Path::new(name.as_str());
+                let lock = docker_lock_path(name.as_str())
+                    .map_err(io_err("prepare the lock directory of", what))?;
+                lock_file(&lock, what)
             }
             VolumeLocation::Unset => Err(VolumeError::Unset),
         }

@@ -1093,6 +1093,13 @@ fn plan_wal_streaming(p: &mut Planner<'_>) -> Option<Condition> {
             .map_or(String::new(), |h| format!(" ({h})"))
     };
     let server = p.pipeline.spec.barman.server.to_string();
+    // A slot that is merely inactive comes back with receive-wal; one that is missing
+    // or broken keeps receive-wal from running at all, so it is looked at first.
+    let slot_broken = failed(&health.replication_slot)
+        && !health
+            .replication_slot
+            .as_ref()
+            .is_some_and(|c| c.hint.contains("not active"));
     let (reason, message) = if failed(&health.postgresql) || failed(&health.postgresql_streaming) {
         // Nothing on barman's side can fix the primary or the network.
         let message = format!(
@@ -1102,7 +1109,7 @@ fn plan_wal_streaming(p: &mut Planner<'_>) -> Option<Condition> {
         );
         p.wait(format!("the primary to accept streaming again: {message}"));
         ("PrimaryNotStreaming", message)
-    } else if failed(&health.receive_wal_running) {
+    } else if failed(&health.receive_wal_running) && !slot_broken {
         p.step(
             Step::RunBarmanCron,
             format!("receive-wal is not running for {server}; barman cron starts it"),

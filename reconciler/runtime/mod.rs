@@ -286,7 +286,8 @@ pub async fn run(
             timeout_secs = config.shutdown_timeout.as_secs(),
             "steps still running at the shutdown timeout; abandoning them"
         );
-        // Dropping a step's future kills its commands' process groups.
+        // Dropping a step's future kills its local commands' process groups and
+        // its exec'd commands' process trees.
         workers.set.abort_all();
         while workers.set.join_next().await.is_some() {}
     }

@@ -232,7 +232,7 @@ pub fn render_table(statuses: &[PipelineStatus], now: Timestamp) -> String {
                 out,
                 "{}: {} {:?} since {}: {}: {}",
                 s.pipeline,
-                c.condition.kind,
+                c.condition.label(),
                 c.condition.status,
                 c.last_transition_time.strftime("%Y-%m-%d %H:%M:%S UTC"),
                 c.condition.reason,
