@@ -223,7 +223,7 @@ impl StarportDriver for LocalStarport {
         let rsync = CommandLine::new("rsync", timeout)
             .args(["-a", "--delete", "--delete-excluded", "--stats"])
             .env("LC_ALL", "C")
-            .arg(format!("--exclude=/{STAGING_DIR}"))
+            .arg(format!("--exclude=/{STAGING_DIR}*"))
             .arg("--exclude=/postmaster.pid")
             .arg(from)
             .arg(to)

@@ -28,9 +28,22 @@ use crate::spec::{RecoveredVolumeSpec, VolumeLocation};
 pub const MARKER_FILE: &str = ".reconciler-volume.json";
 /// The old pipeline's marker: RFC 3339 with nanoseconds (`date --rfc-3339=ns`).
 pub const LEGACY_MARKER_FILE: &str = ".barman-last-restore";
-/// barman recovers here, inside the volume, because recent barman refuses to recover
-/// into a mount point; the contents then move up one level.
+/// barman recovers into `<volume>/.reconciler-staging-<attempt>`, inside the volume
+/// because recent barman refuses to recover into a mount point; the contents then
+/// move up one level. Each attempt has its own directory, so a recovery orphaned by
+/// a killed reconciler (still writing) can never mix its files into the next one.
 pub const STAGING_DIR: &str = ".reconciler-staging";
+
+/// True for the name of a staging directory of any attempt.
+pub fn is_staging(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_some_and(|n| n.starts_with(STAGING_DIR))
+}
+
+fn holds_staging(path: &Path) -> io::Result<bool> {
+    Ok(fs::read_dir(path)?
+        .flatten()
+        .any(|entry| is_staging(&entry.file_name())))
+}
 
 /// What can go wrong with the volume.
 #[derive(Debug, thiserror::Error)]
@@ -140,8 +153,8 @@ pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
         path: &Path,
         owner: RunAs,
     ) -> Result<PathBuf, VolumeError>;
-    /// Moves the staging directory's contents up into the volume.
-    async fn promote_staging(&self, path: &Path) -> Result<(), VolumeError>;
+    /// Moves the contents of `staging` (this attempt's) up into the volume.
+    async fn promote_staging(&self, path: &Path, staging: &Path) -> Result<(), VolumeError>;
     /// Writes the markers. Always the last thing a recovery does.
     async fn write_marker(
         &self,
@@ -293,9 +306,10 @@ fn is_wipeable(path: &Path) -> io::Result<bool> {
     if entries.peek().is_none() {
         return Ok(true);
     }
-    Ok([MARKER_FILE, LEGACY_MARKER_FILE, STAGING_DIR, "PG_VERSION"]
+    Ok([MARKER_FILE, LEGACY_MARKER_FILE, "PG_VERSION"]
         .iter()
-        .any(|n| path.join(n).exists()))
+        .any(|n| path.join(n).exists())
+        || holds_staging(path)?)
 }
 
 /// True when `postmaster.pid` names a live process. A pid file left by a crash
@@ -395,7 +409,7 @@ fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
         foreign: false,
         stray_replay,
     };
-    if path.join(STAGING_DIR).exists() {
+    if holds_staging(path).map_err(io_err("list", path))? {
         return Ok(unmarked(
             "an interrupted recovery left its staging directory".into(),
         ));
@@ -581,13 +595,14 @@ impl VolumeDriver for LocalVolume {
         })
         .await
         .map_err(io_err("empty", path))?;
-        Ok(p.join(STAGING_DIR))
+        let attempt = Timestamp::now().strftime("%Y%m%dT%H%M%S%.9fZ");
+        Ok(p.join(format!("{STAGING_DIR}-{attempt}-{}", std::process::id())))
     }
 
-    async fn promote_staging(&self, path: &Path) -> Result<(), VolumeError> {
+    async fn promote_staging(&self, path: &Path, staging: &Path) -> Result<(), VolumeError> {
         let p = path.to_path_buf();
+        let staging = staging.to_path_buf();
         blocking(move || {
-            let staging = p.join(STAGING_DIR);
             for entry in fs::read_dir(&staging)? {
                 let entry = entry?;
                 fs::rename(entry.path(), p.join(entry.file_name()))?;
@@ -680,6 +695,46 @@ mod tests {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+
+    /// Each recovery attempt gets its own staging directory, and any of them left
+    /// behind marks an interrupted recovery.
+    #[tokio::test]
+    async fn each_attempt_stages_apart_and_leftovers_count_as_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        let spec: RecoveredVolumeSpec = serde_saphyr::from_str(&format!(
+            "{{path: {}, maxAge: 24h, replay: {{postgresBin: /usr/lib/postgresql/15/bin}}}}",
+            vol.display()
+        ))
+        .unwrap();
+        let me = RunAs {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+        };
+        let volumes = LocalVolume::default();
+        let first = volumes
+            .prepare_for_recovery(&spec, None, &vol, me)
+            .await
+            .unwrap();
+        // An orphaned recovery left its directory; the next attempt wipes it and
+        // stages elsewhere.
+        fs::create_dir(&first).unwrap();
+        fs::write(first.join("base"), "orphan").unwrap();
+        assert!(
+            matches!(inspect_blocking(&vol).unwrap(), VolumeState::Unmarked { reason, .. } if reason.contains("staging"))
+        );
+        let second = volumes
+            .prepare_for_recovery(&spec, None, &vol, me)
+            .await
+            .unwrap();
+        assert_ne!(first, second);
+        assert!(!first.exists(), "the orphan's directory was wiped");
+        fs::create_dir(&second).unwrap();
+        fs::write(second.join("PG_VERSION"), "15\n").unwrap();
+        volumes.promote_staging(&vol, &second).await.unwrap();
+        assert!(vol.join("PG_VERSION").exists());
+        assert!(!holds_staging(&vol).unwrap());
     }
 
     #[test]

@@ -211,7 +211,7 @@ async fn recover_volume(
         )
         .await?;
     pause_point("recover:staged", &drivers.cancel).await?;
-    drivers.volume.promote_staging(path).await?;
+    drivers.volume.promote_staging(path, &staging).await?;
     let recovered_bytes = {
         let path = path.to_path_buf();
         crate::drivers::fsutil::blocking(move || crate::drivers::fsutil::dir_size(&path))

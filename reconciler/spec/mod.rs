@@ -317,7 +317,7 @@ pub struct RecoveredVolumeSpec {
     pub docker_volume: Option<ObjectName>,
     /// Where barman sees the volume when that differs from this host's view, e.g.
     /// `/nightly` when barman runs in a container with the volume mounted there.
-    /// barman recovers into `<barmanPath>/.reconciler-staging`. Required with
+    /// barman recovers into `<barmanPath>/.reconciler-staging-<attempt>`. Required with
     /// `dockerVolume` when `barman.container` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &"/nightly")]
