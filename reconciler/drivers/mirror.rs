@@ -181,12 +181,7 @@ impl MirrorDriver for RsyncOverSsh {
                 path,
                 source,
             })?;
-        Ok(match serde_json::from_str::<StarportMetadata>(&text) {
-            Ok(metadata) => StarportState::Synced { metadata },
-            Err(e) => StarportState::NoMetadata {
-                reason: format!("metadata.json is corrupt: {e}"),
-            },
-        })
+        Ok(super::starport::state_of_metadata(&text))
     }
 
     async fn invalidate_metadata(

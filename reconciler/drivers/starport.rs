@@ -137,6 +137,16 @@ pub trait StarportDriver: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StarportError>;
 }
 
+/// What a `metadata.json` says: a synced copy, or (corrupt) none to trust.
+pub fn state_of_metadata(text: &str) -> StarportState {
+    match serde_json::from_str::<StarportMetadata>(text) {
+        Ok(metadata) => StarportState::Synced { metadata },
+        Err(e) => StarportState::NoMetadata {
+            reason: format!("metadata.json is corrupt: {e}"),
+        },
+    }
+}
+
 /// A starport reachable as a local path.
 #[derive(Debug, Clone)]
 pub struct LocalStarport {
@@ -183,12 +193,7 @@ impl StarportDriver for LocalStarport {
             }
             Err(e) => return Err(io_err("read", &paths.metadata)(e)),
         };
-        Ok(match serde_json::from_str::<StarportMetadata>(&text) {
-            Ok(metadata) => StarportState::Synced { metadata },
-            Err(e) => StarportState::NoMetadata {
-                reason: format!("metadata.json is corrupt: {e}"),
-            },
-        })
+        Ok(state_of_metadata(&text))
     }
 
     async fn invalidate_metadata(
