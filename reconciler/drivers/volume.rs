@@ -35,7 +35,7 @@ pub const LEGACY_MARKER_FILE: &str = ".barman-last-restore";
 pub const STAGING_DIR: &str = ".reconciler-staging";
 
 /// True for the name of a staging directory of any attempt.
-pub fn is_staging(name: &std::ffi::OsStr) -> bool {
+fn is_staging(name: &std::ffi::OsStr) -> bool {
     name.to_str().is_some_and(|n| n.starts_with(STAGING_DIR))
 }
 
