@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Keeps a PostgreSQL backup pipeline (barman base backups, a recovered and replayed
-/// volume, its starport copy) converged on the desired state declared in YAML.
+/// volume, its starport copy) and the volumes restored from it on consumer hosts
+/// converged on the desired state declared in YAML.
 ///
 /// Exit codes: 0 = converged / valid / no drift; 1 = drift, not converged, or invalid
 /// specs; 2 = error (a spec could not be loaded for diff/apply, something could not be
@@ -40,8 +41,27 @@ pub enum Command {
     Run(RunArgs),
     /// Show the status `run` records in its state directory.
     Status(StatusArgs),
-    /// Print the JSON Schema of the `BackupPipeline` kind.
-    Schema,
+    /// Print the JSON Schema of a kind (`BackupPipeline` unless `--kind` says).
+    Schema(SchemaArgs),
+}
+
+/// `reconciler schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The kind whose schema to print.
+    #[arg(long, value_enum, default_value_t = Kind::BackupPipeline)]
+    pub kind: Kind,
+}
+
+/// The kinds of document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// Backups, a recovered volume, the starport and its mirrors.
+    #[value(name = "BackupPipeline")]
+    BackupPipeline,
+    /// A consumer volume restored from a starport.
+    #[value(name = "RestoreTarget")]
+    RestoreTarget,
 }
 
 /// `reconciler run`.

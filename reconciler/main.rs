@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match &cli.command {
         Command::Validate(args) => Ok(commands::validate::validate(args)),
-        Command::Schema => commands::schema::schema(),
+        Command::Schema(args) => commands::schema::schema(args),
         Command::Status(args) => commands::status::status(args),
         Command::Diff(args) => runtime()?.block_on(async {
             commands::diff::diff(args, &Drivers::local(CancellationToken::new())).await

@@ -9,24 +9,58 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::drivers::Drivers;
-use crate::execute::execute_step;
-use crate::observe::{Observed, error_chain, observe};
-use crate::plan::{Plan, PlanContext, PlannedStep, plan};
-use crate::spec::BackupPipeline;
+use crate::execute::{execute_restore_step, execute_step};
+use crate::observe::{Observed, RestoreObserved, error_chain, observe, observe_restore};
+use crate::plan::{Plan, PlanContext, PlannedStep, plan, plan_restore};
+use crate::spec::Resource;
 
 /// A safety net against a plan that never converges: a full refresh is at most a
 /// few steps (backup, deletes, recover, sync), so this many means a bug.
 pub const MAX_STEPS_PER_APPLY: usize = 32;
 
-/// Observes and plans one pipeline.
+/// What was observed of one document, by kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+// A handful exist per pass: boxing would buy nothing but indirection.
+#[allow(clippy::large_enum_variant)]
+pub enum Observations {
+    /// A backup pipeline's barman, volume, starport and mirrors.
+    BackupPipeline(Observed),
+    /// A restore target's source, volume and consumers.
+    RestoreTarget(RestoreObserved),
+}
+
+/// Observes and plans one document of any kind.
 pub async fn diff_pipeline(
-    pipeline: &BackupPipeline,
+    resource: &Resource,
     drivers: &Drivers,
     cx: &PlanContext,
-) -> (Observed, Plan) {
-    let observed = observe(pipeline, drivers).await;
-    let plan = plan(pipeline, &observed, cx);
-    (observed, plan)
+) -> (Observations, Plan) {
+    match resource {
+        Resource::BackupPipeline(pipeline) => {
+            let observed = observe(pipeline, drivers).await;
+            let plan = plan(pipeline, &observed, cx);
+            (Observations::BackupPipeline(observed), plan)
+        }
+        Resource::RestoreTarget(target) => {
+            let observed = observe_restore(target, drivers).await;
+            let plan = plan_restore(target, &observed, cx);
+            (Observations::RestoreTarget(observed), plan)
+        }
+    }
+}
+
+/// Takes the work lock of the document's volume.
+async fn lock_volume(
+    resource: &Resource,
+    drivers: &Drivers,
+) -> Result<crate::drivers::volume::VolumeLock, crate::drivers::volume::VolumeError> {
+    match resource {
+        Resource::BackupPipeline(pipeline) => {
+            drivers.volume.lock(&pipeline.spec.recovered_volume).await
+        }
+        Resource::RestoreTarget(target) => drivers.restore_volume.lock(&target.spec.volume).await,
+    }
 }
 
 /// What happened to one executed step.
@@ -113,7 +147,7 @@ pub trait Progress: Send + Sync {
 /// steps (`apply` runs up to [`MAX_STEPS_PER_APPLY`]; `run` runs one, then re-reads
 /// the specs before the next). Starts no step once `drivers.cancel` fired.
 pub async fn apply_pipeline(
-    pipeline: &BackupPipeline,
+    pipeline: &Resource,
     drivers: &Drivers,
     context: &(dyn Fn() -> PlanContext + Send + Sync),
     progress: &dyn Progress,
@@ -123,7 +157,7 @@ pub async fn apply_pipeline(
     let clock = || context().now;
     let mut steps = Vec::new();
     // Held for the whole run: one reconciler at a time works on a volume.
-    let _lock = match drivers.volume.lock(&pipeline.spec.recovered_volume).await {
+    let _lock = match lock_volume(pipeline, drivers).await {
         Ok(lock) => lock,
         Err(e) => {
             let (_, mut plan) = diff_pipeline(pipeline, drivers, &context()).await;
@@ -170,7 +204,19 @@ pub async fn apply_pipeline(
             let _guard = span.enter();
             tracing::info!(reason = %planned.reason, "starting");
             drop(_guard);
-            execute_step(pipeline, &planned.step, &observed, drivers, &clock).await
+            match (pipeline, &observed) {
+                (Resource::BackupPipeline(p), Observations::BackupPipeline(o)) => {
+                    execute_step(p, &planned.step, o, drivers, &clock).await
+                }
+                (Resource::RestoreTarget(t), Observations::RestoreTarget(o)) => {
+                    execute_restore_step(t, &planned.step, o, drivers, &clock).await
+                }
+                // diff_pipeline observes what the kind needs: never reached.
+                _ => Err(crate::execute::ExecuteError::WrongKind {
+                    step: planned.step.to_string(),
+                    kind: pipeline.kind(),
+                }),
+            }
         };
         let (outcome, detail) = match result {
             Ok(detail) => (StepOutcome::Done, detail),
@@ -304,14 +350,9 @@ mod tests {
         }
     }
 
-    fn setup() -> (
-        tempfile::TempDir,
-        BackupPipeline,
-        Drivers,
-        Arc<CatalogueInMemory>,
-    ) {
+    fn setup() -> (tempfile::TempDir, Resource, Drivers, Arc<CatalogueInMemory>) {
         let dir = tempfile::tempdir().unwrap();
-        let pipeline: BackupPipeline = serde_saphyr::from_str(&format!(
+        let pipeline: crate::spec::BackupPipeline = serde_saphyr::from_str(&format!(
             r#"apiVersion: reconciler.montagu/v1alpha1
 kind: BackupPipeline
 metadata: {{name: montagu}}
@@ -333,7 +374,7 @@ spec:
             barman: barman.clone(),
             ..Drivers::local(CancellationToken::new())
         };
-        (dir, pipeline, drivers, barman)
+        (dir, Resource::BackupPipeline(pipeline), drivers, barman)
     }
 
     #[tokio::test]
@@ -362,11 +403,7 @@ spec:
     #[tokio::test]
     async fn a_volume_locked_elsewhere_is_reported_as_blocked() {
         let (_dir, pipeline, drivers, _barman) = setup();
-        let _held = drivers
-            .volume
-            .lock(&pipeline.spec.recovered_volume)
-            .await
-            .unwrap();
+        let _held = lock_volume(&pipeline, &drivers).await.unwrap();
 
         let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 32).await;
 

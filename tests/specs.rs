@@ -3,26 +3,39 @@
 
 use std::path::{Path, PathBuf};
 
-use reconciler::spec::{backup_pipeline_schema, load_specs};
+use reconciler::spec::{backup_pipeline_schema, load_specs, restore_target_schema};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]
-fn checked_in_schema_matches_the_types() {
-    let path = root().join("schemas/backup-pipeline.schema.json");
-    let generated = serde_json::to_string_pretty(&backup_pipeline_schema()).unwrap() + "\n";
-    if std::env::var_os("UPDATE_SCHEMAS").is_some() {
-        std::fs::write(&path, &generated).unwrap();
+fn checked_in_schemas_match_the_types() {
+    for (file, kind, schema) in [
+        (
+            "backup-pipeline.schema.json",
+            "BackupPipeline",
+            backup_pipeline_schema(),
+        ),
+        (
+            "restore-target.schema.json",
+            "RestoreTarget",
+            restore_target_schema(),
+        ),
+    ] {
+        let path = root().join("schemas").join(file);
+        let generated = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == generated,
+            "{} is stale: run `UPDATE_SCHEMAS=1 cargo test --test specs` (or `reconciler schema --kind {kind} > {}`) and commit it",
+            path.display(),
+            path.display()
+        );
     }
-    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        checked_in == generated,
-        "{} is stale: run `UPDATE_SCHEMAS=1 cargo test --test specs` (or `reconciler schema > {}`) and commit it",
-        path.display(),
-        path.display()
-    );
 }
 
 #[test]
@@ -34,9 +47,9 @@ fn every_checked_in_spec_and_example_is_valid() {
         assert!(loaded.problems.is_empty(), "{dir}: {:#?}", loaded.problems);
         assert!(
             loaded
-                .pipelines
+                .resources
                 .iter()
-                .any(|p| p.pipeline.name().as_str() == expected),
+                .any(|p| p.resource.name().as_str() == expected),
             "{dir}"
         );
     }
@@ -60,6 +73,22 @@ spec:
       postgresBin: /usr/lib/postgresql/15/bin
 ";
 
+const RESTORE: &str = "apiVersion: reconciler.montagu/v1alpha1
+kind: RestoreTarget
+metadata:
+  name: science
+spec:
+  source:
+    root: /srv/starport
+    target: barman_to_starport
+    volumeName: montagu_db_volume
+  volume:
+    dockerVolume: montagu_db_volume
+  maxAge: 48h
+  consumers:
+    containers: [montagu-db]
+";
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -71,7 +100,7 @@ fn problem_of(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "p.yaml", text);
     let loaded = load_specs(std::slice::from_ref(&file));
-    assert!(loaded.pipelines.is_empty(), "loaded: {text}");
+    assert!(loaded.resources.is_empty(), "loaded: {text}");
     assert_eq!(loaded.problems.len(), 1, "{:#?}", loaded.problems);
     let shown = loaded.problems[0].to_string();
     let prefix = format!("{}:", file.display());
@@ -84,7 +113,7 @@ fn valid_spec_loads() {
     let dir = tempfile::tempdir().unwrap();
     let loaded = load_specs(&[write(dir.path(), "ok.yaml", VALID)]);
     assert!(loaded.problems.is_empty(), "{:#?}", loaded.problems);
-    assert_eq!(loaded.pipelines.len(), 1);
+    assert_eq!(loaded.resources.len(), 1);
 }
 
 #[test]
@@ -152,6 +181,61 @@ fn broken_specs_are_located_and_explained() {
 }
 
 #[test]
+fn restore_targets_load_and_their_mistakes_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = load_specs(&[write(dir.path(), "ok.yaml", RESTORE)]);
+    assert!(loaded.problems.is_empty(), "{:#?}", loaded.problems);
+    assert_eq!(loaded.resources[0].resource.kind(), "RestoreTarget");
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("both volumes", RESTORE.replace("    dockerVolume: montagu_db_volume", "    dockerVolume: montagu_db_volume\n    path: /srv/restore/db"), "11:5: volume sets both `path` and `dockerVolume`"),
+        ("no volume", RESTORE.replace("    dockerVolume: montagu_db_volume\n", "    {}\n").replace("  volume:\n    {}", "  volume: {}"), "needs `path: /a/directory` or `dockerVolume: NAME`"),
+        ("volume inside the local starport", RESTORE.replace("    dockerVolume: montagu_db_volume", "    path: /srv/starport/barman_to_starport/data/x"), "overlap"),
+        ("consumer twice", RESTORE.replace("[montagu-db]", "[montagu-db, montagu-db]"), "14:5: container `montagu-db` is listed twice"),
+        ("shell in consumer", RESTORE.replace("[montagu-db]", "[\"db;reboot\"]"), "name `db;reboot` may contain only"),
+        ("ssh key with a space", RESTORE.replace("    volumeName: montagu_db_volume", "    volumeName: montagu_db_volume\n    ssh: {host: annex, user: u, identityFile: /root/my key}"), "7:5: `/root/my key` contains whitespace"),
+        ("unknown field", RESTORE.replace("  maxAge: 48h", "  maxAge: 48h\n  stopForRestore: true"), "13:3: unknown field `stopForRestore`"),
+        ("missing maxAge", RESTORE.replace("  maxAge: 48h\n", ""), "missing field `maxAge`"),
+        ("relative source", RESTORE.replace("root: /srv/starport", "root: starport"), "7:11: path `starport` is relative"),
+    ];
+    let mut failures = Vec::new();
+    for (name, text, expected) in &cases {
+        let got = problem_of(text);
+        if !got.contains("\n  hint: ") {
+            failures.push(format!("{name}: no hint in `{got}`"));
+        }
+        if !got.contains(expected) {
+            failures.push(format!("{name}: expected `{expected}` in `{got}`"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_restore_target_and_a_pipeline_on_one_volume_are_both_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "pipeline.yaml",
+        &VALID.replace(
+            "path: /srv/nightly/montagu_db_volume",
+            "dockerVolume: montagu_db_volume",
+        ),
+    );
+    write(dir.path(), "restore.yaml", RESTORE);
+    let loaded = load_specs(&[dir.path().to_path_buf()]);
+    assert!(loaded.resources.is_empty(), "{:#?}", loaded.resources);
+    assert_eq!(loaded.problems.len(), 1, "{:#?}", loaded.problems);
+    assert!(
+        loaded.problems[0]
+            .message
+            .contains("writes its volume.dockerVolume"),
+        "{}",
+        loaded.problems[0]
+    );
+}
+
+#[test]
 fn a_broken_document_stops_only_its_own_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let second = VALID
@@ -167,9 +251,9 @@ fn a_broken_document_stops_only_its_own_pipeline() {
     );
     let loaded = load_specs(&[dir.path().to_path_buf()]);
     let names: Vec<&str> = loaded
-        .pipelines
+        .resources
         .iter()
-        .map(|p| p.pipeline.name().as_str())
+        .map(|p| p.resource.name().as_str())
         .collect();
     assert_eq!(names, vec!["montagu", "science"]);
     assert_eq!(loaded.problems.len(), 1);
@@ -189,7 +273,7 @@ fn pipelines_sharing_a_volume_are_both_rejected() {
         &VALID.replace("name: montagu", "name: annex"),
     );
     let loaded = load_specs(&[dir.path().to_path_buf()]);
-    assert!(loaded.pipelines.is_empty());
+    assert!(loaded.resources.is_empty());
     assert!(
         loaded.problems[0]
             .message
@@ -206,7 +290,7 @@ fn duplicate_names_across_files_are_both_rejected() {
     write(dir.path(), "b.yml", VALID);
     write(dir.path(), "notes.txt", "not a spec");
     let loaded = load_specs(&[dir.path().to_path_buf()]);
-    assert!(loaded.pipelines.is_empty());
+    assert!(loaded.resources.is_empty());
     assert_eq!(loaded.problems.len(), 1);
     assert!(
         loaded.problems[0].message.contains("also defined at"),

@@ -85,7 +85,7 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
         let cx = context_now();
         let mut plans = Vec::new();
         for loaded in &pipelines {
-            let (_, plan) = diff_pipeline(&loaded.pipeline, drivers, &cx).await;
+            let (_, plan) = diff_pipeline(&loaded.resource, drivers, &cx).await;
             out!("{}", render_text(&plan, cx.now));
             plans.push(plan);
         }
@@ -96,7 +96,7 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
     let progress = StepProgress::new();
     for loaded in &pipelines {
         let report = apply_pipeline(
-            &loaded.pipeline,
+            &loaded.resource,
             drivers,
             &context_now,
             &progress,

@@ -4,9 +4,8 @@ use serde::Serialize;
 
 use crate::cli::{DiffArgs, OutputFormat};
 use crate::drivers::Drivers;
-use crate::observe::Observed;
 use crate::plan::{Plan, PlanContext, render_text};
-use crate::reconcile::diff_pipeline;
+use crate::reconcile::{Observations, diff_pipeline};
 use crate::spec::{SpecProblem, load_specs};
 
 use super::{ExitStatus, context_now, print_problems, select, status_for};
@@ -40,8 +39,10 @@ pub struct PipelineDiff {
     /// Conditions, steps, waits and the next deadline.
     #[serde(flatten)]
     pub plan: Plan,
+    /// The document's kind.
+    pub kind: &'static str,
     /// What was observed.
-    pub observed: Observed,
+    pub observed: Observations,
 }
 
 /// Runs the command.
@@ -60,10 +61,11 @@ pub async fn diff(args: &DiffArgs, drivers: &Drivers) -> anyhow::Result<ExitStat
     let mut entries = Vec::new();
     let pass = drivers.for_one_pass();
     for loaded in &pipelines {
-        let (observed, plan) = diff_pipeline(&loaded.pipeline, &pass, &cx).await;
+        let (observed, plan) = diff_pipeline(&loaded.resource, &pass, &cx).await;
         entries.push(PipelineDiff {
             source: format!("{}:{}", loaded.file.display(), loaded.line),
             drift: !plan.is_converged(),
+            kind: loaded.resource.kind(),
             plan,
             observed,
         });

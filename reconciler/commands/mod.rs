@@ -30,7 +30,7 @@ use std::process::ExitCode;
 use jiff::tz::TimeZone;
 
 use crate::plan::{ConditionStatus, Plan, PlanContext};
-use crate::spec::{LoadedPipeline, LoadedSpecs, SpecProblem};
+use crate::spec::{LoadedResource, LoadedSpecs, SpecProblem};
 
 /// How a command ended, mapped onto the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -66,17 +66,17 @@ pub fn context_now() -> PlanContext {
 pub fn select(
     specs: LoadedSpecs,
     names: &[String],
-) -> (Vec<LoadedPipeline>, Vec<SpecProblem>, Vec<String>) {
+) -> (Vec<LoadedResource>, Vec<SpecProblem>, Vec<String>) {
     if names.is_empty() {
-        return (specs.pipelines, specs.problems, Vec::new());
+        return (specs.resources, specs.problems, Vec::new());
     }
     let unknown = names
         .iter()
         .filter(|n| {
             !specs
-                .pipelines
+                .resources
                 .iter()
-                .any(|p| p.pipeline.name().as_str() == n.as_str())
+                .any(|p| p.resource.name().as_str() == n.as_str())
                 && !specs
                     .problems
                     .iter()
@@ -85,9 +85,9 @@ pub fn select(
         .cloned()
         .collect();
     let pipelines = specs
-        .pipelines
+        .resources
         .into_iter()
-        .filter(|p| names.iter().any(|n| n == p.pipeline.name().as_str()))
+        .filter(|p| names.iter().any(|n| n == p.resource.name().as_str()))
         .collect();
     // A problem whose pipeline can't be named might be any of them: keep it.
     let problems = specs

@@ -8,10 +8,10 @@ use super::{ExitStatus, print_problems};
 /// Runs the command.
 pub fn validate(args: &SpecsArgs) -> ExitStatus {
     let specs = load_specs(&args.specs);
-    for loaded in &specs.pipelines {
+    for loaded in &specs.resources {
         outln!(
             "valid: {} ({}:{})",
-            loaded.pipeline.name(),
+            loaded.resource.name(),
             loaded.file.display(),
             loaded.line
         );

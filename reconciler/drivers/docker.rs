@@ -106,6 +106,17 @@ pub fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// True for the engine's 304 answer (already started, already stopped).
+fn is_not_modified(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
+}
+
 /// A connection to the engine, made on first use and kept once it worked, so a
 /// reconciler whose specs use no Docker never talks to one.
 #[derive(Default)]
@@ -242,6 +253,36 @@ impl DockerEngine {
         stopped.map_err(DockerError::api(format!("stop container {name}")))?;
         removed?;
         Ok(code)
+    }
+
+    /// Stops a container (its stop signal, then SIGKILL after `timeout`) and leaves
+    /// it in place, to be started again. A stopped one is fine.
+    pub async fn stop(&self, name: &str, timeout: Duration) -> Result<(), DockerError> {
+        // The engine answers only once the container stopped: allow the whole timeout.
+        let docker = self
+            .client()
+            .await?
+            .clone()
+            .with_timeout(timeout + Duration::from_secs(60));
+        let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        docker
+            .stop_container(
+                name,
+                Some(StopContainerOptionsBuilder::new().t(seconds).build()),
+            )
+            .await
+            .or_else(|e| if is_not_modified(&e) { Ok(()) } else { Err(e) })
+            .map_err(DockerError::api(format!("stop container {name}")))
+    }
+
+    /// Starts an existing container. A running one is fine.
+    pub async fn start_existing(&self, name: &str) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        docker
+            .start_container(name, None)
+            .await
+            .or_else(|e| if is_not_modified(&e) { Ok(()) } else { Err(e) })
+            .map_err(DockerError::api(format!("start container {name}")))
     }
 
     /// Removes a container, killing it if it still runs. An absent one is fine.

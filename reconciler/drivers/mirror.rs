@@ -81,7 +81,7 @@ impl RsyncOverSsh {
 
 /// The `-e` value: rsync splits it at whitespace, which the spec keeps out of the
 /// paths (`BackupPipeline::check_placement`).
-fn ssh_command(ssh: &SshSpec) -> String {
+pub(super) fn ssh_command(ssh: &SshSpec) -> String {
     let mut parts = vec![
         "ssh".to_string(),
         "-i".to_string(),
@@ -111,7 +111,7 @@ fn ssh_command(ssh: &SshSpec) -> String {
 }
 
 /// `user@host:PATH` (host and user are names that cannot hold `@`, `:` or spaces).
-fn remote(ssh: &SshSpec, path: &Path) -> String {
+pub(super) fn remote(ssh: &SshSpec, path: &Path) -> String {
     format!("{}@{}:{}", ssh.user, ssh.host, path.display())
 }
 
@@ -125,14 +125,15 @@ fn mirror_paths(mirror: &MirrorSpec, starport: &StarportSpec, volume_name: &str)
     }
 }
 
-fn rsync(ssh: &SshSpec, timeout: Duration) -> CommandLine {
+/// rsync over ssh, remote paths carried inside rsync's protocol (`-s`).
+pub(super) fn rsync(ssh: &SshSpec, timeout: Duration) -> CommandLine {
     CommandLine::new("rsync", timeout)
         .env("LC_ALL", "C")
         .args(["-s", "-e"])
         .arg(ssh_command(ssh))
 }
 
-fn failed(out: &super::command::CommandOutput) -> StarportError {
+pub(super) fn failed(out: &super::command::CommandOutput) -> StarportError {
     StarportError::Rsync {
         code: out.code,
         message: out.last_words(),
@@ -147,6 +148,41 @@ fn local_dir() -> Result<tempfile::TempDir, StarportError> {
     })
 }
 
+/// Reads a remote `metadata.json` by fetching it with rsync over ssh.
+pub(super) async fn fetch_metadata(
+    runner: &dyn CommandRunner,
+    ssh: &SshSpec,
+    path: &Path,
+) -> Result<StarportState, StarportError> {
+    let local = local_dir()?;
+    let out = runner
+        .run(
+            &rsync(ssh, METADATA_TIMEOUT)
+                .arg(remote(ssh, path))
+                .arg(local.path()),
+        )
+        .await
+        .map_err(StarportError::Command)?;
+    // `(2)` is ENOENT as rsync prints it, whatever the remote's language.
+    if out.code == Some(RSYNC_PARTIAL) && out.stderr.contains("(2)") {
+        return Ok(StarportState::NoMetadata {
+            reason: "no metadata.json".into(),
+        });
+    }
+    if !out.success() {
+        return Err(failed(&out));
+    }
+    let file = local.path().join("metadata.json");
+    let text = tokio::fs::read_to_string(&file)
+        .await
+        .map_err(|source| StarportError::Io {
+            action: "read the fetched metadata",
+            path: file,
+            source,
+        })?;
+    Ok(super::starport::state_of_metadata(&text))
+}
+
 #[async_trait]
 impl MirrorDriver for RsyncOverSsh {
     async fn inspect(
@@ -156,32 +192,7 @@ impl MirrorDriver for RsyncOverSsh {
         volume_name: &str,
     ) -> Result<StarportState, StarportError> {
         let paths = mirror_paths(mirror, starport, volume_name);
-        let local = local_dir()?;
-        let out = self
-            .rsync(
-                rsync(&mirror.ssh, METADATA_TIMEOUT)
-                    .arg(remote(&mirror.ssh, &paths.metadata))
-                    .arg(local.path()),
-            )
-            .await?;
-        // `(2)` is ENOENT as rsync prints it, whatever the remote's language.
-        if out.code == Some(RSYNC_PARTIAL) && out.stderr.contains("(2)") {
-            return Ok(StarportState::NoMetadata {
-                reason: "no metadata.json".into(),
-            });
-        }
-        if !out.success() {
-            return Err(failed(&out));
-        }
-        let path = local.path().join("metadata.json");
-        let text = tokio::fs::read_to_string(&path)
-            .await
-            .map_err(|source| StarportError::Io {
-                action: "read the fetched metadata",
-                path,
-                source,
-            })?;
-        Ok(super::starport::state_of_metadata(&text))
+        fetch_metadata(self.runner.as_ref(), &mirror.ssh, &paths.metadata).await
     }
 
     async fn invalidate_metadata(

@@ -1,5 +1,6 @@
 //! The only code that touches the world: barman, the recovered volume, WAL replay,
-//! the starport, and facts about this host.
+//! the starport and its mirrors, restore targets and their consumers, and facts
+//! about this host.
 //!
 //! Each sits behind a small trait so that its placement (local process now; exec in
 //! a container, a short-lived container) can change without touching the executor.
@@ -13,6 +14,7 @@ pub mod fsutil;
 pub mod mirror;
 pub mod pause;
 pub mod replay;
+pub mod restore;
 pub mod starport;
 pub mod volume;
 
@@ -25,6 +27,10 @@ use self::command::{CommandRunner, LocalProcess};
 use self::docker::DockerEngine;
 use self::mirror::{MirrorDriver, RsyncOverSsh};
 use self::replay::{LocalReplay, ReplayDriver};
+use self::restore::{
+    ConsumerDriver, DockerConsumers, LocalRestoreVolume, RestoreSourceDriver, RestoreVolumeDriver,
+    RsyncSource,
+};
 use self::starport::{LocalStarport, StarportDriver};
 use self::volume::{LocalVolume, VolumeDriver};
 
@@ -60,6 +66,12 @@ pub struct Drivers {
     pub starport: Arc<dyn StarportDriver>,
     /// Off-site mirrors of the starport.
     pub mirror: Arc<dyn MirrorDriver>,
+    /// The starport copy a restore target reads.
+    pub restore_source: Arc<dyn RestoreSourceDriver>,
+    /// The volume a restore target writes.
+    pub restore_volume: Arc<dyn RestoreVolumeDriver>,
+    /// The containers that use a restored volume.
+    pub consumers: Arc<dyn ConsumerDriver>,
     /// This host.
     pub host: Arc<dyn HostDriver>,
     /// Fires when the reconciler is asked to stop: running commands stop (or are
@@ -89,9 +101,16 @@ impl Drivers {
                 cancel.clone(),
             )),
             volume: Arc::new(LocalVolume::new(docker.clone())),
-            replay: Arc::new(LocalReplay::new(runner.clone(), docker, cancel.clone())),
+            replay: Arc::new(LocalReplay::new(
+                runner.clone(),
+                docker.clone(),
+                cancel.clone(),
+            )),
             starport: Arc::new(LocalStarport::new(runner.clone())),
-            mirror: Arc::new(RsyncOverSsh::new(runner)),
+            mirror: Arc::new(RsyncOverSsh::new(runner.clone())),
+            restore_source: Arc::new(RsyncSource::new(runner)),
+            restore_volume: Arc::new(LocalRestoreVolume::new(docker.clone())),
+            consumers: Arc::new(DockerConsumers::new(docker)),
             host: Arc::new(LocalHost),
             cancel,
         }

@@ -26,6 +26,8 @@ use crate::spec::{RecoveredVolumeSpec, VolumeLocation};
 
 /// The marker's file name, at the root of the volume.
 pub const MARKER_FILE: &str = ".reconciler-volume.json";
+/// A restore target's marker, at the root of the volume it restores into.
+pub const RESTORE_MARKER_FILE: &str = ".reconciler-restore.json";
 /// The old pipeline's marker: RFC 3339 with nanoseconds (`date --rfc-3339=ns`).
 pub const LEGACY_MARKER_FILE: &str = ".barman-last-restore";
 /// barman recovers into `<volume>/.reconciler-staging-<attempt>`, inside the volume
@@ -235,7 +237,7 @@ impl LocalVolume {
     }
 
     /// The running containers that mount the volume, barman's own excepted.
-    async fn users(
+    pub async fn users(
         &self,
         name: &str,
         barman_container: Option<&str>,
@@ -247,6 +249,81 @@ impl LocalVolume {
             .map_err(Self::docker_err(name))?;
         users.retain(|(container, _)| Some(container.as_str()) != barman_container);
         Ok(users)
+    }
+
+    /// Where the volume at `location` has its files on this host; `None` for a
+    /// Docker volume that does not exist.
+    pub async fn locate_at(
+        &self,
+        location: VolumeLocation<'_>,
+    ) -> Result<Option<PathBuf>, VolumeError> {
+        match location {
+            VolumeLocation::Directory(path) => Ok(Some(path.as_path().to_path_buf())),
+            VolumeLocation::Docker(name) => self.docker_mountpoint(name.as_str()).await,
+            VolumeLocation::Unset => Err(VolumeError::Unset),
+        }
+    }
+
+    /// Creates a Docker volume when absent, labelled with `owner` (the pipeline or
+    /// restore target) and `role`, and returns where its files are. A directory is
+    /// created by whoever fills it (with its owner and mode).
+    pub async fn create_at(
+        &self,
+        location: VolumeLocation<'_>,
+        owner: &str,
+        role: &str,
+    ) -> Result<PathBuf, VolumeError> {
+        let VolumeLocation::Docker(name) = location else {
+            return self.locate_at(location).await?.ok_or(VolumeError::Unset);
+        };
+        let name = name.as_str();
+        if let Some(path) = self.docker_mountpoint(name).await? {
+            return Ok(path);
+        }
+        let docker = self.docker.client().await.map_err(Self::docker_err(name))?;
+        let labels = std::collections::HashMap::from([
+            (PIPELINE_LABEL.to_string(), owner.to_string()),
+            (ROLE_LABEL.to_string(), role.to_string()),
+        ]);
+        docker
+            .create_volume(bollard::models::VolumeCreateRequest {
+                name: Some(name.to_string()),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| VolumeError::Docker {
+                name: name.to_string(),
+                source: DockerError::Api {
+                    what: format!("create volume {name}"),
+                    source,
+                },
+            })?;
+        tracing::info!(volume = name, "created Docker volume");
+        self.docker_mountpoint(name)
+            .await?
+            .ok_or_else(|| VolumeError::Docker {
+                name: name.to_string(),
+                source: DockerError::NoSuchVolume {
+                    name: name.to_string(),
+                },
+            })
+    }
+
+    /// Takes the work lock of the volume at `location`; see [`VolumeDriver::lock`].
+    pub fn lock_at(&self, location: VolumeLocation<'_>) -> Result<VolumeLock, VolumeError> {
+        match location {
+            VolumeLocation::Directory(path) => {
+                lock_file(&lock_path(path.as_path()), path.as_path())
+            }
+            VolumeLocation::Docker(name) => {
+                let what = Path::new(name.as_str());
+                let lock = docker_lock_path(name.as_str())
+                    .map_err(io_err("prepare the lock directory of", what))?;
+                lock_file(&lock, what)
+            }
+            VolumeLocation::Unset => Err(VolumeError::Unset),
+        }
     }
 
     async fn docker_mountpoint(&self, name: &str) -> Result<Option<PathBuf>, VolumeError> {
@@ -301,14 +378,19 @@ fn lock_file(lock: &Path, what: &Path) -> Result<VolumeLock, VolumeError> {
 
 /// True when `path` may be emptied: empty, a PostgreSQL data directory, ours
 /// (marker or staging directory present).
-fn is_wipeable(path: &Path) -> io::Result<bool> {
+pub fn is_wipeable(path: &Path) -> io::Result<bool> {
     let mut entries = fs::read_dir(path)?.peekable();
     if entries.peek().is_none() {
         return Ok(true);
     }
-    Ok([MARKER_FILE, LEGACY_MARKER_FILE, "PG_VERSION"]
-        .iter()
-        .any(|n| path.join(n).exists())
+    Ok([
+        MARKER_FILE,
+        LEGACY_MARKER_FILE,
+        RESTORE_MARKER_FILE,
+        "PG_VERSION",
+    ]
+    .iter()
+    .any(|n| path.join(n).exists())
         || holds_staging(path)?)
 }
 
@@ -437,11 +519,7 @@ fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
 #[async_trait]
 impl VolumeDriver for LocalVolume {
     async fn locate(&self, volume: &RecoveredVolumeSpec) -> Result<Option<PathBuf>, VolumeError> {
-        match volume.location() {
-            VolumeLocation::Directory(path) => Ok(Some(path.as_path().to_path_buf())),
-            VolumeLocation::Docker(name) => self.docker_mountpoint(name.as_str()).await,
-            VolumeLocation::Unset => Err(VolumeError::Unset),
-        }
+        self.locate_at(volume.location()).await
     }
 
     async fn create(
@@ -449,42 +527,8 @@ impl VolumeDriver for LocalVolume {
         volume: &RecoveredVolumeSpec,
         pipeline: &str,
     ) -> Result<PathBuf, VolumeError> {
-        let VolumeLocation::Docker(name) = volume.location() else {
-            // A directory is created (with its owner and mode) when it is emptied.
-            return self.locate(volume).await?.ok_or(VolumeError::Unset);
-        };
-        let name = name.as_str();
-        if let Some(path) = self.docker_mountpoint(name).await? {
-            return Ok(path);
-        }
-        let docker = self.docker.client().await.map_err(Self::docker_err(name))?;
-        let labels = std::collections::HashMap::from([
-            (PIPELINE_LABEL.to_string(), pipeline.to_string()),
-            (ROLE_LABEL.to_string(), "recovered-volume".to_string()),
-        ]);
-        docker
-            .create_volume(bollard::models::VolumeCreateRequest {
-                name: Some(name.to_string()),
-                labels: Some(labels),
-                ..Default::default()
-            })
+        self.create_at(volume.location(), pipeline, "recovered-volume")
             .await
-            .map_err(|source| VolumeError::Docker {
-                name: name.to_string(),
-                source: DockerError::Api {
-                    what: format!("create volume {name}"),
-                    source,
-                },
-            })?;
-        tracing::info!(volume = name, "created Docker volume");
-        self.docker_mountpoint(name)
-            .await?
-            .ok_or_else(|| VolumeError::Docker {
-                name: name.to_string(),
-                source: DockerError::NoSuchVolume {
-                    name: name.to_string(),
-                },
-            })
     }
 
     async fn inspect(
@@ -615,18 +659,7 @@ impl VolumeDriver for LocalVolume {
     }
 
     async fn lock(&self, volume: &RecoveredVolumeSpec) -> Result<VolumeLock, VolumeError> {
-        match volume.location() {
-            VolumeLocation::Directory(path) => {
-                lock_file(&lock_path(path.as_path()), path.as_path())
-            }
-            VolumeLocation::Docker(name) => {
-                let what = Path::new(name.as_str());
-                let lock = docker_lock_path(name.as_str())
-                    .map_err(io_err("prepare the lock directory of", what))?;
-                lock_file(&lock, what)
-            }
-            VolumeLocation::Unset => Err(VolumeError::Unset),
-        }
+        self.lock_at(volume.location())
     }
 
     async fn write_marker(

@@ -1,10 +1,13 @@
-//! The executor: carries out one planned step through the drivers.
+//! The executor: carries out one planned step through the drivers (a restore
+//! target's steps in [`restore`]).
 //!
 //! It decides nothing. Each step is a fixed sequence whose order is the safety
 //! argument: a recovery invalidates the volume's marker before touching the data and
 //! writes it last; a sync invalidates the starport metadata before rsync and writes
 //! it last, after checking that the volume still holds the generation it copied.
 //! One step per call: callers re-observe and re-plan between steps.
+
+mod restore;
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +23,8 @@ use crate::drivers::volume::VolumeError;
 use crate::observe::{Observed, StarportMetadata, VolumeMarker, VolumeState};
 use crate::plan::{BackupRef, GenerationRef, Step};
 use crate::spec::{BackupPipeline, RecoveredVolumeSpec};
+
+pub use restore::execute_restore_step;
 
 /// Why a step did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +50,23 @@ pub enum ExecuteError {
     /// The world changed between planning and acting.
     #[error("the world changed since the plan was made: {0}")]
     Changed(String),
+    /// A consumer container could not be stopped or started.
+    #[error("consumer container {container} could not be stopped or started")]
+    Consumer {
+        /// The container.
+        container: String,
+        /// The engine's error.
+        #[source]
+        source: crate::drivers::docker::DockerError,
+    },
+    /// The step belongs to another kind of document.
+    #[error("step `{step}` does not apply to a {kind}")]
+    WrongKind {
+        /// The step.
+        step: String,
+        /// The document's kind.
+        kind: &'static str,
+    },
     /// The reconciler is shutting down; the step stopped where it was.
     #[error(transparent)]
     Interrupted(#[from] crate::drivers::pause::Interrupted),
@@ -143,6 +165,10 @@ pub async fn execute_step(
             };
             sync_starport(pipeline, generation, observed, drivers, clock).await
         }
+        Step::RestoreVolume { .. } | Step::StartConsumers { .. } => Err(ExecuteError::WrongKind {
+            step: step.to_string(),
+            kind: "BackupPipeline",
+        }),
     }
 }
 

@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::drivers::Drivers;
 use crate::spec::BackupPipeline;
 
+mod restore;
+
+pub use restore::{
+    ConsumerState, RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState,
+    observe_restore,
+};
+
 /// A fact that was either observed or could not be.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "observation", rename_all = "camelCase")]

@@ -10,6 +10,7 @@
 //! once it is DONE; the starport sync comes after the recovery it copies.
 
 mod render;
+mod restore;
 pub mod retention;
 
 use jiff::{Timestamp, ToSpan, tz::TimeZone};
@@ -21,6 +22,7 @@ use crate::observe::{
 use crate::spec::{BackupPipeline, StartWindow};
 
 pub use render::render_text;
+pub use restore::plan_restore;
 
 /// How far in the future a barman end time or a marker may be before it counts as
 /// clock skew rather than noise: generous for NTP jitter between hosts, small
@@ -121,6 +123,25 @@ pub enum Step {
         /// The starport generation to copy.
         generation: String,
     },
+    /// Mark the restore target's volume `restoring`, stop the listed consumers,
+    /// `rsync -a --delete` the starport copy into it, mark it `restored`.
+    RestoreVolume {
+        /// The starport generation to restore.
+        generation: String,
+        /// Running consumer containers to stop first (opted in by the spec).
+        #[serde(
+            rename = "stopConsumers",
+            default,
+            skip_serializing_if = "Vec::is_empty"
+        )]
+        stop_consumers: Vec<String>,
+    },
+    /// Start again the consumer containers a restore stopped, then clear the
+    /// marker's record of them.
+    StartConsumers {
+        /// The containers to start (those that exist and are stopped).
+        containers: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for Step {
@@ -142,6 +163,22 @@ impl std::fmt::Display for Step {
                 write!(f, "sync mirror {mirror} to generation {generation}")
             }
             Step::ResetReplicationSlot => write!(f, "reset the replication slot"),
+            Step::RestoreVolume {
+                generation,
+                stop_consumers,
+            } => {
+                write!(f, "restore generation {generation} into the volume")?;
+                if !stop_consumers.is_empty() {
+                    write!(f, " (stopping {} meanwhile)", stop_consumers.join(", "))?;
+                }
+                Ok(())
+            }
+            Step::StartConsumers { containers } if containers.is_empty() => {
+                write!(f, "forget the consumers recorded as stopped")
+            }
+            Step::StartConsumers { containers } => {
+                write!(f, "start {} again", containers.join(", "))
+            }
         }
     }
 }
@@ -213,7 +250,9 @@ impl Condition {
     }
 }
 
-/// The conditions every pipeline reports.
+/// The conditions: a `BackupPipeline` reports those from `BaseBackupFresh` to
+/// `MirrorInSync`, a `RestoreTarget` `SourceComplete` and `VolumeRestored`; both
+/// end with `Ready`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ConditionType {
     /// The newest DONE backup is younger than `baseBackup.maxAge`.
@@ -229,6 +268,10 @@ pub enum ConditionType {
     WalStreaming,
     /// A mirror holds the starport's generation (one per mirror, `subject` names it).
     MirrorInSync,
+    /// A restore target's starport copy is complete and younger than its `maxAge`.
+    SourceComplete,
+    /// A restore target's volume holds the starport's generation, completely.
+    VolumeRestored,
     /// All of the above.
     Ready,
 }

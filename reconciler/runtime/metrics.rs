@@ -16,10 +16,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::observe::{BackupStatus, Observed, StarportState, VolumeState};
+use crate::observe::{
+    BackupStatus, Observed, RestoreObserved, RestoreState, RestoreVolumeState, StarportState,
+    VolumeState,
+};
 use crate::plan::{ConditionStatus, Plan};
-use crate::reconcile::{StepOutcome, StepRecord};
-use crate::spec::BackupPipeline;
+use crate::reconcile::{Observations, StepOutcome, StepRecord};
+use crate::spec::{BackupPipeline, Resource, RestoreTarget};
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -71,6 +74,8 @@ pub struct Metrics {
     volume_max_age: Family<PipelineLabel, FloatGauge>,
     starport_age: Family<PipelineLabel, FloatGauge>,
     starport_max_age: Family<PipelineLabel, FloatGauge>,
+    restore_age: Family<PipelineLabel, FloatGauge>,
+    restore_max_age: Family<PipelineLabel, FloatGauge>,
     backups: Family<BackupLabels, Gauge>,
     condition: Family<ConditionLabels, Gauge>,
     steps: Family<StepLabels, Counter>,
@@ -115,6 +120,8 @@ impl Metrics {
             volume_max_age: Family::default(),
             starport_age: Family::default(),
             starport_max_age: Family::default(),
+            restore_age: Family::default(),
+            restore_max_age: Family::default(),
             backups: Family::default(),
             condition: Family::default(),
             steps: Family::default(),
@@ -151,6 +158,16 @@ impl Metrics {
             "reconciler_starport_max_age_seconds",
             "The oldest the starport's data may be: recoveredVolume.maxAge",
             m.starport_max_age.clone(),
+        );
+        registry.register(
+            "reconciler_restore_age_seconds",
+            "Age of the data a restore target's volume holds (since the backup host recovered it); absent when it holds no complete restore",
+            m.restore_age.clone(),
+        );
+        registry.register(
+            "reconciler_restore_max_age_seconds",
+            "A restore target's maxAge",
+            m.restore_max_age.clone(),
         );
         registry.register(
             "reconciler_backups",
@@ -195,8 +212,58 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// Refreshes a pipeline's gauges from one observation and plan.
+    /// Refreshes a document's gauges from one observation and plan.
     pub fn observe(
+        &self,
+        resource: &Resource,
+        observed: &Observations,
+        plan: &Plan,
+        now: Timestamp,
+    ) {
+        match (resource, observed) {
+            (Resource::BackupPipeline(p), Observations::BackupPipeline(o)) => {
+                self.observe_pipeline(p, o, plan, now);
+            }
+            (Resource::RestoreTarget(t), Observations::RestoreTarget(o)) => {
+                self.observe_restore(t, o, plan, now);
+            }
+            _ => {}
+        }
+    }
+
+    fn observe_restore(
+        &self,
+        target: &RestoreTarget,
+        observed: &RestoreObserved,
+        plan: &Plan,
+        now: Timestamp,
+    ) {
+        let label = PipelineLabel {
+            pipeline: target.name().to_string(),
+        };
+        self.restore_max_age
+            .get_or_create(&label)
+            .set(target.spec.max_age.to_std().as_secs_f64());
+        let data_time = match observed.volume.value() {
+            Some(RestoreVolumeState::Present {
+                marker: Some(marker),
+                ..
+            }) if marker.state == RestoreState::Restored => marker.recovered_at,
+            _ => None,
+        };
+        match data_time {
+            Some(at) => {
+                let age = (now.as_millisecond() - at.as_millisecond()) as f64 / 1000.0;
+                self.restore_age.get_or_create(&label).set(age);
+            }
+            None => {
+                self.restore_age.remove(&label);
+            }
+        }
+        self.conditions(plan, &label, now);
+    }
+
+    fn observe_pipeline(
         &self,
         pipeline: &BackupPipeline,
         observed: &Observed,
@@ -381,6 +448,8 @@ impl Metrics {
             &self.volume_max_age,
             &self.starport_age,
             &self.starport_max_age,
+            &self.restore_age,
+            &self.restore_max_age,
             &self.last_converged,
         ] {
             family.remove(&label);
@@ -486,7 +555,12 @@ spec:
             local_time_zone: jiff::tz::TimeZone::UTC,
         };
         let plan = plan(pipeline, observed, &cx);
-        metrics.observe(pipeline, observed, &plan, now());
+        metrics.observe(
+            &Resource::BackupPipeline(pipeline.clone()),
+            &Observations::BackupPipeline(observed.clone()),
+            &plan,
+            now(),
+        );
         if let Some(step) = plan.steps.first() {
             metrics.step(
                 pipeline.name().as_str(),

@@ -47,7 +47,7 @@ use crate::plan::PlannedStep;
 use crate::reconcile::{
     ApplyReport, Progress, StepOutcome, StepRecord, apply_pipeline, diff_pipeline,
 };
-use crate::spec::{LoadedPipeline, load_specs};
+use crate::spec::{LoadedResource, load_specs};
 
 /// How `run` is configured.
 #[derive(Debug, Clone)]
@@ -361,9 +361,9 @@ async fn pass(
         tracing::error!(problem = %problem, "invalid spec: its pipeline waits until the file changes");
     }
     let names: Vec<String> = specs
-        .pipelines
+        .resources
         .iter()
-        .map(|p| p.pipeline.name().to_string())
+        .map(|p| p.resource.name().to_string())
         .collect();
     forget_removed(config, shared, pipelines, &names, &specs.problems);
     scheduler.retain(&names);
@@ -372,12 +372,12 @@ async fn pass(
     // Observation only: workers execute with `drivers`, uncached.
     let pass = drivers.for_one_pass();
 
-    for loaded in specs.pipelines {
-        let name = loaded.pipeline.name().to_string();
-        let (observed, plan) = diff_pipeline(&loaded.pipeline, &pass, &cx).await;
+    for loaded in specs.resources {
+        let name = loaded.resource.name().to_string();
+        let (observed, plan) = diff_pipeline(&loaded.resource, &pass, &cx).await;
         shared
             .metrics
-            .observe(&loaded.pipeline, &observed, &plan, cx.now);
+            .observe(&loaded.resource, &observed, &plan, cx.now);
         let runtime = pipelines.entry(name.clone()).or_default();
         record_plan(config, shared, &loaded, &plan, commit.clone(), cx.now);
 
@@ -408,7 +408,7 @@ async fn pass(
         runtime.working = true;
         runtime.not_before = None;
         let (drivers, progress) = (drivers.clone(), progress.clone());
-        let pipeline = loaded.pipeline;
+        let pipeline = loaded.resource;
         let span = tracing::info_span!(parent: None, "worker", pipeline = %name);
         let handle = workers.set.spawn(
             async move {
@@ -428,13 +428,13 @@ async fn pass(
 fn record_plan(
     config: &RunConfig,
     shared: &Shared,
-    loaded: &LoadedPipeline,
+    loaded: &LoadedResource,
     plan: &crate::plan::Plan,
     commit: Option<String>,
     now: Timestamp,
 ) {
-    let name = loaded.pipeline.name().to_string();
-    let digest = spec_digest(&loaded.pipeline);
+    let name = loaded.resource.name().to_string();
+    let digest = spec_digest(&loaded.resource);
     let Ok(mut statuses) = shared.statuses.lock() else {
         return;
     };

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::drivers::fsutil::write_atomically;
 use crate::plan::{Condition, Plan};
 use crate::reconcile::StepRecord;
-use crate::spec::BackupPipeline;
+use crate::spec::Resource;
 
 /// Where status files live inside the state directory.
 pub const STATUS_DIR: &str = "status";
@@ -92,8 +92,8 @@ pub struct PipelineStatus {
     pub updated_at: Timestamp,
 }
 
-/// The digest of a pipeline's spec.
-pub fn spec_digest(pipeline: &BackupPipeline) -> String {
+/// The digest of a document's spec.
+pub fn spec_digest(pipeline: &Resource) -> String {
     let json = serde_json::to_vec(pipeline).unwrap_or_default();
     let digest = Sha256::digest(&json);
     digest.iter().map(|b| format!("{b:02x}")).collect()

@@ -1,4 +1,4 @@
-//! Reads spec files into [`BackupPipeline`]s, turning every problem into a
+//! Reads spec files into [`Resource`]s, turning every problem into a
 //! `file:line:col` diagnostic with a hint.
 //!
 //! A file may hold several YAML documents. Each document is parsed on its own, so a
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use super::{API_VERSION, BackupPipeline, SpecSection, VolumeLocation};
+use super::{API_VERSION, BackupPipeline, Resource, RestoreTarget, SpecSection, VolumeLocation};
 
 /// Spec files larger than this are refused unread: a real spec is a few KiB, and a
 /// huge one is a mistake or an attack on the parser.
@@ -33,15 +33,15 @@ fn parse_options() -> serde_saphyr::Options {
     }
 }
 
-/// A pipeline loaded from a spec file, with where it came from.
+/// A document loaded from a spec file, with where it came from.
 #[derive(Debug, Clone)]
-pub struct LoadedPipeline {
+pub struct LoadedResource {
     /// The file.
     pub file: PathBuf,
     /// The line where its document starts.
     pub line: u64,
-    /// The pipeline.
-    pub pipeline: BackupPipeline,
+    /// The document.
+    pub resource: Resource,
 }
 
 /// One problem with the specs, located in a file.
@@ -83,8 +83,8 @@ impl fmt::Display for SpecProblem {
 /// Everything found under the spec paths: the pipelines that loaded and the problems.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedSpecs {
-    /// Valid pipelines, sorted by name.
-    pub pipelines: Vec<LoadedPipeline>,
+    /// Valid documents of every kind, sorted by name.
+    pub resources: Vec<LoadedResource>,
     /// Problems, in file order.
     pub problems: Vec<SpecProblem>,
 }
@@ -97,15 +97,15 @@ pub fn load_specs(paths: &[PathBuf]) -> LoadedSpecs {
     for path in paths {
         collect_files(path, &mut files, &mut problems);
     }
-    let mut pipelines = Vec::new();
+    let mut resources = Vec::new();
     for file in &files {
-        load_file(file, &mut pipelines, &mut problems);
+        load_file(file, &mut resources, &mut problems);
     }
-    reject_duplicate_names(&mut pipelines, &mut problems);
-    reject_overlapping_paths(&mut pipelines, &mut problems);
-    pipelines.sort_by(|a, b| a.pipeline.name().cmp(b.pipeline.name()));
+    reject_duplicate_names(&mut resources, &mut problems);
+    reject_overlapping_paths(&mut resources, &mut problems);
+    resources.sort_by(|a, b| a.resource.name().cmp(b.resource.name()));
     LoadedSpecs {
-        pipelines,
+        resources,
         problems,
     }
 }
@@ -171,7 +171,7 @@ fn file_problem(path: &Path, message: String, hint: &str) -> SpecProblem {
     }
 }
 
-fn load_file(file: &Path, pipelines: &mut Vec<LoadedPipeline>, problems: &mut Vec<SpecProblem>) {
+fn load_file(file: &Path, pipelines: &mut Vec<LoadedResource>, problems: &mut Vec<SpecProblem>) {
     match std::fs::metadata(file) {
         Ok(m) if m.len() > MAX_SPEC_FILE_BYTES => {
             problems.push(file_problem(
@@ -215,15 +215,15 @@ fn load_file(file: &Path, pipelines: &mut Vec<LoadedPipeline>, problems: &mut Ve
 pub fn load_text(
     file: &Path,
     text: &str,
-    pipelines: &mut Vec<LoadedPipeline>,
+    pipelines: &mut Vec<LoadedResource>,
     problems: &mut Vec<SpecProblem>,
 ) {
     for document in split_documents(text) {
         match parse_document(&document.text) {
-            Ok(pipeline) => pipelines.push(LoadedPipeline {
+            Ok(resource) => pipelines.push(LoadedResource {
                 file: file.to_path_buf(),
                 line: document.first_line,
-                pipeline,
+                resource,
             }),
             Err(mut problem) => {
                 problem.file = file.to_path_buf();
@@ -301,6 +301,24 @@ struct SpecSectionsAt {
     #[serde(rename = "recoveredVolume")]
     recovered_volume: Option<Spanned<serde::de::IgnoredAny>>,
     starport: Option<Spanned<serde::de::IgnoredAny>>,
+    source: Option<Spanned<serde::de::IgnoredAny>>,
+    volume: Option<Spanned<serde::de::IgnoredAny>>,
+    consumers: Option<Spanned<serde::de::IgnoredAny>>,
+}
+
+/// Where `section` of the document in `text` starts, to point a placement error at.
+fn section_location(text: &str, section: SpecSection) -> Location {
+    serde_saphyr::from_str_with_options::<SectionsAt>(text, parse_options())
+        .ok()
+        .and_then(|v| v.spec)
+        .and_then(|s| match section {
+            SpecSection::RecoveredVolume => s.recovered_volume,
+            SpecSection::Starport => s.starport,
+            SpecSection::Source => s.source,
+            SpecSection::Volume => s.volume,
+            SpecSection::Consumers => s.consumers,
+        })
+        .map_or(Location::UNKNOWN, |v| v.referenced)
 }
 
 #[derive(Deserialize)]
@@ -308,7 +326,7 @@ struct NameOnly {
     name: Option<String>,
 }
 
-fn parse_document(text: &str) -> Result<BackupPipeline, SpecProblem> {
+fn parse_document(text: &str) -> Result<Resource, SpecProblem> {
     let meta: TypeMeta = serde_saphyr::from_str_with_options(text, parse_options())
         .map_err(|e| yaml_problem(&e, None))?;
     let pipeline_name = meta.metadata.and_then(|m| m.name);
@@ -333,7 +351,7 @@ fn parse_document(text: &str) -> Result<BackupPipeline, SpecProblem> {
         located(
             start,
             "document has no kind".into(),
-            "add `kind: BackupPipeline`".into(),
+            "add `kind: BackupPipeline` or `kind: RestoreTarget`".into(),
             pipeline_name.clone(),
         )
     })?;
@@ -343,27 +361,34 @@ fn parse_document(text: &str) -> Result<BackupPipeline, SpecProblem> {
                 serde_saphyr::from_str_with_options::<BackupPipeline>(text, parse_options())
                     .map_err(|e| yaml_problem(&e, pipeline_name.clone()))?;
             pipeline.check_placement().map_err(|(section, message)| {
-                let at = serde_saphyr::from_str_with_options::<SectionsAt>(text, parse_options())
-                    .ok()
-                    .and_then(|v| v.spec)
-                    .and_then(|s| match section {
-                        SpecSection::RecoveredVolume => s.recovered_volume,
-                        SpecSection::Starport => s.starport,
-                    })
-                    .map_or(Location::UNKNOWN, |v| v.referenced);
                 located(
-                    at,
+                    section_location(text, section),
                     message,
                     "see `reconciler schema` for recoveredVolume, starport and barman".into(),
                     pipeline_name,
                 )
             })?;
-            Ok(pipeline)
+            Ok(Resource::BackupPipeline(pipeline))
+        }
+        "RestoreTarget" => {
+            let target =
+                serde_saphyr::from_str_with_options::<RestoreTarget>(text, parse_options())
+                    .map_err(|e| yaml_problem(&e, pipeline_name.clone()))?;
+            target.check_placement().map_err(|(section, message)| {
+                located(
+                    section_location(text, section),
+                    message,
+                    "see `reconciler schema --kind RestoreTarget` for source, volume and consumers"
+                        .into(),
+                    pipeline_name,
+                )
+            })?;
+            Ok(Resource::RestoreTarget(target))
         }
         other => Err(located(
             kind.referenced,
             format!("unknown kind `{other}`"),
-            "the known kinds are: BackupPipeline".into(),
+            "the known kinds are: BackupPipeline, RestoreTarget".into(),
             pipeline_name,
         )),
     }
@@ -459,11 +484,11 @@ fn plain_message(message: String) -> String {
     }
 }
 
-fn reject_duplicate_names(pipelines: &mut Vec<LoadedPipeline>, problems: &mut Vec<SpecProblem>) {
+fn reject_duplicate_names(pipelines: &mut Vec<LoadedResource>, problems: &mut Vec<SpecProblem>) {
     let mut first_seen: BTreeMap<String, (PathBuf, u64)> = BTreeMap::new();
     let mut duplicated = std::collections::BTreeSet::new();
     for loaded in pipelines.iter() {
-        let name = loaded.pipeline.name().to_string();
+        let name = loaded.resource.name().to_string();
         match first_seen.get(&name) {
             Some((file, line)) => {
                 problems.push(SpecProblem {
@@ -487,24 +512,43 @@ fn reject_duplicate_names(pipelines: &mut Vec<LoadedPipeline>, problems: &mut Ve
             }
         }
     }
-    pipelines.retain(|p| !duplicated.contains(p.pipeline.name().as_str()));
+    pipelines.retain(|p| !duplicated.contains(p.resource.name().as_str()));
 }
 
-/// What a pipeline writes to: its volume and its starport target.
-fn written_paths(loaded: &LoadedPipeline) -> Vec<(&'static str, PathBuf)> {
-    let spec = &loaded.pipeline.spec;
-    let mut paths = match spec.recovered_volume.location() {
-        VolumeLocation::Directory(path) => {
-            vec![("recoveredVolume.path", path.as_path().to_path_buf())]
+/// Where a volume is, to compare with others. Docker volumes are compared by name:
+/// a relative path never overlaps the absolute ones of directories.
+fn volume_path(location: VolumeLocation<'_>) -> Option<PathBuf> {
+    match location {
+        VolumeLocation::Directory(path) => Some(path.as_path().to_path_buf()),
+        VolumeLocation::Docker(name) => Some(Path::new("docker-volume").join(name.as_str())),
+        VolumeLocation::Unset => None,
+    }
+}
+
+/// What a document writes to: a pipeline's volume and starport target, a restore
+/// target's volume.
+fn written_paths(loaded: &LoadedResource) -> Vec<(&'static str, PathBuf)> {
+    let spec = match &loaded.resource {
+        Resource::BackupPipeline(pipeline) => &pipeline.spec,
+        Resource::RestoreTarget(target) => {
+            let what = match target.spec.volume.location() {
+                VolumeLocation::Docker(_) => "volume.dockerVolume",
+                _ => "volume.path",
+            };
+            return volume_path(target.spec.volume.location())
+                .map(|p| (what, p))
+                .into_iter()
+                .collect();
         }
-        // Docker volumes are compared by name: a relative path never overlaps the
-        // absolute ones of directories.
-        VolumeLocation::Docker(name) => vec![(
-            "recoveredVolume.dockerVolume",
-            Path::new("docker-volume").join(name.as_str()),
-        )],
-        VolumeLocation::Unset => Vec::new(),
     };
+    let what = match spec.recovered_volume.location() {
+        VolumeLocation::Docker(_) => "recoveredVolume.dockerVolume",
+        _ => "recoveredVolume.path",
+    };
+    let mut paths: Vec<_> = volume_path(spec.recovered_volume.location())
+        .map(|p| (what, p))
+        .into_iter()
+        .collect();
     if let Some(starport) = &spec.starport {
         paths.push((
             "starport target",
@@ -517,11 +561,11 @@ fn written_paths(loaded: &LoadedPipeline) -> Vec<(&'static str, PathBuf)> {
 /// Rejects pipelines whose written paths overlap: a volume inside its own starport
 /// (or the reverse) would be wiped or copied into itself, and two pipelines sharing a
 /// volume or a starport target would undo each other's work.
-fn reject_overlapping_paths(pipelines: &mut Vec<LoadedPipeline>, problems: &mut Vec<SpecProblem>) {
+fn reject_overlapping_paths(pipelines: &mut Vec<LoadedResource>, problems: &mut Vec<SpecProblem>) {
     let mut rejected = std::collections::BTreeSet::new();
     let overlap = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
     for (i, a) in pipelines.iter().enumerate() {
-        let name = a.pipeline.name().to_string();
+        let name = a.resource.name().to_string();
         let own = written_paths(a);
         if let [(_, volume), (_, starport)] = own.as_slice()
             && overlap(volume, starport)
@@ -544,7 +588,7 @@ fn reject_overlapping_paths(pipelines: &mut Vec<LoadedPipeline>, problems: &mut 
             for (what_a, path_a) in &own {
                 for (what_b, path_b) in written_paths(b) {
                     if overlap(path_a, &path_b) {
-                        let other = b.pipeline.name().to_string();
+                        let other = b.resource.name().to_string();
                         problems.push(SpecProblem {
                             file: b.file.clone(),
                             line: b.line,
@@ -565,7 +609,7 @@ fn reject_overlapping_paths(pipelines: &mut Vec<LoadedPipeline>, problems: &mut 
             }
         }
     }
-    pipelines.retain(|p| !rejected.contains(p.pipeline.name().as_str()));
+    pipelines.retain(|p| !rejected.contains(p.resource.name().as_str()));
 }
 
 #[cfg(test)]

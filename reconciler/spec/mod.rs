@@ -1,4 +1,5 @@
-//! Desired state: the `BackupPipeline` kind that operators write in `specs/*.yaml`.
+//! Desired state: the `BackupPipeline` and `RestoreTarget` kinds that operators
+//! write in `specs/*.yaml`.
 //!
 //! The types here are the spec's single source of truth: the YAML loader
 //! deserializes into them, and `schemas/` is generated from them. Field names are
@@ -7,6 +8,7 @@
 //! in [`load`].
 
 pub mod load;
+pub mod restore;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -15,7 +17,11 @@ use jiff::tz::TimeZone;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-pub use load::{LoadedPipeline, LoadedSpecs, SpecProblem, load_specs};
+pub use load::{LoadedResource, LoadedSpecs, SpecProblem, load_specs};
+pub use restore::{
+    ConsumersSpec, RestoreSourceSpec, RestoreTarget, RestoreTargetSpec, RestoreVolumeSpec,
+    restore_target_schema,
+};
 pub use values::{AbsolutePath, DataPath, HumanDuration, ObjectName, PipelineName, TimeOfDay};
 
 /// The API version every document must declare.
@@ -619,6 +625,21 @@ pub struct SshSpec {
     pub known_hosts_file: Option<AbsolutePath>,
 }
 
+impl SshSpec {
+    /// rsync hands ssh its options as one string split at whitespace, so the key
+    /// and known_hosts paths must hold none.
+    pub fn check_paths(&self) -> Result<(), String> {
+        for path in std::iter::once(&self.identity_file).chain(&self.known_hosts_file) {
+            if path.to_string().contains(char::is_whitespace) {
+                return Err(format!(
+                    "`{path}` contains whitespace, which rsync's ssh command line cannot carry"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn default_ssh_port() -> u16 {
     22
 }
@@ -659,19 +680,12 @@ impl BackupPipeline {
                     format!("two mirrors are named `{}`", mirror.name),
                 ));
             }
-            let ssh = &mirror.ssh;
-            // rsync hands ssh its options as one string split at whitespace.
-            for path in std::iter::once(&ssh.identity_file).chain(&ssh.known_hosts_file) {
-                if path.to_string().contains(char::is_whitespace) {
-                    return Err((
-                        SpecSection::Starport,
-                        format!(
-                            "mirror `{}`: `{path}` contains whitespace, which rsync's ssh command line cannot carry",
-                            mirror.name
-                        ),
-                    ));
-                }
-            }
+            mirror.ssh.check_paths().map_err(|m| {
+                (
+                    SpecSection::Starport,
+                    format!("mirror `{}`: {m}", mirror.name),
+                )
+            })?;
         }
         let volume = &spec.recovered_volume;
         match (&volume.path, &volume.docker_volume) {
@@ -702,13 +716,57 @@ impl BackupPipeline {
     }
 }
 
-/// A section of a pipeline's spec, to point at in an error.
+/// A section of a document's spec, to point at in an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpecSection {
-    /// `spec.recoveredVolume`.
+    /// `spec.recoveredVolume` of a `BackupPipeline`.
     RecoveredVolume,
-    /// `spec.starport`.
+    /// `spec.starport` of a `BackupPipeline`.
     Starport,
+    /// `spec.source` of a `RestoreTarget`.
+    Source,
+    /// `spec.volume` of a `RestoreTarget`.
+    Volume,
+    /// `spec.consumers` of a `RestoreTarget`.
+    Consumers,
+}
+
+/// One document of any kind: what `diff`, `apply` and `run` work on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+// A handful exist per pass: boxing would buy nothing but indirection.
+#[allow(clippy::large_enum_variant)]
+pub enum Resource {
+    /// Backups, a recovered volume, the starport and its mirrors.
+    BackupPipeline(BackupPipeline),
+    /// A consumer volume restored from a starport.
+    RestoreTarget(RestoreTarget),
+}
+
+impl Resource {
+    /// The name (`metadata.name`), unique across kinds.
+    pub fn name(&self) -> &PipelineName {
+        match self {
+            Resource::BackupPipeline(p) => p.name(),
+            Resource::RestoreTarget(t) => t.name(),
+        }
+    }
+
+    /// The kind, as written in `kind:`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resource::BackupPipeline(_) => "BackupPipeline",
+            Resource::RestoreTarget(_) => "RestoreTarget",
+        }
+    }
+
+    /// The backup pipeline, if this is one.
+    pub fn as_backup_pipeline(&self) -> Option<&BackupPipeline> {
+        match self {
+            Resource::BackupPipeline(p) => Some(p),
+            Resource::RestoreTarget(_) => None,
+        }
+    }
 }
 
 /// Where a recovered volume lives.

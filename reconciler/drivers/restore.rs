@@ -1,0 +1,357 @@
+//! The restore side, on a consumer host: the starport copy restored from (on this
+//! host or over ssh), the volume restored into, and the containers that use it.
+//!
+//! Copies are the real `rsync -a --delete --numeric-ids` (uids stay those of the
+//! backup host's files, which is what the consumer's postgres image expects). Over
+//! ssh the transfer follows the mirrors' rules: `-s`, key authentication only, the
+//! host key checked. Nothing here decides whether to restore: the marker is read
+//! and written as told, and containers are stopped and started as told.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::command::{CommandLine, CommandRunner};
+use super::docker::{DockerEngine, DockerError};
+use super::fsutil::{blocking, write_atomically};
+use super::mirror::{failed, fetch_metadata, remote, rsync as rsync_over_ssh};
+use super::starport::{CopyStats, StarportError, state_of_metadata};
+use super::volume::{
+    LocalVolume, MARKER_FILE, RESTORE_MARKER_FILE, VolumeError, VolumeLock, is_wipeable,
+    postmaster_running,
+};
+use crate::observe::{RestoreMarker, RestoreVolumeState, StarportState};
+use crate::spec::{RestoreSourceSpec, RestoreVolumeSpec, VolumeLocation};
+
+/// The starport copy a restore target reads.
+#[async_trait]
+pub trait RestoreSourceDriver: Send + Sync + std::fmt::Debug {
+    /// Reads the target's metadata.
+    async fn inspect(&self, source: &RestoreSourceSpec) -> Result<StarportState, StarportError>;
+    /// Copies the target's data into `destination` with `rsync -a --delete`.
+    async fn copy(
+        &self,
+        source: &RestoreSourceSpec,
+        destination: &Path,
+    ) -> Result<CopyStats, StarportError>;
+}
+
+/// The volume a restore target writes.
+#[async_trait]
+pub trait RestoreVolumeDriver: Send + Sync + std::fmt::Debug {
+    /// Reads the volume's state and marker.
+    async fn inspect(&self, volume: &RestoreVolumeSpec) -> Result<RestoreVolumeState, VolumeError>;
+    /// Where the volume's files are; `None` for a Docker volume that does not exist.
+    async fn locate(&self, volume: &RestoreVolumeSpec) -> Result<Option<PathBuf>, VolumeError>;
+    /// Creates the volume when absent (a Docker volume labelled for `target`, or the
+    /// directory) and returns where its files are. Refuses a volume holding files
+    /// that are not a PostgreSQL data directory.
+    async fn prepare(
+        &self,
+        volume: &RestoreVolumeSpec,
+        target: &str,
+    ) -> Result<PathBuf, VolumeError>;
+    /// Fails when a container runs on the volume or a postgres on this host does.
+    async fn ensure_unused(
+        &self,
+        volume: &RestoreVolumeSpec,
+        path: &Path,
+    ) -> Result<(), VolumeError>;
+    /// Replaces the marker atomically and durably.
+    async fn write_marker(&self, path: &Path, marker: &RestoreMarker) -> Result<(), VolumeError>;
+    /// Takes the volume's work lock, held until dropped.
+    async fn lock(&self, volume: &RestoreVolumeSpec) -> Result<VolumeLock, VolumeError>;
+}
+
+/// The containers that use a restored volume.
+#[async_trait]
+pub trait ConsumerDriver: Send + Sync + std::fmt::Debug {
+    /// Its state (`running`, `exited`, …), `None` when absent.
+    async fn state(&self, container: &str) -> Result<Option<String>, DockerError>;
+    /// Stops it, leaving it in place.
+    async fn stop(&self, container: &str, timeout: Duration) -> Result<(), DockerError>;
+    /// Starts it.
+    async fn start(&self, container: &str) -> Result<(), DockerError>;
+}
+
+/// `<root>/<target>/data/<volume>` and `<root>/<target>/meta/metadata.json`.
+fn source_paths(source: &RestoreSourceSpec) -> (PathBuf, PathBuf) {
+    let target = source.root.as_path().join(source.target.as_str());
+    (
+        target.join("data").join(source.volume_name.as_str()),
+        target.join("meta").join("metadata.json"),
+    )
+}
+
+/// Starport copies read by this host's rsync, locally or over ssh.
+#[derive(Debug, Clone)]
+pub struct RsyncSource {
+    runner: Arc<dyn CommandRunner>,
+}
+
+impl RsyncSource {
+    /// rsync run by `runner`.
+    pub fn new(runner: Arc<dyn CommandRunner>) -> Self {
+        Self { runner }
+    }
+}
+
+#[async_trait]
+impl RestoreSourceDriver for RsyncSource {
+    async fn inspect(&self, source: &RestoreSourceSpec) -> Result<StarportState, StarportError> {
+        let (_, metadata) = source_paths(source);
+        if let Some(ssh) = &source.ssh {
+            return fetch_metadata(self.runner.as_ref(), ssh, &metadata).await;
+        }
+        if !source.root.as_path().is_dir() {
+            return Err(StarportError::Io {
+                action: "find the starport root",
+                path: source.root.as_path().to_path_buf(),
+                source: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
+            });
+        }
+        match tokio::fs::read_to_string(&metadata).await {
+            Ok(text) => Ok(state_of_metadata(&text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StarportState::NoMetadata {
+                reason: "no metadata.json".into(),
+            }),
+            Err(source) => Err(StarportError::Io {
+                action: "read",
+                path: metadata,
+                source,
+            }),
+        }
+    }
+
+    async fn copy(
+        &self,
+        source: &RestoreSourceSpec,
+        destination: &Path,
+    ) -> Result<CopyStats, StarportError> {
+        let (data, _) = source_paths(source);
+        let timeout = source.timeout.to_std();
+        let command = match &source.ssh {
+            Some(ssh) => {
+                let mut from = remote(ssh, &data);
+                from.push('/');
+                rsync_over_ssh(ssh, timeout).arg(from)
+            }
+            None => {
+                let mut from = data.into_os_string();
+                from.push("/");
+                CommandLine::new("rsync", timeout)
+                    .env("LC_ALL", "C")
+                    .arg(from)
+            }
+        };
+        let mut to = destination.as_os_str().to_owned();
+        to.push("/");
+        // The backup host's own marker means nothing here, and the restore marker
+        // is ours to write; neither is copied nor deleted by the copy. The legacy
+        // `.barman-last-restore` travels with the data: consumers of the old
+        // pipeline read it to know how old their copy is.
+        let command = command
+            .args(["-a", "--delete", "--numeric-ids", "--stats"])
+            .arg(format!("--exclude=/{MARKER_FILE}"))
+            .arg(format!("--exclude=/{RESTORE_MARKER_FILE}"))
+            .arg("--exclude=/postmaster.pid")
+            .arg(to)
+            .pause_at("restore:running");
+        let out = self
+            .runner
+            .run(&command)
+            .await
+            .map_err(StarportError::Command)?;
+        if out.success() {
+            Ok(CopyStats::from_rsync_stats(&out.stdout))
+        } else {
+            Err(failed(&out))
+        }
+    }
+}
+
+/// Restore volumes on this host: directories, and local Docker volumes through
+/// their mount points.
+#[derive(Debug, Clone)]
+pub struct LocalRestoreVolume {
+    volumes: LocalVolume,
+}
+
+impl LocalRestoreVolume {
+    /// Docker volumes are reached through `docker`.
+    pub fn new(docker: Arc<DockerEngine>) -> Self {
+        Self {
+            volumes: LocalVolume::new(docker),
+        }
+    }
+
+    async fn users(&self, volume: &RestoreVolumeSpec) -> Result<Vec<String>, VolumeError> {
+        match volume.location() {
+            VolumeLocation::Docker(name) => Ok(self
+                .volumes
+                .users(name.as_str(), None)
+                .await?
+                .into_iter()
+                .map(|(container, _)| container)
+                .collect()),
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> VolumeError + 'a {
+    move |source| VolumeError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_marker(path: &Path) -> (Option<RestoreMarker>, Option<String>) {
+    match std::fs::read_to_string(path.join(RESTORE_MARKER_FILE)) {
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(marker) => (Some(marker), None),
+            Err(e) => (None, Some(format!("marker corrupt: {e}"))),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (None, Some("no marker".into())),
+        Err(e) => (None, Some(format!("marker unreadable: {e}"))),
+    }
+}
+
+#[async_trait]
+impl RestoreVolumeDriver for LocalRestoreVolume {
+    async fn inspect(&self, volume: &RestoreVolumeSpec) -> Result<RestoreVolumeState, VolumeError> {
+        let Some(path) = self.volumes.locate_at(volume.location()).await? else {
+            return Ok(RestoreVolumeState::Missing);
+        };
+        let directory = matches!(volume.location(), VolumeLocation::Directory(_));
+        let local = blocking({
+            let path = path.clone();
+            move || match std::fs::metadata(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+                Ok(m) if !m.is_dir() => Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    "not a directory",
+                )),
+                Ok(_) => {
+                    let (marker, no_marker_reason) = read_marker(&path);
+                    // A pid in a Docker volume belongs to a container's namespace.
+                    let postmaster = directory && postmaster_running(&path);
+                    Ok(Some((
+                        marker,
+                        no_marker_reason,
+                        !is_wipeable(&path)?,
+                        postmaster,
+                    )))
+                }
+            }
+        })
+        .await
+        .map_err(io_err("inspect", &path))?;
+        let Some((marker, no_marker_reason, foreign, postmaster_running)) = local else {
+            return Ok(RestoreVolumeState::Missing);
+        };
+        Ok(RestoreVolumeState::Present {
+            marker,
+            no_marker_reason,
+            foreign,
+            used_by: self.users(volume).await?,
+            postmaster_running,
+        })
+    }
+
+    async fn locate(&self, volume: &RestoreVolumeSpec) -> Result<Option<PathBuf>, VolumeError> {
+        self.volumes.locate_at(volume.location()).await
+    }
+
+    async fn prepare(
+        &self,
+        volume: &RestoreVolumeSpec,
+        target: &str,
+    ) -> Result<PathBuf, VolumeError> {
+        let path = self
+            .volumes
+            .create_at(volume.location(), target, "restore-target")
+            .await?;
+        let foreign = blocking({
+            let path = path.clone();
+            move || {
+                if !path.exists() {
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+                }
+                Ok(!is_wipeable(&path)?)
+            }
+        })
+        .await
+        .map_err(io_err("create", &path))?;
+        if foreign {
+            return Err(VolumeError::Foreign { path });
+        }
+        Ok(path)
+    }
+
+    async fn ensure_unused(
+        &self,
+        volume: &RestoreVolumeSpec,
+        path: &Path,
+    ) -> Result<(), VolumeError> {
+        if let Some(container) = self.users(volume).await?.into_iter().next() {
+            return Err(VolumeError::InUseByContainer {
+                name: volume.location().to_string(),
+                container,
+            });
+        }
+        if matches!(volume.location(), VolumeLocation::Directory(_)) && postmaster_running(path) {
+            return Err(VolumeError::InUse {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn write_marker(&self, path: &Path, marker: &RestoreMarker) -> Result<(), VolumeError> {
+        let json = serde_json::to_vec_pretty(marker)
+            .map_err(|e| io_err("encode the marker of", path)(io::Error::other(e)))?;
+        let p = path.to_path_buf();
+        blocking(move || write_atomically(&p.join(RESTORE_MARKER_FILE), &json, 0o644, None))
+            .await
+            .map_err(io_err("write the marker of", path))
+    }
+
+    async fn lock(&self, volume: &RestoreVolumeSpec) -> Result<VolumeLock, VolumeError> {
+        self.volumes.lock_at(volume.location())
+    }
+}
+
+/// Consumers that are containers of this host's Docker engine.
+#[derive(Debug, Clone, Default)]
+pub struct DockerConsumers {
+    docker: Arc<DockerEngine>,
+}
+
+impl DockerConsumers {
+    /// Containers of `docker`.
+    pub fn new(docker: Arc<DockerEngine>) -> Self {
+        Self { docker }
+    }
+}
+
+#[async_trait]
+impl ConsumerDriver for DockerConsumers {
+    async fn state(&self, container: &str) -> Result<Option<String>, DockerError> {
+        self.docker.container_state(container).await
+    }
+
+    async fn stop(&self, container: &str, timeout: Duration) -> Result<(), DockerError> {
+        self.docker.stop(container, timeout).await
+    }
+
+    async fn start(&self, container: &str) -> Result<(), DockerError> {
+        self.docker.start_existing(container).await
+    }
+}

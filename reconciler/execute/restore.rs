@@ -1,0 +1,173 @@
+//! Carries out a restore target's steps. Decides nothing: the order is the safety
+//! argument. A restore marks the volume `restoring` before anything touches it
+//! (recording the consumers it will stop, so they are started again even after an
+//! interruption), stops those consumers, copies, checks the starport still holds
+//! the generation it copied, and only then marks the volume `restored`.
+
+use jiff::Timestamp;
+
+use super::{ExecuteError, StepDetail};
+use crate::drivers::Drivers;
+use crate::drivers::pause::pause_point;
+use crate::observe::{
+    RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState, StarportMetadata,
+    StarportState,
+};
+use crate::plan::Step;
+use crate::spec::RestoreTarget;
+
+/// Carries out `step` of `target`, planned from `observed`.
+pub async fn execute_restore_step(
+    target: &RestoreTarget,
+    step: &Step,
+    observed: &RestoreObserved,
+    drivers: &Drivers,
+    clock: &(dyn Fn() -> Timestamp + Send + Sync),
+) -> Result<StepDetail, ExecuteError> {
+    match step {
+        Step::RestoreVolume {
+            generation,
+            stop_consumers,
+        } => {
+            pause_point("step:restoreVolume", &drivers.cancel).await?;
+            restore_volume(target, generation, stop_consumers, observed, drivers, clock).await
+        }
+        Step::StartConsumers { containers } => {
+            pause_point("step:startConsumers", &drivers.cancel).await?;
+            start_consumers(target, containers, drivers).await
+        }
+        other => Err(ExecuteError::WrongKind {
+            step: other.to_string(),
+            kind: "RestoreTarget",
+        }),
+    }
+}
+
+/// The source's metadata, if it holds `generation` completely.
+async fn source_holding(
+    target: &RestoreTarget,
+    generation: &str,
+    drivers: &Drivers,
+) -> Result<StarportMetadata, ExecuteError> {
+    match drivers.restore_source.inspect(&target.spec.source).await? {
+        StarportState::Synced { metadata } if metadata.generation_key() == generation => {
+            Ok(metadata)
+        }
+        StarportState::Synced { metadata } => Err(ExecuteError::Changed(format!(
+            "the starport now holds generation {}, not {generation}",
+            metadata.generation_key()
+        ))),
+        StarportState::NoMetadata { reason } => Err(ExecuteError::Changed(format!(
+            "the starport no longer holds a complete copy of generation {generation} ({reason})"
+        ))),
+    }
+}
+
+fn marker_of(observed: &RestoreObserved) -> Option<&RestoreMarker> {
+    match observed.volume.value() {
+        Some(RestoreVolumeState::Present { marker, .. }) => marker.as_ref(),
+        _ => None,
+    }
+}
+
+async fn restore_volume(
+    target: &RestoreTarget,
+    generation: &str,
+    stop_consumers: &[String],
+    observed: &RestoreObserved,
+    drivers: &Drivers,
+    clock: &(dyn Fn() -> Timestamp + Send + Sync),
+) -> Result<StepDetail, ExecuteError> {
+    let spec = &target.spec;
+    let metadata = source_holding(target, generation, drivers).await?;
+    let path = drivers
+        .restore_volume
+        .prepare(&spec.volume, target.name().as_str())
+        .await?;
+    // Consumers an earlier, interrupted restore stopped are still owed a start.
+    let mut consumers_to_start: Vec<String> = marker_of(observed)
+        .map(|m| m.consumers_to_start.clone())
+        .unwrap_or_default();
+    for name in stop_consumers {
+        if !consumers_to_start.contains(name) {
+            consumers_to_start.push(name.clone());
+        }
+    }
+    let mut marker = RestoreMarker {
+        state: RestoreState::Restoring,
+        generation: generation.to_string(),
+        recovered_at: metadata.data_time(),
+        restored_at: None,
+        consumers_to_start,
+        target: target.name().to_string(),
+    };
+    // First: from here on nothing may trust the data.
+    drivers.restore_volume.write_marker(&path, &marker).await?;
+    pause_point("restore:invalidated", &drivers.cancel).await?;
+    for name in stop_consumers {
+        drivers
+            .consumers
+            .stop(name, spec.consumers.stop_timeout.to_std())
+            .await
+            .map_err(|source| ExecuteError::Consumer {
+                container: name.clone(),
+                source,
+            })?;
+    }
+    // Checked again here, not only at observation: something may have started since.
+    drivers
+        .restore_volume
+        .ensure_unused(&spec.volume, &path)
+        .await?;
+    let copied = drivers.restore_source.copy(&spec.source, &path).await?;
+    pause_point("restore:copied", &drivers.cancel).await?;
+    // The starport must not have changed under rsync, or the volume holds a mix.
+    source_holding(target, generation, drivers).await?;
+    marker.state = RestoreState::Restored;
+    marker.restored_at = Some(clock());
+    drivers.restore_volume.write_marker(&path, &marker).await?;
+    Ok(format!(
+        "restored generation {generation} into {}; rsync moved {} of {} bytes",
+        spec.volume.location(),
+        copied.literal_bytes,
+        copied.total_bytes
+    ))
+}
+
+async fn start_consumers(
+    target: &RestoreTarget,
+    containers: &[String],
+    drivers: &Drivers,
+) -> Result<StepDetail, ExecuteError> {
+    let spec = &target.spec;
+    for name in containers {
+        drivers
+            .consumers
+            .start(name)
+            .await
+            .map_err(|source| ExecuteError::Consumer {
+                container: name.clone(),
+                source,
+            })?;
+    }
+    // The record is cleared only once every start succeeded.
+    let path = drivers
+        .restore_volume
+        .locate(&spec.volume)
+        .await?
+        .ok_or_else(|| ExecuteError::Changed("the volume is gone".into()))?;
+    let RestoreVolumeState::Present {
+        marker: Some(mut marker),
+        ..
+    } = drivers.restore_volume.inspect(&spec.volume).await?
+    else {
+        return Err(ExecuteError::Changed("the volume lost its marker".into()));
+    };
+    marker.consumers_to_start.clear();
+    drivers.restore_volume.write_marker(&path, &marker).await?;
+    Ok(if containers.is_empty() {
+        "no stopped consumer left to start; record cleared".to_string()
+    } else {
+        format!("started {}", containers.join(", "))
+    })
+}

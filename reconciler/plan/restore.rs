@@ -1,0 +1,365 @@
+//! Planning a restore target: pure, like the rest of the planner.
+//!
+//! Two conditions: `SourceComplete` (the starport holds a complete generation no
+//! older than `maxAge`) and `VolumeRestored` (the volume holds that generation,
+//! completely). A restore is planned only from a complete starport copy, and only
+//! while nothing runs on the volume: a listed consumer container is stopped first
+//! when the spec opts in, anything else is waited for. Containers a restore stopped
+//! are started again once the volume holds a complete copy.
+
+use jiff::Timestamp;
+
+use super::{
+    CLOCK_SKEW_TOLERANCE_SECONDS, ConditionStatus, ConditionType, Deadline, Plan, PlanContext,
+    PlannedStep, Step, condition, human_age, ready_condition,
+};
+use crate::observe::{
+    ConsumerState, Observation, RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState,
+    StarportState,
+};
+use crate::spec::RestoreTarget;
+
+/// The complete copy the starport offers.
+struct SourceCopy {
+    generation: String,
+    recovered_at: Option<Timestamp>,
+}
+
+/// Plans one restore target. Pure: no I/O, no clock.
+pub fn plan_restore(target: &RestoreTarget, observed: &RestoreObserved, cx: &PlanContext) -> Plan {
+    let mut plan = Plan {
+        pipeline: target.name().to_string(),
+        conditions: Vec::new(),
+        steps: Vec::new(),
+        waiting_on: Vec::new(),
+        next_deadline: None,
+    };
+    let source = plan_source(target, observed, cx, &mut plan);
+    plan_volume(target, observed, source.as_ref(), cx, &mut plan);
+    let ready = ready_condition(&plan.conditions);
+    plan.conditions.push(ready);
+    plan
+}
+
+/// How the operator knows the source: `user@host:/root/target` or `/root/target`.
+fn source_name(target: &RestoreTarget) -> String {
+    let source = &target.spec.source;
+    let path = source.root.as_path().join(source.target.as_str());
+    match &source.ssh {
+        Some(ssh) => format!("{}@{}:{}", ssh.user, ssh.host, path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+fn plan_source(
+    target: &RestoreTarget,
+    observed: &RestoreObserved,
+    cx: &PlanContext,
+    plan: &mut Plan,
+) -> Option<SourceCopy> {
+    use ConditionStatus::*;
+    let name = source_name(target);
+    let max_age = &target.spec.max_age;
+    let metadata = match &observed.source {
+        Observation::Unavailable { reason } => {
+            plan.conditions.push(condition(
+                ConditionType::SourceComplete,
+                Unknown,
+                "SourceUnavailable",
+                format!("the starport {name} could not be read: {reason}"),
+            ));
+            plan.waiting_on
+                .push(format!("the starport {name} to answer ({reason})"));
+            return None;
+        }
+        Observation::Observed {
+            value: StarportState::NoMetadata { reason },
+        } => {
+            plan.conditions.push(condition(
+                ConditionType::SourceComplete,
+                False,
+                "NoCompleteCopy",
+                format!(
+                    "{name} holds no complete copy ({reason}): a sync is running or never finished"
+                ),
+            ));
+            plan.waiting_on.push(format!(
+                "the backup host to finish a copy in {name}: a copy without metadata is never restored"
+            ));
+            return None;
+        }
+        Observation::Observed {
+            value: StarportState::Synced { metadata },
+        } => metadata,
+    };
+    let copy = SourceCopy {
+        generation: metadata.generation_key(),
+        recovered_at: metadata.data_time(),
+    };
+    let (status, reason, message) = match copy.recovered_at {
+        None => (
+            False,
+            "AgeUnknown",
+            format!(
+                "{name} holds generation {}, but its metadata gives no time to check against maxAge {max_age}",
+                copy.generation
+            ),
+        ),
+        Some(at) if at.as_second() > cx.now.as_second() + CLOCK_SKEW_TOLERANCE_SECONDS => (
+            False,
+            "FromTheFuture",
+            format!(
+                "{name} says generation {} was recovered {}; check the clocks of both hosts",
+                copy.generation,
+                human_age(cx.now, at).replace(" in the future", " from now")
+            ),
+        ),
+        Some(at) => {
+            let expires = max_age.after(at);
+            if cx.now < expires {
+                plan.next_deadline = Some(Deadline {
+                    at: expires,
+                    what: format!("the starport's generation turns older than {max_age}"),
+                });
+                (
+                    True,
+                    "Complete",
+                    format!(
+                        "{name} holds generation {}, recovered {} ago (maxAge {max_age})",
+                        copy.generation,
+                        human_age(at, cx.now)
+                    ),
+                )
+            } else {
+                (
+                    False,
+                    "SourceStale",
+                    format!(
+                        "{name}'s newest generation {} was recovered {} ago, older than maxAge {max_age}",
+                        copy.generation,
+                        human_age(at, cx.now)
+                    ),
+                )
+            }
+        }
+    };
+    if status != True {
+        plan.waiting_on.push(format!(
+            "the backup host to publish a newer generation: {message}"
+        ));
+    }
+    plan.conditions.push(condition(
+        ConditionType::SourceComplete,
+        status,
+        reason,
+        message,
+    ));
+    Some(copy)
+}
+
+fn plan_volume(
+    target: &RestoreTarget,
+    observed: &RestoreObserved,
+    source: Option<&SourceCopy>,
+    cx: &PlanContext,
+    plan: &mut Plan,
+) {
+    use ConditionStatus::*;
+    let location = target.spec.volume.location();
+    let state = match &observed.volume {
+        Observation::Unavailable { reason } => {
+            plan.conditions.push(condition(
+                ConditionType::VolumeRestored,
+                Unknown,
+                "VolumeUnavailable",
+                format!("the volume could not be inspected: {reason}"),
+            ));
+            plan.waiting_on
+                .push(format!("the volume to be readable ({reason})"));
+            return;
+        }
+        Observation::Observed { value } => value,
+    };
+    let (marker, used_by, postmaster_running) = match state {
+        RestoreVolumeState::Missing => (None, &[][..], false),
+        RestoreVolumeState::Present { foreign: true, .. } => {
+            plan.conditions.push(condition(
+                ConditionType::VolumeRestored,
+                False,
+                "ForeignData",
+                format!("{location} holds files that are not a PostgreSQL data directory"),
+            ));
+            plan.waiting_on.push(format!(
+                "{location} to be emptied or pointed elsewhere: the reconciler never overwrites data it did not restore"
+            ));
+            return;
+        }
+        RestoreVolumeState::Present {
+            marker,
+            used_by,
+            postmaster_running,
+            ..
+        } => (marker.as_ref(), &used_by[..], *postmaster_running),
+    };
+    let (status, reason, message) = match (state, marker, source) {
+        (RestoreVolumeState::Missing, _, _) => {
+            (False, "VolumeMissing", format!("{location} does not exist"))
+        }
+        (_, None, _) => {
+            let why = match state {
+                RestoreVolumeState::Present {
+                    no_marker_reason: Some(why),
+                    ..
+                } => why.as_str(),
+                _ => "no marker",
+            };
+            (
+                False,
+                "NoValidMarker",
+                format!("{location} holds no restored copy ({why})"),
+            )
+        }
+        (_, Some(m), _) if m.state == RestoreState::Restoring => (
+            False,
+            "RestoreInterrupted",
+            format!(
+                "a restore of generation {} into {location} did not finish: its data is incomplete",
+                m.generation
+            ),
+        ),
+        (_, Some(m), Some(copy)) if m.generation != copy.generation => (
+            False,
+            "OutOfDate",
+            format!(
+                "{location} holds generation {}, the starport {}",
+                m.generation, copy.generation
+            ),
+        ),
+        (_, Some(m), copy) => (
+            True,
+            "Restored",
+            format!(
+                "{location} holds generation {}{}{}",
+                m.generation,
+                m.restored_at.map_or(String::new(), |at| format!(
+                    ", restored {} ago",
+                    human_age(at, cx.now)
+                )),
+                if copy.is_none() {
+                    "; the starport offers no complete copy to compare with"
+                } else {
+                    ""
+                }
+            ),
+        ),
+    };
+    plan.conditions.push(condition(
+        ConditionType::VolumeRestored,
+        status,
+        reason,
+        message.clone(),
+    ));
+    let consumers = match &observed.consumers {
+        Observation::Observed { value } => value,
+        Observation::Unavailable { reason } => {
+            plan.waiting_on.push(format!(
+                "the Docker engine to report the consumer containers ({reason})"
+            ));
+            return;
+        }
+    };
+    if status == True {
+        plan_restarts(marker, consumers, plan);
+        return;
+    }
+    let Some(copy) = source else {
+        plan.waiting_on
+            .push("a complete starport copy to restore from".to_string());
+        return;
+    };
+    let listed = &target.spec.consumers;
+    let unlisted: Vec<&str> = used_by
+        .iter()
+        .filter(|c| !listed.containers.iter().any(|l| l.as_str() == c.as_str()))
+        .map(String::as_str)
+        .collect();
+    let running: Vec<String> = consumers
+        .iter()
+        .filter(|c| c.is_running())
+        .map(|c| c.container.clone())
+        .collect();
+    if !unlisted.is_empty() {
+        plan.waiting_on.push(format!(
+            "{} to stop: running on {location} but not listed in consumers.containers, so never stopped by the reconciler",
+            containers(&unlisted)
+        ));
+    } else if postmaster_running {
+        plan.waiting_on.push(format!(
+            "the postgres running on {location} (postmaster.pid) to stop: a volume is never restored under a running server"
+        ));
+    } else if !running.is_empty() && !listed.stop_for_restore {
+        plan.waiting_on.push(format!(
+            "consumer {} to stop: restoring under a running database would corrupt it (consumers.stopForRestore: true lets the reconciler stop it and start it again)",
+            containers(&running)
+        ));
+    } else {
+        let reason = if running.is_empty() {
+            message
+        } else {
+            format!(
+                "{message}; {} is stopped for the restore and started again after it",
+                containers(&running)
+            )
+        };
+        plan.steps.push(PlannedStep {
+            step: Step::RestoreVolume {
+                generation: copy.generation.clone(),
+                stop_consumers: running,
+            },
+            reason,
+        });
+    }
+}
+
+/// Starts again what a finished restore stopped.
+fn plan_restarts(marker: Option<&RestoreMarker>, consumers: &[ConsumerState], plan: &mut Plan) {
+    let Some(marker) = marker.filter(|m| !m.consumers_to_start.is_empty()) else {
+        return;
+    };
+    // A container removed meanwhile cannot be started; one an operator started
+    // already needs nothing. Either way the record is cleared.
+    let stopped: Vec<String> = marker
+        .consumers_to_start
+        .iter()
+        .filter(|name| {
+            consumers
+                .iter()
+                .any(|c| &c.container == *name && c.state.is_some() && !c.is_running())
+        })
+        .cloned()
+        .collect();
+    let reason = format!(
+        "{} {} stopped for the restore of generation {}",
+        containers(&marker.consumers_to_start),
+        if marker.consumers_to_start.len() == 1 {
+            "was"
+        } else {
+            "were"
+        },
+        marker.generation
+    );
+    plan.steps.push(PlannedStep {
+        step: Step::StartConsumers {
+            containers: stopped,
+        },
+        reason,
+    });
+}
+
+fn containers<S: AsRef<str>>(names: &[S]) -> String {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    match names.as_slice() {
+        [one] => format!("container {one}"),
+        many => format!("containers {}", many.join(", ")),
+    }
+}
