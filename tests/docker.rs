@@ -320,65 +320,78 @@ spec:
     fn query_volume(&self, sql: &str) -> (String, String) {
         let name = format!("{}-check", self.barman_container);
         let _cleanup = RemoveContainer(name.clone());
-        let env = env();
-        docker_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "none",
+        start_postgres_on(&name, &self.db_volume);
+        query_postgres_in(&name, sql)
+    }
+}
+
+/// Starts a container running postgres on `volume` (PGDATA, as barman's account
+/// in the image): a consumer database as production runs it.
+fn start_postgres_on(name: &str, volume: &str) {
+    let env = env();
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--user",
+        &env.barman_user,
+        "-v",
+        &format!("{volume}:/pgdata"),
+        &env.image,
+        "postgres",
+        "-D",
+        "/pgdata",
+        "-k",
+        "/tmp",
+        "-p",
+        "5432",
+        "-c",
+        "listen_addresses=",
+        "-c",
+        "archive_mode=off",
+    ]);
+}
+
+/// Runs `sql` in the postgres container `name` once it answers; returns the rows
+/// and the container's log.
+fn query_postgres_in(name: &str, sql: &str) -> (String, String) {
+    let env = env();
+    let start = Instant::now();
+    loop {
+        let out = docker(&[
+            "exec",
             "--user",
             &env.barman_user,
-            "-v",
-            &format!("{}:/pgdata", self.db_volume),
-            &env.image,
-            "postgres",
-            "-D",
-            "/pgdata",
-            "-k",
+            name,
+            "psql",
+            "-X",
+            "-A",
+            "-t",
+            "-h",
             "/tmp",
-            "-p",
-            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
             "-c",
-            "listen_addresses=",
-            "-c",
-            "archive_mode=off",
+            sql,
         ]);
-        let start = Instant::now();
-        loop {
-            let out = docker(&[
-                "exec",
-                "--user",
-                &env.barman_user,
-                &name,
-                "psql",
-                "-X",
-                "-A",
-                "-t",
-                "-h",
-                "/tmp",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ]);
-            if out.status.success() {
-                let log = docker(&["logs", &name]);
-                return (
-                    String::from_utf8_lossy(&out.stdout).trim().to_string(),
-                    String::from_utf8_lossy(&log.stderr).into_owned(),
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "postgres on the recovered volume never answered: {}",
-                String::from_utf8_lossy(&docker(&["logs", &name]).stderr)
+        if out.status.success() {
+            let log = docker(&["logs", name]);
+            return (
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                String::from_utf8_lossy(&log.stderr).into_owned(),
             );
-            std::thread::sleep(Duration::from_millis(300));
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "postgres in {name} never answered: {}",
+            String::from_utf8_lossy(&docker(&["logs", name]).stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
@@ -613,4 +626,176 @@ fn an_unreachable_docker_engine_is_unknown_not_a_guess() {
         );
     }
     assert_eq!(report["pipelines"][0]["steps"], Value::Array(vec![]));
+}
+
+struct RemoveVolume(String);
+
+impl Drop for RemoveVolume {
+    fn drop(&mut self) {
+        let _ = docker(&["volume", "rm", "-f", &self.0]);
+    }
+}
+
+/// `reconciler ARGS --output json --specs DIR` against the test engine.
+fn reconciler_json(specs: &Path, args: &[&str]) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(args)
+        .args(["--output", "json", "--specs"])
+        .arg(specs)
+        .env("DOCKER_HOST", &env().host)
+        .env("RECONCILER_LOG", "info")
+        .output()
+        .expect("run reconciler");
+    eprintln!(
+        "$ reconciler {args:?} -> {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), value)
+}
+
+#[test]
+fn a_running_consumer_blocks_the_restore_until_the_spec_lets_it_be_stopped() {
+    let p = DockerPipeline::new("consumer");
+    let primary = common::primary();
+    let note = format!("{}: for the consumer", p.name);
+    primary.sql(&format!("insert into rows(note) values ('{note}')"));
+    let (code, report, _) = p.reconciler(&["apply"]);
+    assert_eq!(code, 0, "the backup side converges: {report:#}");
+
+    // A consumer host: its own Docker volume, restored from the starport, used by
+    // a postgres container.
+    let restored = format!("{}_restored", p.db_volume);
+    let _volume = RemoveVolume(restored.clone());
+    let consumer = format!("{}-consumer", p.barman_container);
+    let _consumer = RemoveContainer(consumer.clone());
+    let specs = p.root.join("consumer-specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let write_spec = |stop_for_restore: bool| {
+        std::fs::write(
+            specs.join("science.yaml"),
+            format!(
+                "apiVersion: reconciler.montagu/v1alpha1
+kind: RestoreTarget
+metadata:
+  name: science-{name}
+spec:
+  source:
+    root: {starport}
+    target: barman_to_starport
+    volumeName: {volume}
+    timeout: 5m
+  volume:
+    dockerVolume: {restored}
+  maxAge: 24h
+  consumers:
+    containers: [{consumer}]
+    stopForRestore: {stop_for_restore}
+    stopTimeout: 1m
+",
+                name = p.name,
+                starport = p.starport.display(),
+                volume = p.db_volume,
+            ),
+        )
+        .unwrap();
+    };
+    write_spec(false);
+
+    // Nothing runs on the volume yet: restored at once, then the consumer starts
+    // on it and serves the primary's row.
+    let (code, report) = reconciler_json(&specs, &["diff"]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["pipelines"][0]["kind"], "RestoreTarget");
+    let (status, reason, _) = DockerPipeline::condition(&report, "VolumeRestored");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "VolumeMissing")
+    );
+    let (code, report) = reconciler_json(&specs, &["apply"]);
+    assert_eq!(code, 0, "{report:#}");
+    start_postgres_on(&consumer, &restored);
+    let (rows, _) = query_postgres_in(
+        &consumer,
+        &format!("select count(*) from rows where note = '{note}'"),
+    );
+    assert_eq!(rows, "1", "the restored volume serves the primary's row");
+
+    // The backup host publishes a new generation while the consumer runs.
+    let later = format!("{}: after the first restore", p.name);
+    primary.sql(&format!("insert into rows(note) values ('{later}')"));
+    std::fs::remove_file(p.mountpoint().join(".reconciler-volume.json")).unwrap();
+    let (code, report, _) = p.reconciler(&["apply"]);
+    assert_eq!(code, 0, "{report:#}");
+
+    let (code, report) = reconciler_json(&specs, &["diff"]);
+    assert_eq!(code, 1, "{report:#}");
+    let (status, reason, _) = DockerPipeline::condition(&report, "VolumeRestored");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "OutOfDate"));
+    assert_eq!(report["pipelines"][0]["steps"], Value::Array(vec![]));
+    let waits = report["pipelines"][0]["waitingOn"].to_string();
+    assert!(
+        waits.contains(&consumer) && waits.contains("stopForRestore"),
+        "diff names the consumer it waits on: {waits}"
+    );
+    let (code, report) = reconciler_json(&specs, &["apply"]);
+    assert_eq!(code, 1, "apply waits too: {report:#}");
+    assert_eq!(report["pipelines"][0]["steps"], Value::Array(vec![]));
+    let (rows, _) = query_postgres_in(&consumer, "select count(*) from rows");
+    assert_ne!(rows, "", "the consumer was left alone and still serves");
+
+    // Opted in: stopped, restored, started again, serving the new row.
+    write_spec(true);
+    let (code, report) = reconciler_json(&specs, &["apply"]);
+    assert_eq!(code, 0, "{report:#}");
+    let actions: Vec<String> = report["pipelines"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"]["action"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(actions, ["restoreVolume", "startConsumers"], "{report:#}");
+    assert_eq!(
+        report["pipelines"][0]["steps"][0]["step"]["stopConsumers"][0],
+        consumer.as_str()
+    );
+    assert_eq!(
+        docker_ok(&["inspect", "--format", "{{.State.Status}}", &consumer]),
+        "running"
+    );
+    let (rows, log) = query_postgres_in(
+        &consumer,
+        &format!("select count(*) from rows where note in ('{note}', '{later}')"),
+    );
+    assert_eq!(rows, "2", "the consumer serves the new generation");
+    assert!(
+        log.contains("database system was shut down"),
+        "the consumer started on a cleanly shut down copy:\n{log}"
+    );
+    let mountpoint = docker_ok(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Mountpoint}}",
+        &restored,
+    ]);
+    let marker: Value = serde_json::from_slice(
+        &std::fs::read(Path::new(&mountpoint).join(".reconciler-restore.json")).unwrap(),
+    )
+    .unwrap();
+    let metadata: Value = serde_json::from_slice(
+        &std::fs::read(p.starport.join("barman_to_starport/meta/metadata.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(marker["state"], "restored");
+    assert_eq!(marker["generation"], metadata["generation"]);
+    assert_eq!(
+        marker["consumersToStart"],
+        Value::Null,
+        "the record is cleared"
+    );
+    let (code, report) = reconciler_json(&specs, &["diff"]);
+    assert_eq!(code, 0, "{report:#}");
 }

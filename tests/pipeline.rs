@@ -479,3 +479,171 @@ fn an_off_site_mirror_follows_the_starport_over_ssh() {
     assert!(c["message"].as_str().unwrap().contains("rsync"), "{c}");
     assert_eq!(first(&report)["steps"], Value::Array(vec![]));
 }
+
+/// `reconciler ARGS --output json --specs DIR`, parsed, with its exit code.
+fn reconciler_json(specs: &std::path::Path, args: &[&str]) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(args)
+        .args(["--output", "json", "--specs"])
+        .arg(specs)
+        .env("RECONCILER_LOG", "info")
+        .output()
+        .expect("run reconciler");
+    eprintln!(
+        "$ reconciler {args:?} -> {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    (out.status.code().unwrap_or(-1), value)
+}
+
+#[test]
+fn a_restore_target_pulls_the_complete_copy_over_ssh_and_postgres_serves_it() {
+    let p = TestPipeline::new("restore", "{keep: 3}");
+    let note = format!("{}: restored on a consumer", p.name);
+    common::primary().sql(&format!("insert into rows(note) values ('{note}')"));
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 0, "the backup host converges: {report:#}");
+
+    // The consumer host reaches the starport only over ssh.
+    let sshd = Sshd::up(p.root.join("sshd"));
+    let consumer = p.root.join("consumer");
+    let specs = consumer.join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let restored = consumer.join("db");
+    std::fs::write(
+        specs.join("science.yaml"),
+        format!(
+            "apiVersion: reconciler.montagu/v1alpha1
+kind: RestoreTarget
+metadata:
+  name: science
+spec:
+  source:
+    root: {starport}
+    target: barman_to_starport
+    volumeName: {name}_db_volume
+    timeout: 5m
+    ssh:
+      host: 127.0.0.1
+      user: root
+      port: {port}
+      identityFile: {dir}/id_ed25519
+      knownHostsFile: {dir}/known_hosts
+  volume:
+    path: {restored}
+  maxAge: 24h
+",
+            starport = p.starport.display(),
+            name = p.name,
+            port = sshd.port,
+            dir = sshd.dir.display(),
+            restored = restored.display(),
+        ),
+    )
+    .unwrap();
+
+    let (code, report) = reconciler_json(&specs, &["diff"]);
+    assert_eq!(code, 1, "{report:#}");
+    let target = first(&report);
+    assert_eq!(target["kind"], "RestoreTarget");
+    assert_eq!(condition(target, "SourceComplete")["status"], "True");
+    assert_eq!(
+        condition(target, "VolumeRestored")["reason"],
+        "VolumeMissing"
+    );
+    assert_eq!(actions(&target["steps"]), ["restoreVolume"]);
+
+    let (code, report) = reconciler_json(&specs, &["apply"]);
+    assert_eq!(code, 0, "{report:#}");
+    let metadata = p.starport_metadata().expect("starport metadata");
+    let marker: Value =
+        serde_json::from_slice(&std::fs::read(restored.join(".reconciler-restore.json")).unwrap())
+            .unwrap();
+    assert_eq!(marker["state"], "restored");
+    assert_eq!(marker["generation"], metadata["generation"]);
+    assert!(
+        !restored.join(".reconciler-volume.json").exists(),
+        "the backup host's marker is not carried over"
+    );
+    let copy = copy_of(&restored);
+    let (rows, log) = query_cluster(
+        copy.path(),
+        &format!("select count(*) from rows where note = '{note}'"),
+    );
+    assert_eq!(rows, "1", "postgres on the restored volume serves the row");
+    assert!(
+        !log.contains("redo starts"),
+        "restored a shut-down copy:\n{log}"
+    );
+    let (code, report) = reconciler_json(&specs, &["diff"]);
+    assert_eq!(code, 0, "{report:#}");
+
+    // A sync in progress on the backup host (no metadata): never restored from,
+    // and diff says what it waits for.
+    let metadata_path = p.starport_metadata_path();
+    let saved = std::fs::read(&metadata_path).unwrap();
+    let mut newer: Value = serde_json::from_slice(&saved).unwrap();
+    newer["generation"] = Value::from("a-newer-generation");
+    std::fs::remove_file(&metadata_path).unwrap();
+    let (code, report) = reconciler_json(&specs, &["diff"]);
+    assert_eq!(code, 1, "{report:#}");
+    let target = first(&report);
+    assert_eq!(
+        condition(target, "SourceComplete")["reason"],
+        "NoCompleteCopy"
+    );
+    assert_eq!(condition(target, "VolumeRestored")["status"], "True");
+    assert_eq!(actions(&target["steps"]), Vec::<String>::new());
+    assert!(
+        target["waitingOn"].to_string().contains("never restored"),
+        "{target:#}"
+    );
+
+    // Published again as a newer generation: restored, the marker follows.
+    std::fs::write(&metadata_path, serde_json::to_vec(&newer).unwrap()).unwrap();
+    std::fs::write(restored.join("stray"), "x").unwrap();
+    let (code, report) = reconciler_json(&specs, &["apply"]);
+    assert_eq!(code, 0, "{report:#}");
+    let marker: Value =
+        serde_json::from_slice(&std::fs::read(restored.join(".reconciler-restore.json")).unwrap())
+            .unwrap();
+    assert_eq!(marker["generation"], "a-newer-generation");
+    assert!(!restored.join("stray").exists(), "rsync --delete");
+
+    // SIGKILL while rsync restores: the marker says `restoring`, so nothing trusts
+    // the half-copied data, and the next apply restores again.
+    newer["generation"] = Value::from("the-newest-generation");
+    std::fs::write(&metadata_path, serde_json::to_vec(&newer).unwrap()).unwrap();
+    let log = consumer.join("killed.log");
+    let mut child = common::apply_until_paused(&specs, "restore:running", &log, &[], String::new);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let marker: Value =
+        serde_json::from_slice(&std::fs::read(restored.join(".reconciler-restore.json")).unwrap())
+            .unwrap();
+    assert_eq!(marker["state"], "restoring", "{marker:#}");
+    let (code, report) = reconciler_json(&specs, &["diff"]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(
+        condition(first(&report), "VolumeRestored")["reason"],
+        "RestoreInterrupted"
+    );
+    let (code, report) = reconciler_json(&specs, &["apply"]);
+    assert_eq!(code, 0, "{report:#}");
+    let (rows, _) = query_cluster(
+        copy_of(&restored).path(),
+        &format!("select count(*) from rows where note = '{note}'"),
+    );
+    assert_eq!(rows, "1");
+
+    // The backup host is unreachable: Unknown with ssh's reason, nothing acted on.
+    sshd.down();
+    let (code, report) = reconciler_json(&specs, &["diff"]);
+    assert_eq!(code, 2, "{report:#}");
+    let target = first(&report);
+    assert_eq!(condition(target, "SourceComplete")["status"], "Unknown");
+    assert_eq!(actions(&target["steps"]), Vec::<String>::new());
+}
