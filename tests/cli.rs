@@ -42,10 +42,30 @@ spec:
 
 #[test]
 fn validate_accepts_the_checked_in_specs() {
-    for dir in ["specs", "examples"] {
-        let out = reconciler(&["validate", "--specs", dir]);
-        assert_eq!(out.status.code(), Some(0), "{dir}");
-        assert!(text(&out.stdout).contains("valid: montagu"), "{dir}");
+    // One set per host: the specs of annex, of science, and the quickstart's.
+    for (args, name) in [
+        (&["specs/annex"][..], "valid: montagu ("),
+        (&["specs/science"][..], "valid: montagu-science ("),
+        (
+            &[
+                "examples/local-pipeline.yaml",
+                "examples/local-restore-target.yaml",
+            ][..],
+            "valid: quickstart-consumer (",
+        ),
+    ] {
+        let mut argv = vec!["validate"];
+        for path in args {
+            argv.extend(["--specs", path]);
+        }
+        let out = reconciler(&argv);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stdout).contains(name), "{args:?}");
     }
 }
 
@@ -74,7 +94,7 @@ fn diff_with_a_broken_spec_is_an_error_and_says_where() {
 
 #[test]
 fn diff_of_an_unknown_pipeline_name_is_an_error() {
-    let out = reconciler(&["diff", "--specs", "specs", "no-such-pipeline"]);
+    let out = reconciler(&["diff", "--specs", "specs/annex", "no-such-pipeline"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no pipeline named `no-such-pipeline`"));
 }
@@ -140,14 +160,20 @@ spec:
 
 #[test]
 fn schema_prints_the_checked_in_schema() {
-    let out = reconciler(&["schema"]);
-    assert_eq!(out.status.code(), Some(0));
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let checked_in: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string("schemas/backup-pipeline.schema.json").unwrap(),
-    )
-    .unwrap();
-    assert_eq!(printed, checked_in);
+    for (args, file) in [
+        (&["schema"][..], "schemas/backup-pipeline.schema.json"),
+        (
+            &["schema", "--kind", "RestoreTarget"][..],
+            "schemas/restore-target.schema.json",
+        ),
+    ] {
+        let out = reconciler(args);
+        assert_eq!(out.status.code(), Some(0));
+        let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let checked_in: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        assert_eq!(printed, checked_in, "{file}");
+    }
 }
 
 #[test]

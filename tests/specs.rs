@@ -40,18 +40,52 @@ fn checked_in_schemas_match_the_types() {
 
 #[test]
 fn every_checked_in_spec_and_example_is_valid() {
-    // Each directory on its own: the Docker example mirrors production, so loaded
-    // together they rightly clash on the volume and the starport target.
-    for (dir, expected) in [("specs", "montagu"), ("examples", "montagu-docker")] {
-        let loaded = load_specs(&[root().join(dir)]);
-        assert!(loaded.problems.is_empty(), "{dir}: {:#?}", loaded.problems);
+    // Every file on its own, then each set that one host loads together: a
+    // host's specs directory, and the quickstart's two local examples. The Docker
+    // examples mirror production, so with it they rightly clash on the volume.
+    let mut files = Vec::new();
+    for dir in ["specs/annex", "specs/science", "examples"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 6, "{files:?}");
+    for file in &files {
+        let loaded = load_specs(std::slice::from_ref(file));
         assert!(
-            loaded
-                .resources
-                .iter()
-                .any(|p| p.resource.name().as_str() == expected),
-            "{dir}"
+            loaded.problems.is_empty(),
+            "{}: {:#?}",
+            file.display(),
+            loaded.problems
         );
+        assert_eq!(loaded.resources.len(), 1, "{}", file.display());
+    }
+    for (set, expected) in [
+        (vec![root().join("specs/annex")], vec!["montagu"]),
+        (vec![root().join("specs/science")], vec!["montagu-science"]),
+        (
+            vec![
+                root().join("examples/local-pipeline.yaml"),
+                root().join("examples/local-restore-target.yaml"),
+            ],
+            vec!["quickstart", "quickstart-consumer"],
+        ),
+    ] {
+        let loaded = load_specs(&set);
+        assert!(
+            loaded.problems.is_empty(),
+            "{set:?}: {:#?}",
+            loaded.problems
+        );
+        let names: Vec<&str> = loaded
+            .resources
+            .iter()
+            .map(|r| r.resource.name().as_str())
+            .collect();
+        assert_eq!(names, expected, "{set:?}");
     }
 }
 
