@@ -1527,6 +1527,20 @@ spec:
             plan.steps.is_empty(),
             "never restore without seeing the consumers"
         );
+        assert!(
+            plan.waiting_on.iter().any(|w| w.contains("Docker engine")),
+            "{:?}",
+            plan.waiting_on
+        );
+
+        // A volume that holds the copy needs nothing from the engine.
+        let o = world(
+            volume(Some(restored("g2", &[])), &[]),
+            Observation::Unavailable {
+                reason: "the Docker engine does not answer".into(),
+            },
+        );
+        assert!(plan_restore(&target(true), &o, &cx(NOW)).is_converged());
     }
 
     #[test]

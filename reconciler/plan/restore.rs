@@ -259,6 +259,10 @@ fn plan_volume(
         reason,
         message.clone(),
     ));
+    let nothing_to_start = marker.is_none_or(|m| m.consumers_to_start.is_empty());
+    if status == True && nothing_to_start {
+        return;
+    }
     let consumers = match &observed.consumers {
         Observation::Observed { value } => value,
         Observation::Unavailable { reason } => {
