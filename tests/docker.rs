@@ -636,26 +636,6 @@ impl Drop for RemoveVolume {
     }
 }
 
-/// `reconciler ARGS --output json --specs DIR` against the test engine.
-fn reconciler_json(specs: &Path, args: &[&str]) -> (i32, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-        .args(args)
-        .args(["--output", "json", "--specs"])
-        .arg(specs)
-        .env("DOCKER_HOST", &env().host)
-        .env("RECONCILER_LOG", "info")
-        .output()
-        .expect("run reconciler");
-    eprintln!(
-        "$ reconciler {args:?} -> {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code().unwrap_or(-1), value)
-}
-
 #[test]
 fn a_running_consumer_blocks_the_restore_until_the_spec_lets_it_be_stopped() {
     let p = DockerPipeline::new("consumer");
@@ -706,7 +686,8 @@ spec:
 
     // Nothing runs on the volume yet: restored at once, then the consumer starts
     // on it and serves the primary's row.
-    let (code, report) = reconciler_json(&specs, &["diff"]);
+    let (code, report) =
+        common::reconciler_json(&specs, &["diff"], &[("DOCKER_HOST", env().host.clone())]);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(report["pipelines"][0]["kind"], "RestoreTarget");
     let (status, reason, _) = DockerPipeline::condition(&report, "VolumeRestored");
@@ -714,7 +695,8 @@ spec:
         (status.as_str(), reason.as_str()),
         ("False", "VolumeMissing")
     );
-    let (code, report) = reconciler_json(&specs, &["apply"]);
+    let (code, report) =
+        common::reconciler_json(&specs, &["apply"], &[("DOCKER_HOST", env().host.clone())]);
     assert_eq!(code, 0, "{report:#}");
     start_postgres_on(&consumer, &restored);
     let (rows, _) = query_postgres_in(
@@ -730,7 +712,8 @@ spec:
     let (code, report, _) = p.reconciler(&["apply"]);
     assert_eq!(code, 0, "{report:#}");
 
-    let (code, report) = reconciler_json(&specs, &["diff"]);
+    let (code, report) =
+        common::reconciler_json(&specs, &["diff"], &[("DOCKER_HOST", env().host.clone())]);
     assert_eq!(code, 1, "{report:#}");
     let (status, reason, _) = DockerPipeline::condition(&report, "VolumeRestored");
     assert_eq!((status.as_str(), reason.as_str()), ("False", "OutOfDate"));
@@ -740,7 +723,8 @@ spec:
         waits.contains(&consumer) && waits.contains("stopForRestore"),
         "diff names the consumer it waits on: {waits}"
     );
-    let (code, report) = reconciler_json(&specs, &["apply"]);
+    let (code, report) =
+        common::reconciler_json(&specs, &["apply"], &[("DOCKER_HOST", env().host.clone())]);
     assert_eq!(code, 1, "apply waits too: {report:#}");
     assert_eq!(report["pipelines"][0]["steps"], Value::Array(vec![]));
     let (rows, _) = query_postgres_in(&consumer, "select count(*) from rows");
@@ -748,14 +732,10 @@ spec:
 
     // Opted in: stopped, restored, started again, serving the new row.
     write_spec(true);
-    let (code, report) = reconciler_json(&specs, &["apply"]);
+    let (code, report) =
+        common::reconciler_json(&specs, &["apply"], &[("DOCKER_HOST", env().host.clone())]);
     assert_eq!(code, 0, "{report:#}");
-    let actions: Vec<String> = report["pipelines"][0]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"]["action"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let actions = common::actions(&report["pipelines"][0]["steps"]);
     assert_eq!(actions, ["restoreVolume", "startConsumers"], "{report:#}");
     assert_eq!(
         report["pipelines"][0]["steps"][0]["step"]["stopConsumers"][0],
@@ -796,6 +776,7 @@ spec:
         Value::Null,
         "the record is cleared"
     );
-    let (code, report) = reconciler_json(&specs, &["diff"]);
+    let (code, report) =
+        common::reconciler_json(&specs, &["diff"], &[("DOCKER_HOST", env().host.clone())]);
     assert_eq!(code, 0, "{report:#}");
 }

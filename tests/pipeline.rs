@@ -5,7 +5,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{TestPipeline, actions, cluster_state, condition, copy_of, first, query_cluster};
+use common::{
+    TestPipeline, actions, cluster_state, condition, copy_of, first, query_cluster, reconciler_json,
+};
 use serde_json::Value;
 
 #[test]
@@ -480,25 +482,6 @@ fn an_off_site_mirror_follows_the_starport_over_ssh() {
     assert_eq!(first(&report)["steps"], Value::Array(vec![]));
 }
 
-/// `reconciler ARGS --output json --specs DIR`, parsed, with its exit code.
-fn reconciler_json(specs: &std::path::Path, args: &[&str]) -> (i32, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
-        .args(args)
-        .args(["--output", "json", "--specs"])
-        .arg(specs)
-        .env("RECONCILER_LOG", "info")
-        .output()
-        .expect("run reconciler");
-    eprintln!(
-        "$ reconciler {args:?} -> {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
-    (out.status.code().unwrap_or(-1), value)
-}
-
 #[test]
 fn a_restore_target_pulls_the_complete_copy_over_ssh_and_postgres_serves_it() {
     let p = TestPipeline::new("restore", "{keep: 3}");
@@ -545,7 +528,7 @@ spec:
     )
     .unwrap();
 
-    let (code, report) = reconciler_json(&specs, &["diff"]);
+    let (code, report) = reconciler_json(&specs, &["diff"], &[]);
     assert_eq!(code, 1, "{report:#}");
     let target = first(&report);
     assert_eq!(target["kind"], "RestoreTarget");
@@ -556,7 +539,7 @@ spec:
     );
     assert_eq!(actions(&target["steps"]), ["restoreVolume"]);
 
-    let (code, report) = reconciler_json(&specs, &["apply"]);
+    let (code, report) = reconciler_json(&specs, &["apply"], &[]);
     assert_eq!(code, 0, "{report:#}");
     let metadata = p.starport_metadata().expect("starport metadata");
     let marker: Value =
@@ -578,7 +561,7 @@ spec:
         !log.contains("redo starts"),
         "restored a shut-down copy:\n{log}"
     );
-    let (code, report) = reconciler_json(&specs, &["diff"]);
+    let (code, report) = reconciler_json(&specs, &["diff"], &[]);
     assert_eq!(code, 0, "{report:#}");
 
     // A sync in progress on the backup host (no metadata): never restored from,
@@ -588,7 +571,7 @@ spec:
     let mut newer: Value = serde_json::from_slice(&saved).unwrap();
     newer["generation"] = Value::from("a-newer-generation");
     std::fs::remove_file(&metadata_path).unwrap();
-    let (code, report) = reconciler_json(&specs, &["diff"]);
+    let (code, report) = reconciler_json(&specs, &["diff"], &[]);
     assert_eq!(code, 1, "{report:#}");
     let target = first(&report);
     assert_eq!(
@@ -605,7 +588,7 @@ spec:
     // Published again as a newer generation: restored, the marker follows.
     std::fs::write(&metadata_path, serde_json::to_vec(&newer).unwrap()).unwrap();
     std::fs::write(restored.join("stray"), "x").unwrap();
-    let (code, report) = reconciler_json(&specs, &["apply"]);
+    let (code, report) = reconciler_json(&specs, &["apply"], &[]);
     assert_eq!(code, 0, "{report:#}");
     let marker: Value =
         serde_json::from_slice(&std::fs::read(restored.join(".reconciler-restore.json")).unwrap())
@@ -625,13 +608,13 @@ spec:
         serde_json::from_slice(&std::fs::read(restored.join(".reconciler-restore.json")).unwrap())
             .unwrap();
     assert_eq!(marker["state"], "restoring", "{marker:#}");
-    let (code, report) = reconciler_json(&specs, &["diff"]);
+    let (code, report) = reconciler_json(&specs, &["diff"], &[]);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(
         condition(first(&report), "VolumeRestored")["reason"],
         "RestoreInterrupted"
     );
-    let (code, report) = reconciler_json(&specs, &["apply"]);
+    let (code, report) = reconciler_json(&specs, &["apply"], &[]);
     assert_eq!(code, 0, "{report:#}");
     let (rows, _) = query_cluster(
         copy_of(&restored).path(),
@@ -641,7 +624,7 @@ spec:
 
     // The backup host is unreachable: Unknown with ssh's reason, nothing acted on.
     sshd.down();
-    let (code, report) = reconciler_json(&specs, &["diff"]);
+    let (code, report) = reconciler_json(&specs, &["diff"], &[]);
     assert_eq!(code, 2, "{report:#}");
     let target = first(&report);
     assert_eq!(condition(target, "SourceComplete")["status"], "Unknown");

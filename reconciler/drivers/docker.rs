@@ -223,26 +223,15 @@ impl DockerEngine {
         name: &str,
         timeout: Duration,
     ) -> Result<Option<i64>, DockerError> {
-        // The engine answers a stop only once the container stopped: the request may
-        // take the whole stop timeout, longer than the client's default limit.
-        let docker = self
-            .client()
-            .await?
-            .clone()
-            .with_timeout(timeout + Duration::from_secs(60));
-        let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
-        let stopped = docker
-            .stop_container(
-                name,
-                Some(StopContainerOptionsBuilder::new().t(seconds).build()),
-            )
-            .await;
+        let stopped = self.stop_request(name, timeout).await?;
         if let Err(e) = &stopped
             && is_not_found(e)
         {
             return Ok(None);
         }
-        let code = docker
+        let code = self
+            .client()
+            .await?
             .inspect_container(name, None)
             .await
             .ok()
@@ -258,21 +247,33 @@ impl DockerEngine {
     /// Stops a container (its stop signal, then SIGKILL after `timeout`) and leaves
     /// it in place, to be started again. A stopped one is fine.
     pub async fn stop(&self, name: &str, timeout: Duration) -> Result<(), DockerError> {
-        // The engine answers only once the container stopped: allow the whole timeout.
+        self.stop_request(name, timeout)
+            .await?
+            .or_else(|e| if is_not_modified(&e) { Ok(()) } else { Err(e) })
+            .map_err(DockerError::api(format!("stop container {name}")))
+    }
+
+    /// Asks the engine to stop a container: its stop signal, then SIGKILL after
+    /// `timeout`. The outer error is the client's; the inner one the engine's answer.
+    async fn stop_request(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Result<(), bollard::errors::Error>, DockerError> {
+        // The engine answers a stop only once the container stopped: the request may
+        // take the whole stop timeout, longer than the client's default limit.
         let docker = self
             .client()
             .await?
             .clone()
             .with_timeout(timeout + Duration::from_secs(60));
         let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
-        docker
+        Ok(docker
             .stop_container(
                 name,
                 Some(StopContainerOptionsBuilder::new().t(seconds).build()),
             )
-            .await
-            .or_else(|e| if is_not_modified(&e) { Ok(()) } else { Err(e) })
-            .map_err(DockerError::api(format!("stop container {name}")))
+            .await)
     }
 
     /// Starts an existing container. A running one is fine.

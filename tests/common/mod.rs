@@ -342,6 +342,27 @@ impl Drop for TestPipeline {
     }
 }
 
+/// `reconciler ARGS --output json --specs DIR` with extra environment, parsed
+/// (`null` when stdout holds no JSON), with its exit code.
+pub fn reconciler_json(specs: &Path, args: &[&str], envs: &[(&str, String)]) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(args)
+        .args(["--output", "json", "--specs"])
+        .arg(specs)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .env("RECONCILER_LOG", "info")
+        .output()
+        .expect("run reconciler");
+    eprintln!(
+        "$ reconciler {args:?} -> {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), value)
+}
+
 /// Steps of a plan or report, as `action` strings.
 pub fn actions(steps: &Value) -> Vec<String> {
     steps
