@@ -152,12 +152,14 @@ impl RestoreSourceDriver for RsyncSource {
         // The backup host's own marker means nothing here, and the restore marker
         // is ours to write; neither is copied nor deleted by the copy. The legacy
         // `.barman-last-restore` travels with the data: consumers of the old
-        // pipeline read it to know how old their copy is.
+        // pipeline read it to know how old their copy is. A `postmaster.pid` is
+        // hidden on the sending side only, so a stale one in the volume (left by a
+        // killed consumer) is deleted rather than kept to block the next start.
         let command = command
             .args(["-a", "--delete", "--numeric-ids", "--stats"])
             .arg(format!("--exclude=/{MARKER_FILE}"))
             .arg(format!("--exclude=/{RESTORE_MARKER_FILE}"))
-            .arg("--exclude=/postmaster.pid")
+            .arg("--filter=H /postmaster.pid")
             .arg(to)
             .pause_at("restore:running");
         let out = self

@@ -394,8 +394,11 @@ pub fn is_wipeable(path: &Path) -> io::Result<bool> {
         || holds_staging(path)?)
 }
 
-/// True when `postmaster.pid` names a live process. A pid file left by a crash
-/// (its process gone) does not count: postgres itself ignores such a file.
+/// True when `postmaster.pid` names a live postgres process. A pid file left by a
+/// crash (its process gone) does not count: postgres itself ignores such a file.
+/// Nor does one naming a process that neither works in the directory nor runs
+/// postgres: a postgres in a container writes its own namespace's pid (often 1),
+/// which on this host is someone else.
 pub fn postmaster_running(data_dir: &Path) -> bool {
     let Ok(text) = fs::read_to_string(data_dir.join("postmaster.pid")) else {
         return false;
@@ -408,10 +411,28 @@ pub fn postmaster_running(data_dir: &Path) -> bool {
         // Unreadable: assume the worst.
         return true;
     };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+    let alive = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
         Ok(()) => true,
         Err(nix::errno::Errno::ESRCH) => false,
         Err(_) => true,
+    };
+    alive && (works_in(pid, data_dir) || is_postgres(pid))
+}
+
+/// Whether process `pid` runs a postgres binary. When its command line cannot be
+/// read it is assumed to: a live server is never mistaken for a stale file.
+fn is_postgres(pid: i32) -> bool {
+    match fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => {
+            let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+            let program = String::from_utf8_lossy(program);
+            let name = program.rsplit('/').next().unwrap_or_default();
+            // A retitled postgres process reads `postgres: 15/main: …`.
+            program.starts_with("postgres")
+                || name.starts_with("postgres")
+                || name.starts_with("postmaster")
+        }
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
     }
 }
 
@@ -720,6 +741,35 @@ mod tests {
         let child = KillOnDrop(child);
         fs::write(dir.path().join("postmaster.pid"), pid_file(child.0.id())).unwrap();
         assert_eq!(stray_replay(dir.path()), Some(child.0.id() as i32));
+    }
+
+    /// A postgres in a container writes its own namespace's pid, often 1: on this
+    /// host that is init, which must not count as a server on the directory.
+    #[test]
+    fn a_pid_file_naming_an_unrelated_live_process_is_not_a_running_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = |pid: u32| format!("{pid}\n{}\n0\n5432\n/tmp\n", dir.path().display());
+        fs::write(dir.path().join("postmaster.pid"), pid_file(1)).unwrap();
+        assert!(
+            !postmaster_running(dir.path()),
+            "pid 1 is not a postgres here"
+        );
+        // This test process is alive but neither postgres nor working there.
+        fs::write(
+            dir.path().join("postmaster.pid"),
+            pid_file(std::process::id()),
+        )
+        .unwrap();
+        assert!(!postmaster_running(dir.path()));
+        // One working in the directory is taken for a server, whatever it runs.
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
+        let child = KillOnDrop(child);
+        fs::write(dir.path().join("postmaster.pid"), pid_file(child.0.id())).unwrap();
+        assert!(postmaster_running(dir.path()));
     }
 
     struct KillOnDrop(std::process::Child);
