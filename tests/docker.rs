@@ -730,8 +730,51 @@ spec:
     let (rows, _) = query_postgres_in(&consumer, "select count(*) from rows");
     assert_ne!(rows, "", "the consumer was left alone and still serves");
 
-    // Opted in: stopped, restored, started again, serving the new row.
+    // Opted in, but the restore is stopped (SIGTERM) after the consumer was
+    // stopped and before anything was copied: the consumer is started again and
+    // the volume keeps its complete previous generation.
     write_spec(true);
+    let marker_path = Path::new(&docker_ok(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Mountpoint}}",
+        &restored,
+    ]))
+    .join(".reconciler-restore.json");
+    let before: Value = serde_json::from_slice(&std::fs::read(&marker_path).unwrap()).unwrap();
+    let log = p.root.join("restore-interrupted.log");
+    let mut child = common::apply_until_paused(
+        &specs,
+        "restore:consumersStopped",
+        &log,
+        &[("DOCKER_HOST", env().host.as_str())],
+        String::new,
+    );
+    assert_eq!(
+        docker_ok(&["inspect", "--format", "{{.State.Status}}", &consumer]),
+        "exited",
+        "stopped for the restore"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "an interrupted apply is not a success");
+    assert_eq!(
+        docker_ok(&["inspect", "--format", "{{.State.Status}}", &consumer]),
+        "running",
+        "started again: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let after: Value = serde_json::from_slice(&std::fs::read(&marker_path).unwrap()).unwrap();
+    assert_eq!(after, before, "the previous marker is back");
+    let (rows, _) = query_postgres_in(&consumer, "select count(*) from rows");
+    assert_ne!(rows, "", "the consumer serves its previous copy");
+
+    // Opted in: stopped, restored, started again, serving the new row.
     let (code, report) =
         common::reconciler_json(&specs, &["apply"], &[("DOCKER_HOST", env().host.clone())]);
     assert_eq!(code, 0, "{report:#}");

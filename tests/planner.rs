@@ -1261,11 +1261,18 @@ spec:
         })
     }
 
+    /// Generation `gN` was recovered at 05:00 on November 22+N: g2 is the newest
+    /// the starport offers by default.
+    fn recovered(generation: &str) -> Timestamp {
+        let n: i64 = generation[1..].parse().expect("generations are named gN");
+        t("2026-11-22T05:00:00Z") + jiff::SignedDuration::from_hours(24 * n)
+    }
+
     fn restored(generation: &str, to_start: &[&str]) -> RestoreMarker {
         RestoreMarker {
             state: RestoreState::Restored,
             generation: generation.to_string(),
-            recovered_at: Some(t("2026-11-24T05:00:00Z")),
+            recovered_at: Some(recovered(generation)),
             restored_at: Some(t("2026-11-24T07:00:00Z")),
             consumers_to_start: to_start.iter().map(|s| s.to_string()).collect(),
             target: "science".to_string(),
@@ -1494,6 +1501,102 @@ spec:
         );
         assert_eq!(status(&plan, ConditionType::Ready), ConditionStatus::False);
         assert!(plan.waiting_on.iter().any(|w| w.contains("backup host")));
+    }
+
+    #[test]
+    fn consumers_are_never_rolled_back_to_an_older_or_untrusted_copy() {
+        // The starport went back to g1 (say, pointed at an old copy): g2 stays.
+        let mut o = world(
+            volume(Some(restored("g2", &[])), &[]),
+            consumer(Some("exited")),
+        );
+        o.source = published("g1", "2026-11-23T05:00:00Z");
+        let plan = plan_restore(&target(true), &o, &cx(NOW));
+        assert!(plan.steps.is_empty(), "{:#?}", plan.steps);
+        let (s, _, message) = condition_of(&plan, ConditionType::VolumeRestored);
+        assert_eq!(s, ConditionStatus::True, "{message}");
+        assert!(
+            message.contains("never replaced by older data"),
+            "{message}"
+        );
+
+        // A copy dated in the future says the clocks are wrong: no replacement.
+        o.source = published("g3", "2026-11-25T05:00:00Z");
+        let plan = plan_restore(&target(true), &o, &cx(NOW));
+        assert!(plan.steps.is_empty(), "{:#?}", plan.steps);
+        assert_eq!(
+            condition_of(&plan, ConditionType::SourceComplete).1,
+            "FromTheFuture"
+        );
+
+        // Older than maxAge but newer than what the volume holds: an improvement.
+        let mut o = world(
+            volume(Some(restored("g1", &[])), &[]),
+            consumer(Some("exited")),
+        );
+        o.source = published("g0", "2026-11-22T05:00:00Z");
+        assert!(plan_restore(&target(true), &o, &cx(NOW)).steps.is_empty());
+        let mut late = restored("g1", &[]);
+        late.recovered_at = Some(t("2026-11-10T05:00:00Z"));
+        o.volume = volume(Some(late), &[]);
+        let plan = plan_restore(&target(true), &o, &cx(NOW));
+        assert_eq!(
+            condition_of(&plan, ConditionType::SourceComplete).1,
+            "SourceStale"
+        );
+        assert_eq!(steps(&plan), vec![restore("g0", &[])]);
+    }
+
+    #[test]
+    fn consumers_stopped_by_an_unfinished_restore_are_named_while_it_waits() {
+        let mut interrupted = restored("g2", &["montagu-db"]);
+        interrupted.state = RestoreState::Restoring;
+        let mut o = world(volume(Some(interrupted), &[]), consumer(Some("exited")));
+        o.source = Observation::Unavailable {
+            reason: "ssh: connection refused".into(),
+        };
+        let plan = plan_restore(&target(true), &o, &cx(NOW));
+        assert!(plan.steps.is_empty(), "never started on a half copy");
+        assert!(
+            plan.waiting_on
+                .iter()
+                .any(|w| w.contains("container montagu-db") && w.contains("unfinished restore")),
+            "{:?}",
+            plan.waiting_on
+        );
+    }
+
+    #[test]
+    fn a_consumer_owed_a_start_is_started_even_once_no_longer_listed() {
+        // The spec was edited after a restore stopped `old-db`; observation still
+        // reports it because the marker records it.
+        let mut o = world(
+            volume(Some(restored("g2", &["old-db"])), &[]),
+            Observation::observed(vec![
+                ConsumerState {
+                    container: "montagu-db".to_string(),
+                    state: Some("running".into()),
+                },
+                ConsumerState {
+                    container: "old-db".to_string(),
+                    state: Some("exited".into()),
+                },
+            ]),
+        );
+        let plan = plan_restore(&target(true), &o, &cx(NOW));
+        assert_eq!(
+            steps(&plan),
+            vec![Step::StartConsumers {
+                containers: vec!["old-db".into()]
+            }]
+        );
+        // And a running unlisted one is never stopped by a restore.
+        o.source = published("g3", "2026-11-24T06:00:00Z");
+        if let Observation::Observed { value } = &mut o.consumers {
+            value[1].state = Some("running".into());
+        }
+        let plan = plan_restore(&target(true), &o, &cx(NOW));
+        assert_eq!(steps(&plan), vec![restore("g3", &["montagu-db"])]);
     }
 
     #[test]

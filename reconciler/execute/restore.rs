@@ -2,7 +2,9 @@
 //! argument. A restore marks the volume `restoring` before anything touches it
 //! (recording the consumers it will stop, so they are started again even after an
 //! interruption), stops those consumers, copies, checks the starport still holds
-//! the generation it copied, and only then marks the volume `restored`.
+//! the generation it copied, and only then marks the volume `restored`. A restore
+//! that fails before copying anything undoes itself: the consumers it stopped are
+//! started again and the volume gets its previous marker back.
 
 use jiff::Timestamp;
 
@@ -103,22 +105,19 @@ async fn restore_volume(
     };
     // First: from here on nothing may trust the data.
     drivers.restore_volume.write_marker(&path, &marker).await?;
-    pause_point("restore:invalidated", &drivers.cancel).await?;
-    for name in stop_consumers {
-        drivers
-            .consumers
-            .stop(name, spec.consumers.stop_timeout.to_std())
-            .await
-            .map_err(|source| ExecuteError::Consumer {
-                container: name.clone(),
-                source,
-            })?;
+    if let Err(e) = stop_and_check(target, stop_consumers, &path, drivers).await {
+        // Nothing was copied: the data is what it was, so its consumers get it back.
+        undo_before_copy(
+            target,
+            marker_of(observed),
+            stop_consumers,
+            &marker,
+            &path,
+            drivers,
+        )
+        .await;
+        return Err(e);
     }
-    // Checked again here, not only at observation: something may have started since.
-    drivers
-        .restore_volume
-        .ensure_unused(&spec.volume, &path)
-        .await?;
     let copied = drivers.restore_source.copy(&spec.source, &path).await?;
     pause_point("restore:copied", &drivers.cancel).await?;
     // The starport must not have changed under rsync, or the volume holds a mix.
@@ -132,6 +131,76 @@ async fn restore_volume(
         copied.literal_bytes,
         copied.total_bytes
     ))
+}
+
+/// Stops the consumers to stop and checks that nothing else uses the volume.
+async fn stop_and_check(
+    target: &RestoreTarget,
+    stop_consumers: &[String],
+    path: &std::path::Path,
+    drivers: &Drivers,
+) -> Result<(), ExecuteError> {
+    let spec = &target.spec;
+    for name in stop_consumers {
+        drivers
+            .consumers
+            .stop(name, spec.consumers.stop_timeout.to_std())
+            .await
+            .map_err(|source| ExecuteError::Consumer {
+                container: name.clone(),
+                source,
+            })?;
+    }
+    pause_point("restore:consumersStopped", &drivers.cancel).await?;
+    // Checked again here, not only at observation: something may have started since.
+    drivers
+        .restore_volume
+        .ensure_unused(&spec.volume, path)
+        .await?;
+    Ok(())
+}
+
+/// After a restore failed before copying anything: starts again the consumers it
+/// stopped and puts back the marker the volume had. A consumer that does not start
+/// stays on the record, to be started by a later pass. Best effort: the restore's
+/// own error is what gets reported, and a marker left `restoring` only costs a
+/// restore.
+async fn undo_before_copy(
+    target: &RestoreTarget,
+    before: Option<&RestoreMarker>,
+    stopped: &[String],
+    restoring: &RestoreMarker,
+    path: &std::path::Path,
+    drivers: &Drivers,
+) {
+    let mut still_owed: Vec<String> = before
+        .map(|m| m.consumers_to_start.clone())
+        .unwrap_or_default();
+    for name in stopped {
+        if let Err(e) = drivers.consumers.start(name).await {
+            tracing::warn!(
+                restore_target = %target.name(),
+                container = %name,
+                error = %crate::observe::error_chain(&e),
+                "a consumer stopped for a failed restore did not start again"
+            );
+            if !still_owed.contains(name) {
+                still_owed.push(name.clone());
+            }
+        }
+    }
+    let mut marker = match before {
+        Some(m) => m.clone(),
+        None => restoring.clone(),
+    };
+    marker.consumers_to_start = still_owed;
+    if let Err(e) = drivers.restore_volume.write_marker(path, &marker).await {
+        tracing::warn!(
+            restore_target = %target.name(),
+            error = %crate::observe::error_chain(&e),
+            "the marker of a restore that copied nothing could not be put back"
+        );
+    }
 }
 
 async fn start_consumers(

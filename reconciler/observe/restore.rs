@@ -17,7 +17,8 @@ pub struct RestoreObserved {
     pub source: Observation<StarportState>,
     /// The volume restored into.
     pub volume: Observation<RestoreVolumeState>,
-    /// Each container listed as a consumer, in spec order.
+    /// Each container listed as a consumer, in spec order, then any other the
+    /// volume's marker records as stopped by a restore.
     pub consumers: Observation<Vec<ConsumerState>>,
 }
 
@@ -129,12 +130,34 @@ pub async fn observe_restore(target: &RestoreTarget, drivers: &Drivers) -> Resto
         Ok(state) => Observation::observed(state),
         Err(e) => Observation::unavailable(&e),
     };
-    let consumers = if spec.consumers.containers.is_empty() {
+    // The listed containers, and any a restore stopped and still owes a start even
+    // if the spec no longer lists it: that debt outlives an edit of the spec.
+    let mut names: Vec<String> = spec
+        .consumers
+        .containers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if let Observation::Observed {
+        value:
+            RestoreVolumeState::Present {
+                marker: Some(marker),
+                ..
+            },
+    } = &volume
+    {
+        for owed in &marker.consumers_to_start {
+            if !names.contains(owed) {
+                names.push(owed.clone());
+            }
+        }
+    }
+    let consumers = if names.is_empty() {
         Observation::observed(Vec::new())
     } else {
         let mut states = Vec::new();
         let mut failure = None;
-        for container in &spec.consumers.containers {
+        for container in &names {
             match drivers.consumers.state(container.as_str()).await {
                 Ok(state) => states.push(ConsumerState {
                     container: container.to_string(),

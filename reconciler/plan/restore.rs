@@ -23,6 +23,33 @@ use crate::spec::RestoreTarget;
 struct SourceCopy {
     generation: String,
     recovered_at: Option<Timestamp>,
+    /// `SourceComplete` is True: complete, dated and within `maxAge`.
+    current: bool,
+    /// Its date can be compared with the volume's: known, and not in the future.
+    dated: bool,
+}
+
+impl SourceCopy {
+    /// Whether this copy may replace the complete generation `held`. Never an
+    /// older one: a starport pointed back at an old copy does not roll consumers
+    /// back. Undated copies replace only when the starport is otherwise current.
+    fn may_replace(&self, held: &RestoreMarker) -> bool {
+        if self.generation == held.generation {
+            return false;
+        }
+        match (self.recovered_at, held.recovered_at) {
+            (Some(offered), Some(held)) if self.dated => offered > held,
+            _ => self.current,
+        }
+    }
+
+    /// True when it is older than the complete generation `held`.
+    fn older_than(&self, held: &RestoreMarker) -> bool {
+        matches!(
+            (self.recovered_at, held.recovered_at),
+            (Some(offered), Some(held)) if self.dated && offered < held
+        )
+    }
 }
 
 /// Plans one restore target. Pure: no I/O, no clock.
@@ -92,9 +119,11 @@ fn plan_source(
             value: StarportState::Synced { metadata },
         } => metadata,
     };
-    let copy = SourceCopy {
+    let mut copy = SourceCopy {
         generation: metadata.generation_key(),
         recovered_at: metadata.data_time(),
+        current: false,
+        dated: false,
     };
     let (status, reason, message) = match copy.recovered_at {
         None => (
@@ -143,6 +172,8 @@ fn plan_source(
             }
         }
     };
+    copy.current = status == True;
+    copy.dated = copy.recovered_at.is_some() && reason != "FromTheFuture";
     if status != True {
         plan.waiting_on.push(format!(
             "the backup host to publish a newer generation: {message}"
@@ -190,7 +221,7 @@ fn plan_volume(
                 format!("{location} holds files that are not a PostgreSQL data directory"),
             ));
             plan.waiting_on.push(format!(
-                "{location} to be emptied or pointed elsewhere: the reconciler never overwrites data it did not restore"
+                "{location} to be emptied or pointed elsewhere: the reconciler replaces only a PostgreSQL data directory or an empty volume"
             ));
             return;
         }
@@ -225,6 +256,14 @@ fn plan_volume(
             format!(
                 "a restore of generation {} into {location} did not finish: its data is incomplete",
                 m.generation
+            ),
+        ),
+        (_, Some(m), Some(copy)) if copy.older_than(m) => (
+            True,
+            "Restored",
+            format!(
+                "{location} holds generation {}, newer than the starport's {}: never replaced by older data",
+                m.generation, copy.generation
             ),
         ),
         (_, Some(m), Some(copy)) if m.generation != copy.generation => (
@@ -276,20 +315,39 @@ fn plan_volume(
         plan_restarts(marker, consumers, plan);
         return;
     }
+    let owed = marker.map_or(&[][..], |m| &m.consumers_to_start[..]);
     let Some(copy) = source else {
         plan.waiting_on
             .push("a complete starport copy to restore from".to_string());
+        wait_with_stopped(owed, &location, plan);
         return;
     };
+    // A complete generation in place is replaced only by a newer, trustworthy one;
+    // plan_source already says what the starport lacks.
+    if let Some(held) = marker.filter(|m| m.state == RestoreState::Restored)
+        && !copy.may_replace(held)
+    {
+        if copy.current {
+            plan.waiting_on.push(format!(
+                "a starport generation recovered after {}'s ({}) to replace it",
+                held.generation,
+                held.recovered_at
+                    .map_or("an unknown time".to_string(), |at| at.to_string())
+            ));
+        }
+        return;
+    }
     let listed = &target.spec.consumers;
     let unlisted: Vec<&str> = used_by
         .iter()
         .filter(|c| !listed.containers.iter().any(|l| l.as_str() == c.as_str()))
         .map(String::as_str)
         .collect();
+    // Only listed containers are ever stopped; one only owed a start is not.
     let running: Vec<String> = consumers
         .iter()
         .filter(|c| c.is_running())
+        .filter(|c| listed.containers.iter().any(|l| l.as_str() == c.container))
         .map(|c| c.container.clone())
         .collect();
     if !unlisted.is_empty() {
@@ -297,10 +355,12 @@ fn plan_volume(
             "{} to stop: running on {location} but not listed in consumers.containers, so never stopped by the reconciler",
             containers(&unlisted)
         ));
+        wait_with_stopped(owed, &location, plan);
     } else if postmaster_running {
         plan.waiting_on.push(format!(
             "the postgres running on {location} (postmaster.pid) to stop: a volume is never restored under a running server"
         ));
+        wait_with_stopped(owed, &location, plan);
     } else if !running.is_empty() && !listed.stop_for_restore {
         plan.waiting_on.push(format!(
             "consumer {} to stop: restoring under a running database would corrupt it (consumers.stopForRestore: true lets the reconciler stop it and start it again)",
@@ -323,6 +383,20 @@ fn plan_volume(
             reason,
         });
     }
+}
+
+/// Says so when containers an interrupted restore stopped stay stopped while the
+/// restore waits: they are started once the volume holds a complete copy again,
+/// never on a half-copied one.
+fn wait_with_stopped(owed: &[String], location: &impl std::fmt::Display, plan: &mut Plan) {
+    if owed.is_empty() {
+        return;
+    }
+    plan.waiting_on.push(format!(
+        "{} stopped by an unfinished restore of {location}: {} started again once the volume holds a complete copy",
+        containers(owed),
+        if owed.len() == 1 { "it is" } else { "they are" }
+    ));
 }
 
 /// Starts again what a finished restore stopped.
