@@ -1548,7 +1548,7 @@ spec:
     }
 
     #[test]
-    fn consumers_stopped_by_an_unfinished_restore_are_named_while_it_waits() {
+    fn consumers_owed_a_start_wait_for_a_complete_copy_and_are_named_meanwhile() {
         let mut interrupted = restored("g2", &["montagu-db"]);
         interrupted.state = RestoreState::Restoring;
         let mut o = world(volume(Some(interrupted), &[]), consumer(Some("exited")));
@@ -1563,6 +1563,17 @@ spec:
                 .any(|w| w.contains("container montagu-db") && w.contains("unfinished restore")),
             "{:?}",
             plan.waiting_on
+        );
+
+        // On a complete copy (a restore that copied nothing could not start it
+        // again) it is started while the restore waits.
+        o.volume = volume(Some(restored("g1", &["montagu-db"])), &[]);
+        let plan = plan_restore(&target(true), &o, &cx(NOW));
+        assert_eq!(
+            steps(&plan),
+            vec![Step::StartConsumers {
+                containers: vec!["montagu-db".into()]
+            }]
         );
     }
 

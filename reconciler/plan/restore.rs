@@ -32,13 +32,14 @@ struct SourceCopy {
 impl SourceCopy {
     /// Whether this copy may replace the complete generation `held`. Never an
     /// older one: a starport pointed back at an old copy does not roll consumers
-    /// back. Undated copies replace only when the starport is otherwise current.
+    /// back. A copy no later than the volume's (or undated) replaces it only when
+    /// the starport is current: the starport names the generation to hold.
     fn may_replace(&self, held: &RestoreMarker) -> bool {
-        if self.generation == held.generation {
+        if self.generation == held.generation || self.older_than(held) {
             return false;
         }
         match (self.recovered_at, held.recovered_at) {
-            (Some(offered), Some(held)) if self.dated => offered > held,
+            (Some(offered), Some(held)) if self.dated && offered > held => true,
             _ => self.current,
         }
     }
@@ -315,11 +316,10 @@ fn plan_volume(
         plan_restarts(marker, consumers, plan);
         return;
     }
-    let owed = marker.map_or(&[][..], |m| &m.consumers_to_start[..]);
     let Some(copy) = source else {
         plan.waiting_on
             .push("a complete starport copy to restore from".to_string());
-        wait_with_stopped(owed, &location, plan);
+        settle_owed(marker, consumers, &location, plan);
         return;
     };
     // A complete generation in place is replaced only by a newer, trustworthy one;
@@ -335,6 +335,7 @@ fn plan_volume(
                     .map_or("an unknown time".to_string(), |at| at.to_string())
             ));
         }
+        settle_owed(marker, consumers, &location, plan);
         return;
     }
     let listed = &target.spec.consumers;
@@ -355,17 +356,18 @@ fn plan_volume(
             "{} to stop: running on {location} but not listed in consumers.containers, so never stopped by the reconciler",
             containers(&unlisted)
         ));
-        wait_with_stopped(owed, &location, plan);
+        settle_owed(marker, consumers, &location, plan);
     } else if postmaster_running {
         plan.waiting_on.push(format!(
             "the postgres running on {location} (postmaster.pid) to stop: a volume is never restored under a running server"
         ));
-        wait_with_stopped(owed, &location, plan);
+        settle_owed(marker, consumers, &location, plan);
     } else if !running.is_empty() && !listed.stop_for_restore {
         plan.waiting_on.push(format!(
             "consumer {} to stop: restoring under a running database would corrupt it (consumers.stopForRestore: true lets the reconciler stop it and start it again)",
             containers(&running)
         ));
+        settle_owed(marker, consumers, &location, plan);
     } else {
         let reason = if running.is_empty() {
             message
@@ -385,13 +387,24 @@ fn plan_volume(
     }
 }
 
-/// Says so when containers an interrupted restore stopped stay stopped while the
-/// restore waits: they are started once the volume holds a complete copy again,
-/// never on a half-copied one.
-fn wait_with_stopped(owed: &[String], location: &impl std::fmt::Display, plan: &mut Plan) {
-    if owed.is_empty() {
+/// While no restore can run: containers a restore stopped are started again when
+/// the volume holds a complete copy (an earlier restore that copied nothing and
+/// could not start them); on a half-copied one they stay stopped, and the plan
+/// says so.
+fn settle_owed(
+    marker: Option<&RestoreMarker>,
+    consumers: &[ConsumerState],
+    location: &impl std::fmt::Display,
+    plan: &mut Plan,
+) {
+    let Some(marker) = marker.filter(|m| !m.consumers_to_start.is_empty()) else {
+        return;
+    };
+    if marker.state == RestoreState::Restored {
+        plan_restarts(Some(marker), consumers, plan);
         return;
     }
+    let owed = &marker.consumers_to_start;
     plan.waiting_on.push(format!(
         "{} stopped by an unfinished restore of {location}: {} started again once the volume holds a complete copy",
         containers(owed),
