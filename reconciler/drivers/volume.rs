@@ -733,12 +733,7 @@ mod tests {
         .unwrap();
         assert_eq!(stray_replay(dir.path()), None);
         // A live process working in the directory is one.
-        let child = std::process::Command::new("sleep")
-            .arg("30")
-            .current_dir(dir.path())
-            .spawn()
-            .unwrap();
-        let child = KillOnDrop(child);
+        let child = KillOnDrop::sleeping_in(dir.path());
         fs::write(dir.path().join("postmaster.pid"), pid_file(child.0.id())).unwrap();
         assert_eq!(stray_replay(dir.path()), Some(child.0.id() as i32));
     }
@@ -762,17 +757,25 @@ mod tests {
         .unwrap();
         assert!(!postmaster_running(dir.path()));
         // One working in the directory is taken for a server, whatever it runs.
-        let child = std::process::Command::new("sleep")
-            .arg("30")
-            .current_dir(dir.path())
-            .spawn()
-            .unwrap();
-        let child = KillOnDrop(child);
+        let child = KillOnDrop::sleeping_in(dir.path());
         fs::write(dir.path().join("postmaster.pid"), pid_file(child.0.id())).unwrap();
         assert!(postmaster_running(dir.path()));
     }
 
+    /// A child process, killed when dropped.
     struct KillOnDrop(std::process::Child);
+
+    impl KillOnDrop {
+        /// A `sleep` whose working directory is `dir`, as a postgres's is its data.
+        fn sleeping_in(dir: &Path) -> Self {
+            let child = std::process::Command::new("sleep")
+                .arg("30")
+                .current_dir(dir)
+                .spawn()
+                .unwrap();
+            Self(child)
+        }
+    }
     impl Drop for KillOnDrop {
         fn drop(&mut self) {
             let _ = self.0.kill();
