@@ -774,6 +774,35 @@ spec:
     let (rows, _) = query_postgres_in(&consumer, "select count(*) from rows");
     assert_ne!(rows, "", "the consumer serves its previous copy");
 
+    // Opted in, but the consumer is started by hand once the copy is done: what
+    // it wrote is mixed with the copy, so the volume is not marked restored.
+    let resume = p.root.join("resume-after-copy");
+    let log = p.root.join("restore-used-during-copy.log");
+    let child = common::apply_until_paused(
+        &specs,
+        "restore:copied",
+        &log,
+        &[
+            ("DOCKER_HOST", env().host.as_str()),
+            ("RECONCILER_RESUME_WHEN", resume.to_str().unwrap()),
+        ],
+        String::new,
+    );
+    docker_ok(&["start", &consumer]);
+    std::fs::write(&resume, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!out.status.success(), "the restore failed:\n{log}");
+    assert!(
+        log.contains("was put to use while it was being restored") && log.contains(&consumer),
+        "the failure names the volume's user:\n{log}"
+    );
+    let marker: Value = serde_json::from_slice(&std::fs::read(&marker_path).unwrap()).unwrap();
+    assert_eq!(
+        marker["state"], "restoring",
+        "never marked restored: {marker:#}"
+    );
+
     // Opted in: stopped, restored, started again, serving the new row.
     let (code, report) =
         common::reconciler_json(&specs, &["apply"], &[("DOCKER_HOST", env().host.clone())]);
