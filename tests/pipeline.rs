@@ -584,6 +584,21 @@ spec:
         target["waitingOn"].to_string().contains("never restored"),
         "{target:#}"
     );
+    // What an operator on the consumer host reads.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["diff", "--specs"])
+        .arg(&specs)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("restore target science: drifted, waiting\n")
+            && text.contains("NoCompleteCopy")
+            && text.contains("  waiting for ")
+            && text.contains("never restored"),
+        "the text diff names the restore target, its drift and its wait:\n{text}"
+    );
 
     // Published again as a newer generation: restored, the marker follows.
     std::fs::write(&metadata_path, serde_json::to_vec(&newer).unwrap()).unwrap();

@@ -86,7 +86,7 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
         let mut plans = Vec::new();
         for loaded in &pipelines {
             let (_, plan) = diff_pipeline(&loaded.resource, drivers, &cx).await;
-            out!("{}", render_text(&plan, cx.now));
+            out!("{}", render_text(loaded.resource.noun(), &plan, cx.now));
             plans.push(plan);
         }
         print_problems(&problems);
@@ -116,9 +116,10 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
     match args.output {
         OutputFormat::Text => {
             let now = jiff::Timestamp::now();
-            for report in &reports {
+            for (report, loaded) in reports.iter().zip(&pipelines) {
+                let noun = loaded.resource.noun();
                 outln!(
-                    "pipeline {}: {} step(s) executed",
+                    "{noun} {}: {} step(s) executed",
                     report.pipeline,
                     report.steps.len()
                 );
@@ -132,7 +133,7 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
                         step.detail
                     );
                 }
-                out!("{}", render_text(&report.final_plan, now));
+                out!("{}", render_text(noun, &report.final_plan, now));
             }
             print_problems(&problems);
         }

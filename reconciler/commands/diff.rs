@@ -77,8 +77,11 @@ pub async fn diff(args: &DiffArgs, drivers: &Drivers) -> anyhow::Result<ExitStat
     }
     match args.output {
         OutputFormat::Text => {
-            for entry in &entries {
-                out!("{}", render_text(&entry.plan, cx.now));
+            for (entry, loaded) in entries.iter().zip(&pipelines) {
+                out!(
+                    "{}",
+                    render_text(loaded.resource.noun(), &entry.plan, cx.now)
+                );
             }
             print_problems(&problems);
         }

@@ -6,8 +6,9 @@ use jiff::Timestamp;
 
 use super::{ConditionStatus, Plan};
 
-/// Renders a plan for a human. Colour-free, so it reads the same in a log file.
-pub fn render_text(plan: &Plan, now: Timestamp) -> String {
+/// Renders a plan for a human, headed by `noun` and its name (`pipeline montagu`,
+/// `restore target science`). Colour-free, so it reads the same in a log file.
+pub fn render_text(noun: &str, plan: &Plan, now: Timestamp) -> String {
     let mut out = String::new();
     let verdict = if plan.is_converged() {
         "in sync"
@@ -16,7 +17,7 @@ pub fn render_text(plan: &Plan, now: Timestamp) -> String {
     } else {
         "drifted"
     };
-    let _ = writeln!(out, "pipeline {}: {verdict}", plan.pipeline);
+    let _ = writeln!(out, "{noun} {}: {verdict}", plan.pipeline);
     for c in &plan.conditions {
         let mark = match c.status {
             ConditionStatus::True => "ok",

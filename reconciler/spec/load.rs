@@ -496,7 +496,8 @@ fn reject_duplicate_names(pipelines: &mut Vec<LoadedResource>, problems: &mut Ve
                     line: loaded.line,
                     column: 1,
                     message: format!(
-                        "pipeline `{name}` is also defined at {}:{line}",
+                        "{} `{name}` is also defined at {}:{line}",
+                        loaded.resource.noun(),
                         file.display()
                     ),
                     hint: Some(
@@ -594,8 +595,10 @@ fn reject_overlapping_paths(pipelines: &mut Vec<LoadedResource>, problems: &mut 
                             line: b.line,
                             column: 1,
                             message: format!(
-                                "pipeline `{other}` writes its {what_b} {} where pipeline `{name}` ({}:{}) writes its {what_a}",
+                                "{} `{other}` writes its {what_b} {} where {} `{name}` ({}:{}) writes its {what_a}",
+                                b.resource.noun(),
                                 path_b.display(),
+                                a.resource.noun(),
                                 a.file.display(),
                                 a.line
                             ),

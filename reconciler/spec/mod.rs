@@ -760,6 +760,14 @@ impl Resource {
         }
     }
 
+    /// What an operator calls it in a sentence: `pipeline`, `restore target`.
+    pub fn noun(&self) -> &'static str {
+        match self {
+            Resource::BackupPipeline(_) => "pipeline",
+            Resource::RestoreTarget(_) => "restore target",
+        }
+    }
+
     /// The backup pipeline, if this is one.
     pub fn as_backup_pipeline(&self) -> Option<&BackupPipeline> {
         match self {
