@@ -222,7 +222,26 @@ fn run_converges_reports_and_follows_spec_edits() {
 
     // Edit the spec: the base backup may now be only 3 seconds old. The loop notices
     // the file, starts a pass, takes a new backup and converges again.
-    let generation = status(&state).unwrap()["generation"].as_u64().unwrap();
+    let recorded = status(&state).unwrap();
+    assert_eq!(recorded["kind"], "BackupPipeline", "{recorded:#}");
+    let table = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["status", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", recorded["pipeline"].as_str().unwrap())))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row.get(1..3),
+        Some(&["BackupPipeline", "True"][..]),
+        "status prints a row per document:\n{table}"
+    );
+    let generation = recorded["generation"].as_u64().unwrap();
     let backups_before = done_backups(&p);
     std::thread::sleep(Duration::from_secs(3));
     let edited = Instant::now();

@@ -455,6 +455,7 @@ fn record_plan(
     );
     let status = PipelineStatus {
         pipeline: name.clone(),
+        kind: loaded.resource.kind().to_string(),
         source: format!("{}:{}", loaded.file.display(), loaded.line),
         spec_digest: digest,
         generation,

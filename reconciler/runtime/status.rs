@@ -50,6 +50,9 @@ pub struct InProgress {
 pub struct PipelineStatus {
     /// The pipeline.
     pub pipeline: String,
+    /// The document's kind (`BackupPipeline`, `RestoreTarget`).
+    #[serde(default = "backup_pipeline")]
+    pub kind: String,
     /// `file:line` of its spec.
     pub source: String,
     /// SHA-256 of the spec as loaded (canonical JSON).
@@ -90,6 +93,11 @@ pub struct PipelineStatus {
     pub next_reconcile_at: Option<Timestamp>,
     /// When this status was written.
     pub updated_at: Timestamp,
+}
+
+/// Status files written before kinds were recorded are all backup pipelines'.
+fn backup_pipeline() -> String {
+    "BackupPipeline".to_string()
 }
 
 /// The digest of a document's spec.
@@ -183,21 +191,35 @@ pub fn git_commit(path: &Path) -> Option<String> {
     (out.status.success() && !commit.is_empty()).then_some(commit)
 }
 
-/// A table for people.
+/// A table for people: a row per document ending with the conditions that do not
+/// hold (never clipped), then a line for each of those with its reason.
 pub fn render_table(statuses: &[PipelineStatus], now: Timestamp) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<8} {:<10} {:<10} {:<10} {:<10} {:<28} NEXT",
-        "PIPELINE", "READY", "BACKUP", "RETENTION", "VOLUME", "STARPORT", "ACTIVITY"
+        "{:<20} {:<15} {:<7} {:<30} {:<10} NOT HOLDING",
+        "NAME", "KIND", "READY", "ACTIVITY", "NEXT"
     );
     for s in statuses {
-        let status_of = |kind: &str| {
-            s.conditions
-                .iter()
-                .find(|c| c.condition.kind.to_string() == kind)
-                .map_or("-".to_string(), |c| format!("{:?}", c.condition.status))
+        let ready = s
+            .conditions
+            .iter()
+            .find(|c| c.condition.kind == crate::plan::ConditionType::Ready)
+            .map_or("-".to_string(), |c| format!("{:?}", c.condition.status));
+        let not_holding: Vec<String> = s
+            .conditions
+            .iter()
+            .filter(|c| {
+                c.condition.kind != crate::plan::ConditionType::Ready
+                    && c.condition.status != crate::plan::ConditionStatus::True
+            })
+            .map(|c| format!("{}={:?}", c.condition.label(), c.condition.status))
+            .collect();
+        let not_holding = if not_holding.is_empty() {
+            "-".to_string()
+        } else {
+            not_holding.join(",")
         };
         let activity = match (&s.in_progress, s.waiting_on.first(), &s.last_error) {
             (Some(p), _, _) => format!("running: {}", p.step),
@@ -206,20 +228,16 @@ pub fn render_table(statuses: &[PipelineStatus], now: Timestamp) -> String {
             (None, None, None) if s.pending_steps.is_empty() => "idle".to_string(),
             (None, None, None) => format!("pending: {}", s.pending_steps.join(", ")),
         };
-        let activity: String = activity.chars().take(28).collect();
         let next = s.next_reconcile_at.map_or("-".to_string(), |t| {
             format!("in {}", crate::plan::human_age(now, t))
         });
         let _ = writeln!(
             out,
-            "{:<16} {:<8} {:<10} {:<10} {:<10} {:<10} {:<28} {next}",
+            "{:<20} {:<15} {:<7} {:<30} {next:<10} {not_holding}",
             s.pipeline,
-            status_of("Ready"),
-            status_of("BaseBackupFresh"),
-            status_of("RetentionSatisfied"),
-            status_of("VolumeFresh"),
-            status_of("StarportInSync"),
-            activity
+            s.kind,
+            ready,
+            clip(&activity, 30),
         );
     }
     for s in statuses {
@@ -241,4 +259,121 @@ pub fn render_table(statuses: &[PipelineStatus], now: Timestamp) -> String {
         }
     }
     out
+}
+
+/// `text` cut to `width` characters, the cut marked.
+fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut clipped: String = text.chars().take(width - 1).collect();
+    clipped.push('…');
+    clipped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ConditionStatus, ConditionType};
+
+    fn condition(kind: ConditionType, status: ConditionStatus, reason: &str) -> StatusCondition {
+        StatusCondition {
+            condition: Condition {
+                kind,
+                status,
+                reason: reason.into(),
+                message: format!("{reason} happened"),
+                subject: None,
+            },
+            last_transition_time: "2026-11-25T10:00:00Z".parse().unwrap(),
+            observed_generation: 1,
+        }
+    }
+
+    fn status(name: &str, kind: &str, conditions: Vec<StatusCondition>) -> PipelineStatus {
+        let json = serde_json::json!({
+            "pipeline": name,
+            "kind": kind,
+            "source": "specs/x.yaml:1",
+            "specDigest": "00",
+            "generation": 1,
+            "conditions": [],
+            "updatedAt": "2026-11-25T10:00:00Z",
+        });
+        PipelineStatus {
+            conditions,
+            ..serde_json::from_value(json).unwrap()
+        }
+    }
+
+    #[test]
+    fn the_table_shows_each_kind_with_the_conditions_that_do_not_hold() {
+        use ConditionStatus::{False, True, Unknown};
+        let statuses = [
+            status(
+                "montagu",
+                "BackupPipeline",
+                vec![
+                    condition(ConditionType::BaseBackupFresh, True, "Fresh"),
+                    condition(ConditionType::Ready, True, "Converged"),
+                ],
+            ),
+            status(
+                "montagu-science",
+                "RestoreTarget",
+                vec![
+                    condition(ConditionType::SourceComplete, False, "NoCompleteCopy"),
+                    condition(ConditionType::VolumeRestored, Unknown, "EngineDown"),
+                    condition(ConditionType::Ready, False, "NotConverged"),
+                ],
+            ),
+        ];
+        let table = render_table(&statuses, "2026-11-25T10:00:00Z".parse().unwrap());
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("NAME") && lines[0].contains("KIND"));
+        let backup: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            backup,
+            ["montagu", "BackupPipeline", "True", "idle", "-", "-"]
+        );
+        let restore: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            restore,
+            [
+                "montagu-science",
+                "RestoreTarget",
+                "False",
+                "idle",
+                "-",
+                "SourceComplete=False,VolumeRestored=Unknown"
+            ]
+        );
+        assert!(
+            table.contains("montagu-science: SourceComplete False since 2026-11-25 10:00:00 UTC: NoCompleteCopy: NoCompleteCopy happened"),
+            "{table}"
+        );
+        assert!(!table.contains("montagu: BaseBackupFresh"), "{table}");
+    }
+
+    #[test]
+    fn a_status_file_without_a_kind_is_a_backup_pipelines() {
+        let json = serde_json::json!({
+            "pipeline": "montagu",
+            "source": "specs/montagu.yaml:1",
+            "specDigest": "00",
+            "generation": 3,
+            "conditions": [],
+            "updatedAt": "2026-11-25T10:00:00Z",
+        });
+        let status: PipelineStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(status.kind, "BackupPipeline");
+    }
+
+    #[test]
+    fn long_cells_are_clipped_visibly() {
+        assert_eq!(clip("idle", 30), "idle");
+        let clipped = clip(&"x".repeat(40), 30);
+        assert_eq!(clipped.chars().count(), 30);
+        assert!(clipped.ends_with('…'));
+    }
 }
