@@ -1724,3 +1724,27 @@ spec:
         }
     }
 }
+
+#[test]
+fn an_unreachable_mirror_holds_up_nothing_but_itself() {
+    let world = mirror_holding(
+        World::empty(),
+        Observation::Unavailable {
+            reason: "ssh: connect to host backup.example.org port 22: Connection refused".into(),
+        },
+    );
+    let p = plan(&with_mirror(), &world.observed, &cx(NOW));
+    let actions: Vec<&Step> = p.steps.iter().map(|s| &s.step).collect();
+    assert!(
+        matches!(actions.first(), Some(Step::TakeBaseBackup)),
+        "the backup side goes on while the off-site host is down: {p:#?}"
+    );
+    assert!(
+        !actions.iter().any(|s| matches!(s, Step::SyncMirror { .. })),
+        "{p:#?}"
+    );
+    assert_eq!(
+        condition_of(&p, ConditionType::MirrorInSync).0,
+        ConditionStatus::Unknown
+    );
+}
