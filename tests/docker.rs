@@ -774,8 +774,9 @@ spec:
     let (rows, _) = query_postgres_in(&consumer, "select count(*) from rows");
     assert_ne!(rows, "", "the consumer serves its previous copy");
 
-    // Opted in, but the consumer is started by hand once the copy is done: what
-    // it wrote is mixed with the copy, so the volume is not marked restored.
+    // Opted in, but the consumer is started by hand once the copy is done, and
+    // stopped again before the restore looks: what it wrote is mixed with the
+    // copy, so the volume is not marked restored.
     let resume = p.root.join("resume-after-copy");
     let log = p.root.join("restore-used-during-copy.log");
     let child = common::apply_until_paused(
@@ -789,12 +790,18 @@ spec:
         String::new,
     );
     docker_ok(&["start", &consumer]);
+    docker_ok(&["stop", &consumer]);
     std::fs::write(&resume, "").unwrap();
     let out = child.wait_with_output().unwrap();
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!out.status.success(), "the restore failed:\n{log}");
+    let failure = log
+        .lines()
+        .find(|l| l.contains("step failed"))
+        .unwrap_or_default();
     assert!(
-        log.contains("was put to use while it was being restored") && log.contains(&consumer),
+        failure.contains("was used while it was being restored")
+            && failure.contains(&format!("container {consumer} started at")),
         "the failure names the volume's user:\n{log}"
     );
     let marker: Value = serde_json::from_slice(&std::fs::read(&marker_path).unwrap()).unwrap();
@@ -802,6 +809,8 @@ spec:
         marker["state"], "restoring",
         "never marked restored: {marker:#}"
     );
+    // Started by hand once more: the next restore has a running consumer to stop.
+    docker_ok(&["start", &consumer]);
 
     // Opted in: stopped, restored, started again, serving the new row.
     let (code, report) =

@@ -189,12 +189,46 @@ impl DockerEngine {
         &self,
         volume: &str,
     ) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
+        self.containers_mounting(volume, false).await
+    }
+
+    /// The containers that mount volume `volume`, running or not, that started
+    /// after `since`, with when they did. A start time the engine gives in a form
+    /// that can't be read counts as after `since`.
+    pub async fn containers_started_since(
+        &self,
+        volume: &str,
+        since: jiff::Timestamp,
+    ) -> Result<Vec<(String, Option<jiff::Timestamp>)>, DockerError> {
+        let docker = self.client().await?;
+        let mut started = Vec::new();
+        for (name, _) in self.containers_mounting(volume, true).await? {
+            let started_at = match docker.inspect_container(&name, None).await {
+                Ok(c) => c.state.and_then(|s| s.started_at),
+                // Removed since it was listed: when it ran is unknown, what it
+                // wrote is still there.
+                Err(e) if is_not_found(&e) => None,
+                Err(e) => return Err(DockerError::api(format!("inspect container {name}"))(e)),
+            };
+            match started_at.and_then(|t| t.parse::<jiff::Timestamp>().ok()) {
+                Some(at) if at <= since => {}
+                at => started.push((name, at)),
+            }
+        }
+        Ok(started)
+    }
+
+    async fn containers_mounting(
+        &self,
+        volume: &str,
+        all: bool,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
         let docker = self.client().await?;
         let filters = HashMap::from([("volume", vec![volume.to_string()])]);
         let list = docker
             .list_containers(Some(
                 ListContainersOptionsBuilder::new()
-                    .all(false)
+                    .all(all)
                     .filters(&filters)
                     .build(),
             ))

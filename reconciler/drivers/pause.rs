@@ -5,8 +5,8 @@
 //! it. When it does, the process logs `paused at <point>` and waits for shutdown
 //! (or to be killed) right there; after a shutdown the caller gives up the step.
 //! When `RECONCILER_RESUME_WHEN` names a file, the process also goes on once that
-//! file exists, so a test can change the world at that exact moment and watch
-//! what the reconciler makes of it.
+//! file exists (and removes it, so the next pause waits again), so a test can
+//! change the world at that exact moment and watch what the reconciler makes of it.
 
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +50,14 @@ async fn appears(file: Option<std::path::PathBuf>) {
     let Some(file) = file else {
         return std::future::pending().await;
     };
-    while !tokio::fs::try_exists(&file).await.unwrap_or(false) {
+    loop {
+        match tokio::fs::remove_file(&file).await {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot take the resume file")
+            }
+        }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 
 use super::command::{CommandLine, CommandRunner};
 use super::docker::{DockerEngine, DockerError};
@@ -60,6 +61,15 @@ pub trait RestoreVolumeDriver: Send + Sync + std::fmt::Debug {
         volume: &RestoreVolumeSpec,
         path: &Path,
     ) -> Result<(), VolumeError>;
+    /// What used the volume since `since`, in words: a container mounting it that
+    /// started after `since` (running or not), or a `postmaster.pid` in it (a copy
+    /// deletes any older one). `None` when nothing did.
+    async fn used_since(
+        &self,
+        volume: &RestoreVolumeSpec,
+        path: &Path,
+        since: Timestamp,
+    ) -> Result<Option<String>, VolumeError>;
     /// Replaces the marker atomically and durably.
     async fn write_marker(&self, path: &Path, marker: &RestoreMarker) -> Result<(), VolumeError>;
     /// Takes the volume's work lock, held until dropped.
@@ -180,13 +190,15 @@ impl RestoreSourceDriver for RsyncSource {
 #[derive(Debug, Clone)]
 pub struct LocalRestoreVolume {
     volumes: LocalVolume,
+    docker: Arc<DockerEngine>,
 }
 
 impl LocalRestoreVolume {
     /// Docker volumes are reached through `docker`.
     pub fn new(docker: Arc<DockerEngine>) -> Self {
         Self {
-            volumes: LocalVolume::new(docker),
+            volumes: LocalVolume::new(docker.clone()),
+            docker,
         }
     }
 
@@ -316,6 +328,35 @@ impl RestoreVolumeDriver for LocalRestoreVolume {
         Ok(())
     }
 
+    async fn used_since(
+        &self,
+        volume: &RestoreVolumeSpec,
+        path: &Path,
+        since: Timestamp,
+    ) -> Result<Option<String>, VolumeError> {
+        if let VolumeLocation::Docker(name) = volume.location() {
+            let started = self
+                .docker
+                .containers_started_since(name.as_str(), since)
+                .await
+                .map_err(|source| VolumeError::Docker {
+                    name: name.to_string(),
+                    source,
+                })?;
+            if let Some((container, at)) = started.into_iter().next() {
+                return Ok(Some(match at {
+                    Some(at) => format!("container {container} started at {at}"),
+                    None => format!("container {container} ran at a time the engine does not say"),
+                }));
+            }
+        }
+        let pid_file = path.join("postmaster.pid");
+        let written = blocking(move || pid_file.try_exists())
+            .await
+            .map_err(io_err("inspect", path))?;
+        Ok(written.then(|| "a postgres wrote postmaster.pid into it".to_string()))
+    }
+
     async fn write_marker(&self, path: &Path, marker: &RestoreMarker) -> Result<(), VolumeError> {
         let json = serde_json::to_vec_pretty(marker)
             .map_err(|e| io_err("encode the marker of", path)(io::Error::other(e)))?;
@@ -355,5 +396,30 @@ impl ConsumerDriver for DockerConsumers {
 
     async fn start(&self, container: &str) -> Result<(), DockerError> {
         self.docker.start_existing(container).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pid_file_written_during_the_copy_means_the_volume_was_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let volume: RestoreVolumeSpec =
+            serde_json::from_value(serde_json::json!({ "path": dir.path() })).unwrap();
+        let driver = LocalRestoreVolume::new(Arc::new(DockerEngine::default()));
+        let since = Timestamp::now();
+        assert_eq!(
+            driver.used_since(&volume, dir.path(), since).await.unwrap(),
+            None
+        );
+        std::fs::write(dir.path().join("postmaster.pid"), "4242\n").unwrap();
+        let used = driver.used_since(&volume, dir.path(), since).await.unwrap();
+        assert!(
+            used.as_deref()
+                .is_some_and(|u| u.contains("postmaster.pid")),
+            "{used:?}"
+        );
     }
 }

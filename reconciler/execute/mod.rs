@@ -59,17 +59,16 @@ pub enum ExecuteError {
         #[source]
         source: crate::drivers::docker::DockerError,
     },
-    /// Something started using a volume while it was being restored: the copy may
-    /// be mixed with what that user wrote, so it stays marked `restoring`.
+    /// Something used a volume while it was being restored: the copy may be mixed
+    /// with what that user wrote, so it stays marked `restoring`.
     #[error(
-        "{volume} was put to use while it was being restored; it stays marked restoring and is restored again once nothing uses it"
+        "{volume} was used while it was being restored ({user}); it stays marked restoring and is restored again once nothing uses it"
     )]
     UsedDuringRestore {
         /// The volume.
         volume: String,
-        /// What uses it.
-        #[source]
-        source: Box<VolumeError>,
+        /// What used it, in words.
+        user: String,
     },
     /// The step belongs to another kind of document.
     #[error("step `{step}` does not apply to a {kind}")]

@@ -2,8 +2,8 @@
 //! argument. A restore marks the volume `restoring` before anything touches it
 //! (recording the consumers it will stop, so they are started again even after an
 //! interruption), stops those consumers, copies, checks the starport still holds
-//! the generation it copied and that nothing started on the volume meanwhile, and
-//! only then marks the volume `restored`. A restore
+//! the generation it copied and that nothing used the volume meanwhile, and only
+//! then marks the volume `restored`. A restore
 //! that fails before copying anything undoes itself: the consumers it stopped are
 //! started again and the volume gets its previous marker back.
 
@@ -106,6 +106,8 @@ async fn restore_volume(
     };
     // First: from here on nothing may trust the data.
     drivers.restore_volume.write_marker(&path, &marker).await?;
+    // Whatever starts on the volume after this may write into what is copied.
+    let unused_since = clock();
     if let Err(e) = stop_and_check(target, stop_consumers, &path, drivers).await {
         // Nothing was copied: the data is what it was, so its consumers get it back.
         undo_before_copy(
@@ -123,16 +125,18 @@ async fn restore_volume(
     pause_point("restore:copied", &drivers.cancel).await?;
     // The starport must not have changed under rsync, or the volume holds a mix.
     source_holding(target, generation, drivers).await?;
-    // Nor may anything have started on the volume meanwhile (a consumer started by
-    // hand or by a host reboot): what it wrote is mixed with the copy.
-    drivers
+    // Nor may anything have used the volume meanwhile (a consumer started by hand,
+    // even one that stopped again): what it wrote is mixed with the copy.
+    if let Some(user) = drivers
         .restore_volume
-        .ensure_unused(&spec.volume, &path)
-        .await
-        .map_err(|source| ExecuteError::UsedDuringRestore {
+        .used_since(&spec.volume, &path, unused_since)
+        .await?
+    {
+        return Err(ExecuteError::UsedDuringRestore {
             volume: spec.volume.location().to_string(),
-            source: Box::new(source),
-        })?;
+            user,
+        });
+    }
     marker.state = RestoreState::Restored;
     marker.restored_at = Some(clock());
     drivers.restore_volume.write_marker(&path, &marker).await?;
