@@ -1727,24 +1727,53 @@ spec:
 
 #[test]
 fn an_unreachable_mirror_holds_up_nothing_but_itself() {
-    let world = mirror_holding(
-        World::empty(),
+    // Retention has work to do and the starport is in sync, so a reachable but
+    // empty mirror would be synced too.
+    let busy = || {
+        World::converged().backups(vec![
+            done("20261120T000000", "2026-11-20T01:00:00Z"),
+            done("20261115T000000", "2026-11-15T01:00:00Z"),
+            done("20261110T000000", "2026-11-10T01:00:00Z"),
+            done("20261105T000000", "2026-11-05T01:00:00Z"),
+        ])
+    };
+    let empty_mirror = mirror_holding(
+        busy(),
+        Observation::observed(StarportState::NoMetadata {
+            reason: "no metadata.json".into(),
+        }),
+    );
+    let p = plan(&with_mirror(), &empty_mirror.observed, &cx(NOW));
+    assert!(
+        steps(&p)
+            .iter()
+            .any(|s| matches!(s, Step::SyncMirror { .. })),
+        "{p:#?}"
+    );
+
+    let unreachable = mirror_holding(
+        busy(),
         Observation::Unavailable {
             reason: "ssh: connect to host backup.example.org port 22: Connection refused".into(),
         },
     );
-    let p = plan(&with_mirror(), &world.observed, &cx(NOW));
-    let actions: Vec<&Step> = p.steps.iter().map(|s| &s.step).collect();
+    let p = plan(&with_mirror(), &unreachable.observed, &cx(NOW));
+    let without_mirror = plan(&pipeline(), &busy().observed, &cx(NOW));
     assert!(
-        matches!(actions.first(), Some(Step::TakeBaseBackup)),
-        "the backup side goes on while the off-site host is down: {p:#?}"
+        !without_mirror.steps.is_empty(),
+        "the backup side has work: {without_mirror:#?}"
     );
-    assert!(
-        !actions.iter().any(|s| matches!(s, Step::SyncMirror { .. })),
-        "{p:#?}"
+    assert_eq!(
+        p.steps, without_mirror.steps,
+        "the backup side goes on while the off-site host is down"
     );
     assert_eq!(
         condition_of(&p, ConditionType::MirrorInSync).0,
         ConditionStatus::Unknown
+    );
+    assert!(
+        p.waiting_on.iter().any(|w| w.contains("offsite")),
+        "{:?}",
+        p.waiting_on
     );
 }

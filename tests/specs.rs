@@ -327,9 +327,30 @@ fn duplicate_names_across_files_are_both_rejected() {
     assert!(loaded.resources.is_empty());
     assert_eq!(loaded.problems.len(), 1);
     assert!(
-        loaded.problems[0].message.contains("also defined at"),
+        loaded.problems[0]
+            .message
+            .contains("pipeline `montagu` has the name of the pipeline defined at"),
         "{}",
         loaded.problems[0]
+    );
+
+    // Names are unique across kinds too, and the message says which kind is which.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", VALID);
+    write(
+        dir.path(),
+        "b.yaml",
+        &RESTORE.replace("name: science", "name: montagu"),
+    );
+    let loaded = load_specs(&[dir.path().to_path_buf()]);
+    assert!(loaded.resources.is_empty());
+    let problem = &loaded.problems[0];
+    assert!(
+        problem
+            .message
+            .starts_with("restore target `montagu` has the name of the pipeline defined at")
+            && problem.message.contains("a.yaml:1"),
+        "{problem}"
     );
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::drivers::fsutil::write_atomically;
-use crate::plan::{Condition, Plan};
+use crate::plan::{Condition, ConditionType, Plan};
 use crate::reconcile::StepRecord;
 use crate::spec::Resource;
 
@@ -51,7 +51,7 @@ pub struct PipelineStatus {
     /// The pipeline.
     pub pipeline: String,
     /// The document's kind (`BackupPipeline`, `RestoreTarget`).
-    #[serde(default = "backup_pipeline")]
+    #[serde(default)]
     pub kind: String,
     /// `file:line` of its spec.
     pub source: String,
@@ -95,9 +95,19 @@ pub struct PipelineStatus {
     pub updated_at: Timestamp,
 }
 
-/// Status files written before kinds were recorded are all backup pipelines'.
-fn backup_pipeline() -> String {
-    "BackupPipeline".to_string()
+/// The kind of a status written before kinds were recorded, told by its conditions.
+fn kind_of_conditions(conditions: &[StatusCondition]) -> &'static str {
+    let restore = conditions.iter().any(|c| {
+        matches!(
+            c.condition.kind,
+            ConditionType::SourceComplete | ConditionType::VolumeRestored
+        )
+    });
+    if restore {
+        "RestoreTarget"
+    } else {
+        "BackupPipeline"
+    }
 }
 
 /// The digest of a document's spec.
@@ -167,7 +177,12 @@ pub fn read_statuses(state_dir: &Path) -> std::io::Result<Vec<PipelineStatus>> {
         }
         let text = std::fs::read_to_string(&path)?;
         match serde_json::from_str::<PipelineStatus>(&text) {
-            Ok(status) => statuses.push(status),
+            Ok(mut status) => {
+                if status.kind.is_empty() {
+                    status.kind = kind_of_conditions(&status.conditions).to_string();
+                }
+                statuses.push(status)
+            }
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "ignoring unreadable status file")
             }
@@ -192,13 +207,20 @@ pub fn git_commit(path: &Path) -> Option<String> {
 }
 
 /// A table for people: a row per document ending with the conditions that do not
-/// hold (never clipped), then a line for each of those with its reason.
+/// hold (never clipped), then a line for each condition not `True`, `Ready`
+/// included, with its reason and since when.
 pub fn render_table(statuses: &[PipelineStatus], now: Timestamp) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let name_width = statuses
+        .iter()
+        .map(|s| s.pipeline.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(20);
     let _ = writeln!(
         out,
-        "{:<20} {:<15} {:<7} {:<30} {:<10} NOT HOLDING",
+        "{:<name_width$} {:<15} {:<7} {:<30} {:<10} NOT HOLDING",
         "NAME", "KIND", "READY", "ACTIVITY", "NEXT"
     );
     for s in statuses {
@@ -228,12 +250,14 @@ pub fn render_table(statuses: &[PipelineStatus], now: Timestamp) -> String {
             (None, None, None) if s.pending_steps.is_empty() => "idle".to_string(),
             (None, None, None) => format!("pending: {}", s.pending_steps.join(", ")),
         };
-        let next = s.next_reconcile_at.map_or("-".to_string(), |t| {
-            format!("in {}", crate::plan::human_age(now, t))
-        });
+        let next = match s.next_reconcile_at {
+            None => "-".to_string(),
+            Some(t) if t <= now => "due".to_string(),
+            Some(t) => format!("in {}", crate::plan::human_age(now, t)),
+        };
         let _ = writeln!(
             out,
-            "{:<20} {:<15} {:<7} {:<30} {next:<10} {not_holding}",
+            "{:<name_width$} {:<15} {:<7} {:<30} {next:<10} {not_holding}",
             s.pipeline,
             s.kind,
             ready,
@@ -276,6 +300,8 @@ mod tests {
     use super::*;
     use crate::plan::{ConditionStatus, ConditionType};
 
+    const NOW: &str = "2026-11-25T10:00:00Z";
+
     fn condition(kind: ConditionType, status: ConditionStatus, reason: &str) -> StatusCondition {
         StatusCondition {
             condition: Condition {
@@ -285,7 +311,7 @@ mod tests {
                 message: format!("{reason} happened"),
                 subject: None,
             },
-            last_transition_time: "2026-11-25T10:00:00Z".parse().unwrap(),
+            last_transition_time: NOW.parse().unwrap(),
             observed_generation: 1,
         }
     }
@@ -298,7 +324,7 @@ mod tests {
             "specDigest": "00",
             "generation": 1,
             "conditions": [],
-            "updatedAt": "2026-11-25T10:00:00Z",
+            "updatedAt": NOW,
         });
         PipelineStatus {
             conditions,
@@ -309,64 +335,82 @@ mod tests {
     #[test]
     fn the_table_shows_each_kind_with_the_conditions_that_do_not_hold() {
         use ConditionStatus::{False, True, Unknown};
-        let statuses = [
-            status(
-                "montagu",
-                "BackupPipeline",
-                vec![
-                    condition(ConditionType::BaseBackupFresh, True, "Fresh"),
-                    condition(ConditionType::Ready, True, "Converged"),
-                ],
-            ),
-            status(
-                "montagu-science",
-                "RestoreTarget",
-                vec![
-                    condition(ConditionType::SourceComplete, False, "NoCompleteCopy"),
-                    condition(ConditionType::VolumeRestored, Unknown, "EngineDown"),
-                    condition(ConditionType::Ready, False, "NotConverged"),
-                ],
-            ),
+        let now: Timestamp = NOW.parse().unwrap();
+        let mut backup = status(
+            "montagu",
+            "BackupPipeline",
+            vec![
+                condition(ConditionType::BaseBackupFresh, True, "Fresh"),
+                condition(ConditionType::Ready, True, "Converged"),
+            ],
+        );
+        backup.next_reconcile_at = Some(now + jiff::SignedDuration::from_secs(9 * 3600));
+        let mut restore = status(
+            "montagu-science",
+            "RestoreTarget",
+            vec![
+                condition(ConditionType::SourceComplete, False, "NoCompleteCopy"),
+                condition(ConditionType::VolumeRestored, Unknown, "EngineDown"),
+                condition(ConditionType::Ready, False, "NotConverged"),
+            ],
+        );
+        restore.waiting_on = vec!["the backup host to finish a copy in annex".into()];
+        restore.next_reconcile_at = Some(now - jiff::SignedDuration::from_secs(60));
+        let table = render_table(&[backup, restore], now);
+        let expected = [
+            "NAME                 KIND            READY   ACTIVITY                       NEXT       NOT HOLDING",
+            "montagu              BackupPipeline  True    idle                           in 9h 0m   -",
+            "montagu-science      RestoreTarget   False   waiting: the backup host to f… due        SourceComplete=False,VolumeRestored=Unknown",
+            "montagu-science: SourceComplete False since 2026-11-25 10:00:00 UTC: NoCompleteCopy: NoCompleteCopy happened",
+            "montagu-science: VolumeRestored Unknown since 2026-11-25 10:00:00 UTC: EngineDown: EngineDown happened",
+            "montagu-science: Ready False since 2026-11-25 10:00:00 UTC: NotConverged: NotConverged happened",
         ];
-        let table = render_table(&statuses, "2026-11-25T10:00:00Z".parse().unwrap());
-        let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[0].starts_with("NAME") && lines[0].contains("KIND"));
-        let backup: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(
-            backup,
-            ["montagu", "BackupPipeline", "True", "idle", "-", "-"]
-        );
-        let restore: Vec<&str> = lines[2].split_whitespace().collect();
-        assert_eq!(
-            restore,
-            [
-                "montagu-science",
-                "RestoreTarget",
-                "False",
-                "idle",
-                "-",
-                "SourceComplete=False,VolumeRestored=Unknown"
-            ]
-        );
-        assert!(
-            table.contains("montagu-science: SourceComplete False since 2026-11-25 10:00:00 UTC: NoCompleteCopy: NoCompleteCopy happened"),
-            "{table}"
-        );
-        assert!(!table.contains("montagu: BaseBackupFresh"), "{table}");
+        assert_eq!(table.lines().collect::<Vec<_>>(), expected, "\n{table}");
     }
 
     #[test]
-    fn a_status_file_without_a_kind_is_a_backup_pipelines() {
-        let json = serde_json::json!({
-            "pipeline": "montagu",
-            "source": "specs/montagu.yaml:1",
-            "specDigest": "00",
-            "generation": 3,
-            "conditions": [],
-            "updatedAt": "2026-11-25T10:00:00Z",
-        });
-        let status: PipelineStatus = serde_json::from_value(json).unwrap();
-        assert_eq!(status.kind, "BackupPipeline");
+    fn a_long_name_widens_the_name_column() {
+        let long = "a".repeat(40);
+        let table = render_table(
+            &[status(&long, "BackupPipeline", vec![])],
+            NOW.parse().unwrap(),
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0].find("KIND"), Some(41), "\n{table}");
+        assert_eq!(lines[1].find("BackupPipeline"), Some(41), "\n{table}");
+    }
+
+    #[test]
+    fn a_status_file_without_a_kind_is_told_by_its_conditions() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join(STATUS_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, condition) in [("montagu", "VolumeFresh"), ("science", "VolumeRestored")] {
+            let json = serde_json::json!({
+                "pipeline": name,
+                "source": "specs/x.yaml:1",
+                "specDigest": "00",
+                "generation": 3,
+                "conditions": [{
+                    "type": condition, "status": "True", "reason": "Fresh", "message": "",
+                    "lastTransitionTime": NOW, "observedGeneration": 3,
+                }],
+                "updatedAt": NOW,
+            });
+            std::fs::write(dir.join(format!("{name}.json")), json.to_string()).unwrap();
+        }
+        let kinds: Vec<(String, String)> = read_statuses(state.path())
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.pipeline, s.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("montagu".to_string(), "BackupPipeline".to_string()),
+                ("science".to_string(), "RestoreTarget".to_string())
+            ]
+        );
     }
 
     #[test]

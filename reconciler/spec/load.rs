@@ -485,23 +485,23 @@ fn plain_message(message: String) -> String {
 }
 
 fn reject_duplicate_names(pipelines: &mut Vec<LoadedResource>, problems: &mut Vec<SpecProblem>) {
-    let mut first_seen: BTreeMap<String, (PathBuf, u64)> = BTreeMap::new();
+    let mut first_seen: BTreeMap<String, (PathBuf, u64, &'static str)> = BTreeMap::new();
     let mut duplicated = std::collections::BTreeSet::new();
     for loaded in pipelines.iter() {
         let name = loaded.resource.name().to_string();
         match first_seen.get(&name) {
-            Some((file, line)) => {
+            Some((file, line, first_noun)) => {
                 problems.push(SpecProblem {
                     file: loaded.file.clone(),
                     line: loaded.line,
                     column: 1,
                     message: format!(
-                        "{} `{name}` is also defined at {}:{line}",
+                        "{} `{name}` has the name of the {first_noun} defined at {}:{line}",
                         loaded.resource.noun(),
                         file.display()
                     ),
                     hint: Some(
-                        "give each pipeline a unique metadata.name; both are ignored until then"
+                        "give each pipeline and restore target a unique metadata.name; both are ignored until then"
                             .into(),
                     ),
                     pipeline: Some(name.clone()),
@@ -509,7 +509,10 @@ fn reject_duplicate_names(pipelines: &mut Vec<LoadedResource>, problems: &mut Ve
                 duplicated.insert(name);
             }
             None => {
-                first_seen.insert(name, (loaded.file.clone(), loaded.line));
+                first_seen.insert(
+                    name,
+                    (loaded.file.clone(), loaded.line, loaded.resource.noun()),
+                );
             }
         }
     }
