@@ -861,3 +861,91 @@ spec:
         common::reconciler_json(&specs, &["diff"], &[("DOCKER_HOST", env().host.clone())]);
     assert_eq!(code, 0, "{report:#}");
 }
+
+#[test]
+fn a_container_bind_mounting_a_directory_target_blocks_its_restore() {
+    // A complete starport copy, as a backup host publishes it (its contents do not
+    // matter here), and a consumer host's directory that a container bind-mounts.
+    let root = tempfile::tempdir().unwrap();
+    let copy = root.path().join("starport/barman_to_starport");
+    std::fs::create_dir_all(copy.join("data/db_volume/base")).unwrap();
+    std::fs::create_dir_all(copy.join("meta")).unwrap();
+    std::fs::write(copy.join("data/db_volume/PG_VERSION"), "15\n").unwrap();
+    let now = jiff::Timestamp::now().to_string();
+    std::fs::write(
+        copy.join("meta/metadata.json"),
+        serde_json::json!({"last_backup": now, "generation": "g-bind", "recovered_at": now})
+            .to_string(),
+    )
+    .unwrap();
+    let restored = root.path().join("consumer/db");
+    std::fs::create_dir_all(&restored).unwrap();
+    let specs = root.path().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    std::fs::write(
+        specs.join("target.yaml"),
+        format!(
+            "apiVersion: reconciler.montagu/v1alpha1
+kind: RestoreTarget
+metadata:
+  name: bind-mounted
+spec:
+  source:
+    root: {starport}
+    target: barman_to_starport
+    volumeName: db_volume
+  volume:
+    path: {restored}
+  maxAge: 24h
+",
+            starport = root.path().join("starport").display(),
+            restored = restored.display(),
+        ),
+    )
+    .unwrap();
+    let engine = [("DOCKER_HOST", env().host.clone())];
+
+    // The container mounts the directory holding the volume: never restored under it.
+    let user = format!("reconciler-test-bind-{}", std::process::id());
+    let _user = RemoveContainer(user.clone());
+    let parent = restored.parent().unwrap().display().to_string();
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &user,
+        "--network",
+        "none",
+        "-v",
+        &format!("{parent}:/srv/consumer"),
+        "--entrypoint",
+        "/bin/sleep",
+        &env().image,
+        "600",
+    ]);
+    let (code, report) = common::reconciler_json(&specs, &["diff"], &engine);
+    assert_eq!(code, 1, "{report:#}");
+    let target = &report["pipelines"][0];
+    assert_eq!(target["steps"], Value::Array(vec![]), "{report:#}");
+    let waits = target["waitingOn"].to_string();
+    assert!(
+        waits.contains(&user) && waits.contains("not listed"),
+        "diff names the container that bind-mounts the directory: {waits}"
+    );
+    let (code, report) = common::reconciler_json(&specs, &["apply"], &engine);
+    assert_eq!(code, 1, "{report:#}");
+    assert!(!restored.join("PG_VERSION").exists(), "nothing was copied");
+
+    // Gone: restored.
+    docker_ok(&["rm", "-f", &user]);
+    let (code, report) = common::reconciler_json(&specs, &["apply"], &engine);
+    assert_eq!(code, 0, "{report:#}");
+    let marker: Value =
+        serde_json::from_slice(&std::fs::read(restored.join(".reconciler-restore.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (marker["state"].as_str(), marker["generation"].as_str()),
+        (Some("restored"), Some("g-bind"))
+    );
+    assert!(restored.join("PG_VERSION").exists());
+}

@@ -117,6 +117,27 @@ fn is_not_modified(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// Where the engine listens when `DOCKER_HOST` says nothing.
+const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// What a container may mount.
+#[derive(Debug, Clone, Copy)]
+pub enum Mounted<'a> {
+    /// A named volume.
+    Volume(&'a str),
+    /// A directory of this host, bind-mounted.
+    Directory(&'a std::path::Path),
+}
+
+impl fmt::Display for Mounted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mounted::Volume(name) => write!(f, "Docker volume {name}"),
+            Mounted::Directory(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 /// A connection to the engine, made on first use and kept once it worked, so a
 /// reconciler whose specs use no Docker never talks to one.
 #[derive(Default)]
@@ -184,25 +205,48 @@ impl DockerEngine {
         }
     }
 
+    /// Whether this host has an engine to ask: `DOCKER_HOST` names one, or the
+    /// default socket exists. Without one, no container can use anything here.
+    pub fn configured() -> bool {
+        match std::env::var("DOCKER_HOST") {
+            Ok(host) if !host.is_empty() => true,
+            _ => std::path::Path::new(DEFAULT_SOCKET).exists(),
+        }
+    }
+
     /// Names of the running containers that mount volume `volume`, with their labels.
     pub async fn containers_using(
         &self,
         volume: &str,
     ) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
-        self.containers_mounting(volume, false).await
+        self.containers_mounting(Mounted::Volume(volume), false)
+            .await
     }
 
-    /// The containers that mount volume `volume`, running or not, that started
-    /// after `since`, with when they did. A start time the engine gives in a form
-    /// that can't be read counts as after `since`.
+    /// Names of the running containers that mount `what`.
+    pub async fn running_containers_mounting(
+        &self,
+        what: Mounted<'_>,
+    ) -> Result<Vec<String>, DockerError> {
+        Ok(self
+            .containers_mounting(what, false)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// The containers that mount `what`, running or not, that started after
+    /// `since`, with when they did. A start time the engine gives in a form that
+    /// can't be read counts as after `since`.
     pub async fn containers_started_since(
         &self,
-        volume: &str,
+        what: Mounted<'_>,
         since: jiff::Timestamp,
     ) -> Result<Vec<(String, Option<jiff::Timestamp>)>, DockerError> {
         let docker = self.client().await?;
         let mut started = Vec::new();
-        for (name, _) in self.containers_mounting(volume, true).await? {
+        for (name, _) in self.containers_mounting(what, true).await? {
             let started_at = match docker.inspect_container(&name, None).await {
                 Ok(c) => c.state.and_then(|s| s.started_at),
                 // Removed since it was listed: when it ran is unknown, what it
@@ -220,11 +264,15 @@ impl DockerEngine {
 
     async fn containers_mounting(
         &self,
-        volume: &str,
+        what: Mounted<'_>,
         all: bool,
     ) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
         let docker = self.client().await?;
-        let filters = HashMap::from([("volume", vec![volume.to_string()])]);
+        // The engine filters by volume; bind mounts are matched here.
+        let filters = match what {
+            Mounted::Volume(volume) => HashMap::from([("volume", vec![volume.to_string()])]),
+            Mounted::Directory(_) => HashMap::new(),
+        };
         let list = docker
             .list_containers(Some(
                 ListContainersOptionsBuilder::new()
@@ -234,10 +282,21 @@ impl DockerEngine {
             ))
             .await
             .map_err(DockerError::api(format!(
-                "list the containers using {volume}"
+                "list the containers using {what}"
             )))?;
         Ok(list
             .into_iter()
+            .filter(|c| match what {
+                Mounted::Volume(_) => true,
+                Mounted::Directory(dir) => c.mounts.iter().flatten().any(|m| {
+                    m.typ.as_deref() == Some("bind")
+                        && m.source.as_deref().is_some_and(|source| {
+                            let source = std::path::Path::new(source);
+                            // The directory itself, inside it, or a directory holding it.
+                            source.starts_with(dir) || dir.starts_with(source)
+                        })
+                }),
+            })
             .map(|c| {
                 let name = c
                     .names

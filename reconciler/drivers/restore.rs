@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::command::{CommandLine, CommandRunner};
-use super::docker::{DockerEngine, DockerError};
+use super::docker::{DockerEngine, DockerError, Mounted};
 use super::fsutil::{blocking, write_atomically};
 use super::mirror::{failed, fetch_metadata, remote, rsync as rsync_over_ssh};
 use super::starport::{CopyStats, StarportError, state_of_metadata};
@@ -191,6 +191,8 @@ impl RestoreSourceDriver for RsyncSource {
 pub struct LocalRestoreVolume {
     volumes: LocalVolume,
     docker: Arc<DockerEngine>,
+    /// This host has an engine, so a container may bind-mount a directory volume.
+    engine_on_host: bool,
 }
 
 impl LocalRestoreVolume {
@@ -199,20 +201,47 @@ impl LocalRestoreVolume {
         Self {
             volumes: LocalVolume::new(docker.clone()),
             docker,
+            engine_on_host: DockerEngine::configured(),
         }
     }
 
-    async fn users(&self, volume: &RestoreVolumeSpec) -> Result<Vec<String>, VolumeError> {
+    /// What containers may mount the volume at `path`: a Docker volume, or a
+    /// directory bind-mounted (itself, or a directory holding it) when this host
+    /// has an engine at all.
+    fn mounted<'a>(&self, volume: &'a RestoreVolumeSpec, path: &'a Path) -> Option<Mounted<'a>> {
         match volume.location() {
-            VolumeLocation::Docker(name) => Ok(self
-                .volumes
-                .users(name.as_str(), None)
-                .await?
-                .into_iter()
-                .map(|(container, _)| container)
-                .collect()),
-            _ => Ok(Vec::new()),
+            VolumeLocation::Docker(name) => Some(Mounted::Volume(name.as_str())),
+            VolumeLocation::Directory(_) if self.engine_on_host => Some(Mounted::Directory(path)),
+            _ => None,
         }
+    }
+
+    fn engine_err(mounted: Mounted<'_>) -> impl FnOnce(DockerError) -> VolumeError + '_ {
+        move |source| match mounted {
+            Mounted::Volume(name) => VolumeError::Docker {
+                name: name.to_string(),
+                source,
+            },
+            Mounted::Directory(path) => VolumeError::BindMounts {
+                path: path.to_path_buf(),
+                source,
+            },
+        }
+    }
+
+    /// The running containers that mount the volume at `path`.
+    async fn users(
+        &self,
+        volume: &RestoreVolumeSpec,
+        path: &Path,
+    ) -> Result<Vec<String>, VolumeError> {
+        let Some(mounted) = self.mounted(volume, path) else {
+            return Ok(Vec::new());
+        };
+        self.docker
+            .running_containers_mounting(mounted)
+            .await
+            .map_err(Self::engine_err(mounted))
     }
 }
 
@@ -273,7 +302,7 @@ impl RestoreVolumeDriver for LocalRestoreVolume {
             marker,
             no_marker_reason,
             foreign,
-            used_by: self.users(volume).await?,
+            used_by: self.users(volume, &path).await?,
             postmaster_running,
         })
     }
@@ -314,7 +343,7 @@ impl RestoreVolumeDriver for LocalRestoreVolume {
         volume: &RestoreVolumeSpec,
         path: &Path,
     ) -> Result<(), VolumeError> {
-        if let Some(container) = self.users(volume).await?.into_iter().next() {
+        if let Some(container) = self.users(volume, path).await?.into_iter().next() {
             return Err(VolumeError::InUseByContainer {
                 name: volume.location().to_string(),
                 container,
@@ -334,15 +363,12 @@ impl RestoreVolumeDriver for LocalRestoreVolume {
         path: &Path,
         since: Timestamp,
     ) -> Result<Option<String>, VolumeError> {
-        if let VolumeLocation::Docker(name) = volume.location() {
+        if let Some(mounted) = self.mounted(volume, path) {
             let started = self
                 .docker
-                .containers_started_since(name.as_str(), since)
+                .containers_started_since(mounted, since)
                 .await
-                .map_err(|source| VolumeError::Docker {
-                    name: name.to_string(),
-                    source,
-                })?;
+                .map_err(Self::engine_err(mounted))?;
             if let Some((container, at)) = started.into_iter().next() {
                 return Ok(Some(match at {
                     Some(at) => format!("container {container} started at {at}"),
@@ -408,7 +434,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let volume: RestoreVolumeSpec =
             serde_json::from_value(serde_json::json!({ "path": dir.path() })).unwrap();
-        let driver = LocalRestoreVolume::new(Arc::new(DockerEngine::default()));
+        // A host without an engine: only the pid file can tell.
+        let driver = LocalRestoreVolume {
+            engine_on_host: false,
+            ..LocalRestoreVolume::new(Arc::new(DockerEngine::default()))
+        };
         let since = Timestamp::now();
         assert_eq!(
             driver.used_since(&volume, dir.path(), since).await.unwrap(),

@@ -75,13 +75,22 @@ pub enum VolumeError {
         /// The pid written by the holder.
         holder: String,
     },
-    /// A container uses the Docker volume.
-    #[error("refusing to touch Docker volume {name}: container {container} uses it")]
+    /// A container uses the volume.
+    #[error("refusing to touch {name}: container {container} uses it")]
     InUseByContainer {
-        /// The volume.
+        /// The volume, as the spec places it (`Docker volume X`, a path).
         name: String,
         /// A container that mounts it.
         container: String,
+    },
+    /// The Docker engine could not say which containers bind-mount a directory.
+    #[error("cannot ask the Docker engine which containers mount {}", path.display())]
+    BindMounts {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: DockerError,
     },
     /// The Docker engine could not answer about the volume.
     #[error("cannot reach Docker volume {name}")]
@@ -632,7 +641,7 @@ impl VolumeDriver for LocalVolume {
             let users = self.users(name.as_str(), barman_container).await?;
             if let Some((container, _)) = users.into_iter().next() {
                 return Err(VolumeError::InUseByContainer {
-                    name: name.to_string(),
+                    name: volume.location().to_string(),
                     container,
                 });
             }
