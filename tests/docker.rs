@@ -862,25 +862,24 @@ spec:
     assert_eq!(code, 0, "{report:#}");
 }
 
-#[test]
-fn a_container_bind_mounting_a_directory_target_blocks_its_restore() {
-    // A complete starport copy, as a backup host publishes it (its contents do not
-    // matter here), and a consumer host's directory that a container bind-mounts.
-    let root = tempfile::tempdir().unwrap();
-    let copy = root.path().join("starport/barman_to_starport");
+/// A complete starport copy, as a backup host publishes it (its contents do not
+/// matter to these tests), of generation `g-dir`, and the spec of a consumer host's
+/// directory restore target in `root`: returns (specs directory, target directory).
+fn directory_target(root: &Path) -> (PathBuf, PathBuf) {
+    let copy = root.join("starport/barman_to_starport");
     std::fs::create_dir_all(copy.join("data/db_volume/base")).unwrap();
     std::fs::create_dir_all(copy.join("meta")).unwrap();
     std::fs::write(copy.join("data/db_volume/PG_VERSION"), "15\n").unwrap();
     let now = jiff::Timestamp::now().to_string();
     std::fs::write(
         copy.join("meta/metadata.json"),
-        serde_json::json!({"last_backup": now, "generation": "g-bind", "recovered_at": now})
+        serde_json::json!({"last_backup": now, "generation": "g-dir", "recovered_at": now})
             .to_string(),
     )
     .unwrap();
-    let restored = root.path().join("consumer/db");
+    let restored = root.join("consumer/db");
     std::fs::create_dir_all(&restored).unwrap();
-    let specs = root.path().join("specs");
+    let specs = root.join("specs");
     std::fs::create_dir_all(&specs).unwrap();
     std::fs::write(
         specs.join("target.yaml"),
@@ -888,7 +887,7 @@ fn a_container_bind_mounting_a_directory_target_blocks_its_restore() {
             "apiVersion: reconciler.montagu/v1alpha1
 kind: RestoreTarget
 metadata:
-  name: bind-mounted
+  name: consumer-dir
 spec:
   source:
     root: {starport}
@@ -898,11 +897,18 @@ spec:
     path: {restored}
   maxAge: 24h
 ",
-            starport = root.path().join("starport").display(),
+            starport = root.join("starport").display(),
             restored = restored.display(),
         ),
     )
     .unwrap();
+    (specs, restored)
+}
+
+#[test]
+fn a_container_bind_mounting_a_directory_target_blocks_its_restore() {
+    let root = tempfile::tempdir().unwrap();
+    let (specs, restored) = directory_target(root.path());
     let engine = [("DOCKER_HOST", env().host.clone())];
 
     // The container mounts the directory holding the volume: never restored under it.
@@ -945,7 +951,60 @@ spec:
             .unwrap();
     assert_eq!(
         (marker["state"].as_str(), marker["generation"].as_str()),
-        (Some("restored"), Some("g-bind"))
+        (Some("restored"), Some("g-dir"))
     );
     assert!(restored.join("PG_VERSION").exists());
+}
+
+#[test]
+fn a_write_into_a_directory_target_during_its_copy_keeps_it_unrestored() {
+    let root = tempfile::tempdir().unwrap();
+    let (specs, restored) = directory_target(root.path());
+    let marker = || -> Value {
+        serde_json::from_slice(&std::fs::read(restored.join(".reconciler-restore.json")).unwrap())
+            .unwrap()
+    };
+
+    // A process of the consumer host, not a container, writes into the copy once
+    // it is done: no engine and no postmaster.pid can tell, the copy itself does.
+    let resume = root.path().join("resume-after-copy");
+    let log = root.path().join("restore-written-during-copy.log");
+    let child = common::apply_until_paused(
+        &specs,
+        "restore:copied",
+        &log,
+        &[
+            ("DOCKER_HOST", env().host.as_str()),
+            ("RECONCILER_RESUME_WHEN", resume.to_str().unwrap()),
+        ],
+        String::new,
+    );
+    std::fs::write(restored.join("base/written-by-a-consumer"), "rows").unwrap();
+    std::fs::write(&resume, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!out.status.success(), "the restore failed:\n{log}");
+    let failure = log
+        .lines()
+        .find(|l| l.contains("step failed"))
+        .unwrap_or_default();
+    assert!(
+        failure.contains("was used while it was being restored")
+            && failure.contains("differs from the starport copy in")
+            && failure.contains("written-by-a-consumer"),
+        "the failure says what differs:\n{log}"
+    );
+    assert_eq!(marker()["state"], "restoring", "never marked restored");
+
+    // The next apply copies again, over the stray file, and marks it restored.
+    let engine = [("DOCKER_HOST", env().host.clone())];
+    let (code, report) = common::reconciler_json(&specs, &["apply"], &engine);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        (marker()["state"].as_str(), marker()["generation"].as_str()),
+        (Some("restored"), Some("g-dir"))
+    );
+    assert!(!restored.join("base/written-by-a-consumer").exists());
+    let (code, report) = common::reconciler_json(&specs, &["diff"], &engine);
+    assert_eq!(code, 0, "{report:#}");
 }

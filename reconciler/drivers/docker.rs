@@ -138,6 +138,16 @@ impl fmt::Display for Mounted<'_> {
     }
 }
 
+/// Whether a bind mount of `source` lets a container write into `dir`: it is the
+/// directory, inside it, or a directory holding it. Both are compared with their
+/// symlinks resolved where they exist (the engine reports a bind's source as given).
+pub fn bind_covers(source: &std::path::Path, dir: &std::path::Path) -> bool {
+    let resolve =
+        |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (source, dir) = (resolve(source), resolve(dir));
+    source.starts_with(&dir) || dir.starts_with(&source)
+}
+
 /// A connection to the engine, made on first use and kept once it worked, so a
 /// reconciler whose specs use no Docker never talks to one.
 #[derive(Default)]
@@ -205,13 +215,18 @@ impl DockerEngine {
         }
     }
 
-    /// Whether this host has an engine to ask: `DOCKER_HOST` names one, or the
-    /// default socket exists. Without one, no container can use anything here.
-    pub fn configured() -> bool {
-        match std::env::var("DOCKER_HOST") {
-            Ok(host) if !host.is_empty() => true,
-            _ => std::path::Path::new(DEFAULT_SOCKET).exists(),
-        }
+    /// Whether this host has an engine of its own to ask: the socket `DOCKER_HOST`
+    /// names, or else the default one, exists. An engine elsewhere (`tcp://`) can't
+    /// bind-mount this host's directories; without one, no container can.
+    pub fn on_this_host() -> bool {
+        let socket = match std::env::var("DOCKER_HOST") {
+            Ok(host) if !host.is_empty() => match host.strip_prefix("unix://") {
+                Some(path) => path.to_string(),
+                None => return false,
+            },
+            _ => DEFAULT_SOCKET.to_string(),
+        };
+        std::path::Path::new(&socket).exists()
     }
 
     /// Names of the running containers that mount volume `volume`, with their labels.
@@ -236,27 +251,36 @@ impl DockerEngine {
             .collect())
     }
 
-    /// The containers that mount `what`, running or not, that started after
-    /// `since`, with when they did. A start time the engine gives in a form that
-    /// can't be read counts as after `since`.
+    /// The containers that mount `what`, running or not, that may have started
+    /// after `since`, each said in words (`container X started at T`). One whose
+    /// start time can't be read, or that was removed before it could be asked,
+    /// counts: what it wrote is there all the same.
     pub async fn containers_started_since(
         &self,
         what: Mounted<'_>,
         since: jiff::Timestamp,
-    ) -> Result<Vec<(String, Option<jiff::Timestamp>)>, DockerError> {
+    ) -> Result<Vec<String>, DockerError> {
         let docker = self.client().await?;
         let mut started = Vec::new();
         for (name, _) in self.containers_mounting(what, true).await? {
             let started_at = match docker.inspect_container(&name, None).await {
                 Ok(c) => c.state.and_then(|s| s.started_at),
-                // Removed since it was listed: when it ran is unknown, what it
-                // wrote is still there.
-                Err(e) if is_not_found(&e) => None,
+                Err(e) if is_not_found(&e) => {
+                    started.push(format!(
+                        "container {name}, removed before it could be asked when it started"
+                    ));
+                    continue;
+                }
                 Err(e) => return Err(DockerError::api(format!("inspect container {name}"))(e)),
             };
-            match started_at.and_then(|t| t.parse::<jiff::Timestamp>().ok()) {
-                Some(at) if at <= since => {}
-                at => started.push((name, at)),
+            let raw = started_at.unwrap_or_default();
+            match raw.parse::<jiff::Timestamp>() {
+                // Never started: year 1.
+                Ok(at) if at <= since => {}
+                Ok(at) => started.push(format!("container {name} started at {at}")),
+                Err(_) => started.push(format!(
+                    "container {name}, whose start time the engine gives as `{raw}`"
+                )),
             }
         }
         Ok(started)
@@ -290,11 +314,10 @@ impl DockerEngine {
                 Mounted::Volume(_) => true,
                 Mounted::Directory(dir) => c.mounts.iter().flatten().any(|m| {
                     m.typ.as_deref() == Some("bind")
-                        && m.source.as_deref().is_some_and(|source| {
-                            let source = std::path::Path::new(source);
-                            // The directory itself, inside it, or a directory holding it.
-                            source.starts_with(dir) || dir.starts_with(source)
-                        })
+                        && m.rw != Some(false)
+                        && m.source
+                            .as_deref()
+                            .is_some_and(|source| bind_covers(std::path::Path::new(source), dir))
                 }),
             })
             .map(|c| {
@@ -922,5 +945,35 @@ impl CommandRunner for ShortLivedContainer {
             }),
             Err(e) => Err(placement_error(&program, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_covers;
+    use std::path::Path;
+
+    #[test]
+    fn a_bind_covers_its_directory_what_is_inside_and_what_holds_it() {
+        let dir = Path::new("/srv/consumer/db");
+        assert!(bind_covers(Path::new("/srv/consumer/db"), dir));
+        assert!(bind_covers(Path::new("/srv/consumer/db/pg_wal"), dir));
+        assert!(bind_covers(Path::new("/srv/consumer"), dir));
+        // Path components, not string prefixes.
+        assert!(!bind_covers(Path::new("/srv/consumer/db2"), dir));
+        assert!(!bind_covers(Path::new("/srv/consumer/d"), dir));
+        assert!(!bind_covers(Path::new("/srv/other"), dir));
+    }
+
+    #[test]
+    fn a_bind_through_a_symlink_is_recognised() {
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("disk/db");
+        std::fs::create_dir_all(&real).unwrap();
+        let link = root.path().join("data");
+        std::os::unix::fs::symlink(root.path().join("disk"), &link).unwrap();
+        assert!(bind_covers(&link.join("db"), &real));
+        assert!(bind_covers(&link, &real));
+        assert!(bind_covers(&real, &link.join("db")));
     }
 }

@@ -38,6 +38,14 @@ pub trait RestoreSourceDriver: Send + Sync + std::fmt::Debug {
         source: &RestoreSourceSpec,
         destination: &Path,
     ) -> Result<CopyStats, StarportError>;
+    /// What a copy would change in `destination` now (`rsync --dry-run
+    /// --itemize-changes`, one line per file): empty when it holds exactly the
+    /// target's data.
+    async fn differences(
+        &self,
+        source: &RestoreSourceSpec,
+        destination: &Path,
+    ) -> Result<Vec<String>, StarportError>;
 }
 
 /// The volume a restore target writes.
@@ -141,36 +149,8 @@ impl RestoreSourceDriver for RsyncSource {
         source: &RestoreSourceSpec,
         destination: &Path,
     ) -> Result<CopyStats, StarportError> {
-        let (data, _) = source_paths(source);
-        let timeout = source.timeout.to_std();
-        let command = match &source.ssh {
-            Some(ssh) => {
-                let mut from = remote(ssh, &data);
-                from.push('/');
-                rsync_over_ssh(ssh, timeout).arg(from)
-            }
-            None => {
-                let mut from = data.into_os_string();
-                from.push("/");
-                CommandLine::new("rsync", timeout)
-                    .env("LC_ALL", "C")
-                    .arg(from)
-            }
-        };
-        let mut to = destination.as_os_str().to_owned();
-        to.push("/");
-        // The backup host's own marker means nothing here, and the restore marker
-        // is ours to write; neither is copied nor deleted by the copy. The legacy
-        // `.barman-last-restore` travels with the data: consumers of the old
-        // pipeline read it to know how old their copy is. A `postmaster.pid` is
-        // hidden on the sending side only, so a stale one in the volume (left by a
-        // killed consumer) is deleted rather than kept to block the next start.
-        let command = command
-            .args(["-a", "--delete", "--numeric-ids", "--stats"])
-            .arg(format!("--exclude=/{MARKER_FILE}"))
-            .arg(format!("--exclude=/{RESTORE_MARKER_FILE}"))
-            .arg("--filter=H /postmaster.pid")
-            .arg(to)
+        let command = rsync_into(source, destination)
+            .arg("--stats")
             .pause_at("restore:running");
         let out = self
             .runner
@@ -183,6 +163,64 @@ impl RestoreSourceDriver for RsyncSource {
             Err(failed(&out))
         }
     }
+
+    async fn differences(
+        &self,
+        source: &RestoreSourceSpec,
+        destination: &Path,
+    ) -> Result<Vec<String>, StarportError> {
+        let command = rsync_into(source, destination).args(["--dry-run", "--itemize-changes"]);
+        let out = self
+            .runner
+            .run(&command)
+            .await
+            .map_err(StarportError::Command)?;
+        if !out.success() {
+            return Err(failed(&out));
+        }
+        Ok(out
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+}
+
+/// `rsync -a --delete` from the target's data into `destination`, locally or over
+/// ssh; the caller adds what the run is for.
+fn rsync_into(source: &RestoreSourceSpec, destination: &Path) -> CommandLine {
+    let (data, _) = source_paths(source);
+    let timeout = source.timeout.to_std();
+    let command = match &source.ssh {
+        Some(ssh) => {
+            let mut from = remote(ssh, &data);
+            from.push('/');
+            rsync_over_ssh(ssh, timeout).arg(from)
+        }
+        None => {
+            let mut from = data.into_os_string();
+            from.push("/");
+            CommandLine::new("rsync", timeout)
+                .env("LC_ALL", "C")
+                .arg(from)
+        }
+    };
+    let mut to = destination.as_os_str().to_owned();
+    to.push("/");
+    // The backup host's own marker means nothing here, and the restore marker is
+    // ours to write; neither is copied nor deleted by the copy. The legacy
+    // `.barman-last-restore` travels with the data: consumers of the old pipeline
+    // read it to know how old their copy is. A `postmaster.pid` is hidden on the
+    // sending side only, so a stale one in the volume (left by a killed consumer)
+    // is deleted rather than kept to block the next start.
+    command
+        .args(["-a", "--delete", "--numeric-ids"])
+        .arg(format!("--exclude=/{MARKER_FILE}"))
+        .arg(format!("--exclude=/{RESTORE_MARKER_FILE}"))
+        .arg("--filter=H /postmaster.pid")
+        .arg(to)
 }
 
 /// Restore volumes on this host: directories, and local Docker volumes through
@@ -191,8 +229,9 @@ impl RestoreSourceDriver for RsyncSource {
 pub struct LocalRestoreVolume {
     volumes: LocalVolume,
     docker: Arc<DockerEngine>,
-    /// This host has an engine, so a container may bind-mount a directory volume.
-    engine_on_host: bool,
+    /// Whether this host has an engine, so a container may bind-mount a directory
+    /// volume; `None`: ask each time (an engine may be installed or start later).
+    engine_on_host: Option<bool>,
 }
 
 impl LocalRestoreVolume {
@@ -201,7 +240,7 @@ impl LocalRestoreVolume {
         Self {
             volumes: LocalVolume::new(docker.clone()),
             docker,
-            engine_on_host: DockerEngine::configured(),
+            engine_on_host: None,
         }
     }
 
@@ -211,7 +250,13 @@ impl LocalRestoreVolume {
     fn mounted<'a>(&self, volume: &'a RestoreVolumeSpec, path: &'a Path) -> Option<Mounted<'a>> {
         match volume.location() {
             VolumeLocation::Docker(name) => Some(Mounted::Volume(name.as_str())),
-            VolumeLocation::Directory(_) if self.engine_on_host => Some(Mounted::Directory(path)),
+            VolumeLocation::Directory(_)
+                if self
+                    .engine_on_host
+                    .unwrap_or_else(DockerEngine::on_this_host) =>
+            {
+                Some(Mounted::Directory(path))
+            }
             _ => None,
         }
     }
@@ -369,11 +414,8 @@ impl RestoreVolumeDriver for LocalRestoreVolume {
                 .containers_started_since(mounted, since)
                 .await
                 .map_err(Self::engine_err(mounted))?;
-            if let Some((container, at)) = started.into_iter().next() {
-                return Ok(Some(match at {
-                    Some(at) => format!("container {container} started at {at}"),
-                    None => format!("container {container} ran at a time the engine does not say"),
-                }));
+            if let Some(user) = started.into_iter().next() {
+                return Ok(Some(user));
             }
         }
         let pid_file = path.join("postmaster.pid");
@@ -428,6 +470,63 @@ impl ConsumerDriver for DockerConsumers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drivers::command::LocalProcess;
+
+    #[tokio::test]
+    async fn a_copy_leaves_no_stale_pid_file_and_any_later_write_is_a_difference() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root
+            .path()
+            .join("starport/barman_to_starport/data/db_volume");
+        std::fs::create_dir_all(data.join("base")).unwrap();
+        std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+        std::fs::write(data.join("base/1"), "rows").unwrap();
+        let source: RestoreSourceSpec = serde_json::from_value(serde_json::json!({
+            "root": root.path().join("starport"),
+            "target": "barman_to_starport",
+            "volumeName": "db_volume",
+        }))
+        .unwrap();
+        let volume = root.path().join("db");
+        std::fs::create_dir_all(&volume).unwrap();
+        // Left by a killed consumer, and a file of an older generation.
+        std::fs::write(volume.join("postmaster.pid"), "1\n").unwrap();
+        std::fs::write(volume.join("stray"), "old").unwrap();
+        std::fs::write(volume.join(RESTORE_MARKER_FILE), "{}").unwrap();
+        let rsync = RsyncSource::new(Arc::new(LocalProcess::new(Default::default())));
+
+        assert!(
+            !rsync
+                .differences(&source, &volume)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        rsync.copy(&source, &volume).await.unwrap();
+        assert!(
+            !volume.join("postmaster.pid").exists(),
+            "stale pid file deleted"
+        );
+        assert!(!volume.join("stray").exists());
+        assert!(
+            volume.join(RESTORE_MARKER_FILE).exists(),
+            "our marker is kept"
+        );
+        assert_eq!(
+            rsync.differences(&source, &volume).await.unwrap(),
+            Vec::<String>::new()
+        );
+
+        // Something writes into the copy: a new file, a changed one.
+        std::fs::write(volume.join("base/2"), "written by a consumer").unwrap();
+        std::fs::write(volume.join("base/1"), "changed rows").unwrap();
+        let differences = rsync.differences(&source, &volume).await.unwrap();
+        assert!(
+            differences.iter().any(|d| d.ends_with("base/2"))
+                && differences.iter().any(|d| d.ends_with("base/1")),
+            "{differences:?}"
+        );
+    }
 
     #[tokio::test]
     async fn a_pid_file_written_during_the_copy_means_the_volume_was_used() {
@@ -436,7 +535,7 @@ mod tests {
             serde_json::from_value(serde_json::json!({ "path": dir.path() })).unwrap();
         // A host without an engine: only the pid file can tell.
         let driver = LocalRestoreVolume {
-            engine_on_host: false,
+            engine_on_host: Some(false),
             ..LocalRestoreVolume::new(Arc::new(DockerEngine::default()))
         };
         let since = Timestamp::now();

@@ -70,6 +70,17 @@ pub enum ExecuteError {
         /// What used it, in words.
         user: String,
     },
+    /// Whether anything used a volume during its restore could not be told.
+    #[error(
+        "cannot tell whether anything used {volume} while it was being restored; it stays marked restoring"
+    )]
+    UseUnknown {
+        /// The volume.
+        volume: String,
+        /// Why.
+        #[source]
+        source: Box<VolumeError>,
+    },
     /// The step belongs to another kind of document.
     #[error("step `{step}` does not apply to a {kind}")]
     WrongKind {

@@ -1,11 +1,12 @@
 //! Carries out a restore target's steps. Decides nothing: the order is the safety
 //! argument. A restore marks the volume `restoring` before anything touches it
 //! (recording the consumers it will stop, so they are started again even after an
-//! interruption), stops those consumers, copies, checks the starport still holds
-//! the generation it copied and that nothing used the volume meanwhile, and only
-//! then marks the volume `restored`. A restore
-//! that fails before copying anything undoes itself: the consumers it stopped are
-//! started again and the volume gets its previous marker back.
+//! interruption), stops those consumers, copies, checks that nothing used the
+//! volume meanwhile and that it holds exactly the copy, then that the starport
+//! still holds the generation it copied, and only then marks the volume
+//! `restored`. A restore that fails before copying anything undoes itself: the
+//! consumers it stopped are started again and the volume gets its previous marker
+//! back.
 
 use jiff::Timestamp;
 
@@ -123,20 +124,37 @@ async fn restore_volume(
     }
     let copied = drivers.restore_source.copy(&spec.source, &path).await?;
     pause_point("restore:copied", &drivers.cancel).await?;
-    // The starport must not have changed under rsync, or the volume holds a mix.
-    source_holding(target, generation, drivers).await?;
-    // Nor may anything have used the volume meanwhile (a consumer started by hand,
-    // even one that stopped again): what it wrote is mixed with the copy.
-    if let Some(user) = drivers
+    // Nothing may have used the volume meanwhile (a consumer started by hand, even
+    // one that stopped again): what it wrote is mixed with the copy.
+    let volume = spec.volume.location().to_string();
+    let used = drivers
         .restore_volume
         .used_since(&spec.volume, &path, unused_since)
-        .await?
-    {
+        .await
+        .map_err(|source| ExecuteError::UseUnknown {
+            volume: volume.clone(),
+            source: Box::new(source),
+        })?;
+    if let Some(user) = used {
+        return Err(ExecuteError::UsedDuringRestore { volume, user });
+    }
+    // Whatever wrote into it, it must now hold exactly the copy.
+    let differences = drivers
+        .restore_source
+        .differences(&spec.source, &path)
+        .await?;
+    if let Some(first) = differences.first() {
         return Err(ExecuteError::UsedDuringRestore {
-            volume: spec.volume.location().to_string(),
-            user,
+            volume,
+            user: format!(
+                "it differs from the starport copy in {} place(s), such as `{first}`",
+                differences.len()
+            ),
         });
     }
+    // Checked last: the backup host removes the metadata before it touches the
+    // data, so a copy compared above and still published now was not changing.
+    source_holding(target, generation, drivers).await?;
     marker.state = RestoreState::Restored;
     marker.restored_at = Some(clock());
     drivers.restore_volume.write_marker(&path, &marker).await?;
