@@ -777,28 +777,10 @@ spec:
     // Opted in, but the consumer is started by hand once the copy is done, and
     // stopped again before the restore looks: what it wrote is mixed with the
     // copy, so the volume is not marked restored.
-    let resume = p.root.join("resume-after-copy");
-    let log = p.root.join("restore-used-during-copy.log");
-    let child = common::apply_until_paused(
-        &specs,
-        "restore:copied",
-        &log,
-        &[
-            ("DOCKER_HOST", env().host.as_str()),
-            ("RECONCILER_RESUME_WHEN", resume.to_str().unwrap()),
-        ],
-        String::new,
-    );
-    docker_ok(&["start", &consumer]);
-    docker_ok(&["stop", &consumer]);
-    std::fs::write(&resume, "").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!out.status.success(), "the restore failed:\n{log}");
-    let failure = log
-        .lines()
-        .find(|l| l.contains("step failed"))
-        .unwrap_or_default();
+    let (failure, log) = apply_used_after_copy(&specs, &p.root, || {
+        docker_ok(&["start", &consumer]);
+        docker_ok(&["stop", &consumer]);
+    });
     assert!(
         failure.contains("was used while it was being restored")
             && failure.contains(&format!("container {consumer} started at")),
@@ -860,6 +842,35 @@ spec:
     let (code, report) =
         common::reconciler_json(&specs, &["diff"], &[("DOCKER_HOST", env().host.clone())]);
     assert_eq!(code, 0, "{report:#}");
+}
+
+/// Runs `apply` on `specs` until its restore has copied, does `meanwhile`, lets it
+/// go on, and returns the line saying why the step failed (it must fail) with the
+/// whole log. `dir` holds the log and the file that resumes the apply.
+fn apply_used_after_copy(specs: &Path, dir: &Path, meanwhile: impl FnOnce()) -> (String, String) {
+    let resume = dir.join("resume-after-copy");
+    let log = dir.join("restore-used-after-copy.log");
+    let child = common::apply_until_paused(
+        specs,
+        "restore:copied",
+        &log,
+        &[
+            ("DOCKER_HOST", env().host.as_str()),
+            ("RECONCILER_RESUME_WHEN", resume.to_str().unwrap()),
+        ],
+        String::new,
+    );
+    meanwhile();
+    std::fs::write(&resume, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!out.status.success(), "the restore failed:\n{log}");
+    let failure = log
+        .lines()
+        .find(|l| l.contains("step failed"))
+        .unwrap_or_default()
+        .to_string();
+    (failure, log)
 }
 
 /// A complete starport copy, as a backup host publishes it (its contents do not
@@ -967,27 +978,9 @@ fn a_write_into_a_directory_target_during_its_copy_keeps_it_unrestored() {
 
     // A process of the consumer host, not a container, writes into the copy once
     // it is done: no engine and no postmaster.pid can tell, the copy itself does.
-    let resume = root.path().join("resume-after-copy");
-    let log = root.path().join("restore-written-during-copy.log");
-    let child = common::apply_until_paused(
-        &specs,
-        "restore:copied",
-        &log,
-        &[
-            ("DOCKER_HOST", env().host.as_str()),
-            ("RECONCILER_RESUME_WHEN", resume.to_str().unwrap()),
-        ],
-        String::new,
-    );
-    std::fs::write(restored.join("base/written-by-a-consumer"), "rows").unwrap();
-    std::fs::write(&resume, "").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!out.status.success(), "the restore failed:\n{log}");
-    let failure = log
-        .lines()
-        .find(|l| l.contains("step failed"))
-        .unwrap_or_default();
+    let (failure, log) = apply_used_after_copy(&specs, root.path(), || {
+        std::fs::write(restored.join("base/written-by-a-consumer"), "rows").unwrap();
+    });
     assert!(
         failure.contains("was used while it was being restored")
             && failure.contains("differs from the starport copy in")
