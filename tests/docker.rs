@@ -953,8 +953,52 @@ fn a_container_bind_mounting_a_directory_target_blocks_its_restore() {
     assert_eq!(code, 1, "{report:#}");
     assert!(!restored.join("PG_VERSION").exists(), "nothing was copied");
 
-    // Gone: restored.
     docker_ok(&["rm", "-f", &user]);
+
+    // A local volume made to bind the directory (compose's `driver_opts: {type:
+    // none, o: bind, device: …}`) is reported by the engine as a volume, but a
+    // container mounting it writes into the directory all the same.
+    let bound = format!("reconciler-test-bound-{}", std::process::id());
+    let _bound = RemoveVolume(bound.clone());
+    docker_ok(&[
+        "volume",
+        "create",
+        "--driver",
+        "local",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &format!("device={}", restored.display()),
+        &bound,
+    ]);
+    let compose_user = format!("reconciler-test-bound-user-{}", std::process::id());
+    let _compose_user = RemoveContainer(compose_user.clone());
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &compose_user,
+        "--network",
+        "none",
+        "-v",
+        &format!("{bound}:/var/lib/postgresql/data"),
+        "--entrypoint",
+        "/bin/sleep",
+        &env().image,
+        "600",
+    ]);
+    let (code, report) = common::reconciler_json(&specs, &["diff"], &engine);
+    assert_eq!(code, 1, "{report:#}");
+    let waits = report["pipelines"][0]["waitingOn"].to_string();
+    assert!(
+        waits.contains(&compose_user) && waits.contains("not listed"),
+        "diff names the container whose volume binds the directory: {waits}"
+    );
+    docker_ok(&["rm", "-f", &compose_user]);
+
+    // Gone: restored.
     let (code, report) = common::reconciler_json(&specs, &["apply"], &engine);
     assert_eq!(code, 0, "{report:#}");
     let marker: Value =

@@ -139,13 +139,115 @@ impl fmt::Display for Mounted<'_> {
 }
 
 /// Whether a bind mount of `source` lets a container write into `dir`: it is the
-/// directory, inside it, or a directory holding it. Both are compared with their
-/// symlinks resolved where they exist (the engine reports a bind's source as given).
+/// directory, inside it, or a directory holding it, by path components.
 pub fn bind_covers(source: &std::path::Path, dir: &std::path::Path) -> bool {
-    let resolve =
-        |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let (source, dir) = (resolve(source), resolve(dir));
-    source.starts_with(&dir) || dir.starts_with(&source)
+    source.starts_with(dir) || dir.starts_with(source)
+}
+
+/// How long resolving one path may take: a bind source on a hung network mount
+/// must not hang the reconciler.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `path` with its symlinks resolved, as far as it exists: the deepest existing
+/// ancestor is resolved and the rest appended, so a directory not created yet
+/// under a symlinked parent still compares with binds of the real parent. The
+/// path as written when it can't be resolved in time.
+pub async fn resolved(path: &std::path::Path) -> std::path::PathBuf {
+    let path = path.to_path_buf();
+    let resolve = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            for ancestor in path.ancestors() {
+                if let Ok(real) = std::fs::canonicalize(ancestor) {
+                    let rest = path
+                        .strip_prefix(ancestor)
+                        .unwrap_or(std::path::Path::new(""));
+                    return Some(if rest.as_os_str().is_empty() {
+                        real
+                    } else {
+                        real.join(rest)
+                    });
+                }
+            }
+            None
+        }
+    });
+    match tokio::time::timeout(RESOLVE_TIMEOUT, resolve).await {
+        Ok(Ok(Some(real))) => real,
+        _ => path,
+    }
+}
+
+/// The host directories containers' mounts write into, looked up once per listing.
+#[derive(Default)]
+struct DirectorySources {
+    /// Local volumes by name: the directory they bind (`o=bind`, `device=`), if any.
+    volumes: HashMap<String, Option<std::path::PathBuf>>,
+    /// Paths already resolved.
+    resolved: HashMap<std::path::PathBuf, std::path::PathBuf>,
+}
+
+impl DirectorySources {
+    /// The host directory mount `m` writes into: a bind's source, or the device of
+    /// a local volume created to bind one (compose's `driver_opts: {type: none,
+    /// o: bind, device: …}`, which the engine reports as a volume).
+    async fn source(
+        &mut self,
+        docker: &Docker,
+        m: &bollard::models::MountPoint,
+    ) -> Result<Option<std::path::PathBuf>, DockerError> {
+        match m.typ.as_deref() {
+            Some("bind") => Ok(m.source.as_deref().map(Into::into)),
+            Some("volume") if m.driver.as_deref() == Some("local") => {
+                let Some(name) = m.name.as_deref() else {
+                    return Ok(None);
+                };
+                if !self.volumes.contains_key(name) {
+                    let device = match docker.inspect_volume(name).await {
+                        Ok(v) => bound_device(&v.options),
+                        // Removed since the listing: it binds nothing now.
+                        Err(e) if is_not_found(&e) => None,
+                        Err(e) => {
+                            return Err(DockerError::api(format!("inspect volume {name}"))(e));
+                        }
+                    };
+                    self.volumes.insert(name.to_string(), device);
+                }
+                Ok(self.volumes[name].clone())
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether a mount of `source` writes into `dir`, as written or with the
+    /// symlinks of both resolved.
+    async fn covers(&mut self, source: &std::path::Path, dir: &std::path::Path) -> bool {
+        if bind_covers(source, dir) {
+            return true;
+        }
+        let source = self.resolve(source).await;
+        let dir = self.resolve(dir).await;
+        bind_covers(&source, &dir)
+    }
+
+    async fn resolve(&mut self, path: &std::path::Path) -> std::path::PathBuf {
+        if let Some(real) = self.resolved.get(path) {
+            return real.clone();
+        }
+        let real = resolved(path).await;
+        self.resolved.insert(path.to_path_buf(), real.clone());
+        real
+    }
+}
+
+/// The directory a local volume's options bind, if they do.
+fn bound_device(options: &HashMap<String, String>) -> Option<std::path::PathBuf> {
+    let binds = options
+        .get("o")
+        .is_some_and(|o| o.split(',').any(|o| o == "bind" || o == "rbind"));
+    binds
+        .then(|| options.get("device").map(Into::into))
+        .flatten()
 }
 
 /// A connection to the engine, made on first use and kept once it worked, so a
@@ -215,18 +317,15 @@ impl DockerEngine {
         }
     }
 
-    /// Whether this host has an engine of its own to ask: the socket `DOCKER_HOST`
-    /// names, or else the default one, exists. An engine elsewhere (`tcp://`) can't
-    /// bind-mount this host's directories; without one, no container can.
-    pub fn on_this_host() -> bool {
-        let socket = match std::env::var("DOCKER_HOST") {
-            Ok(host) if !host.is_empty() => match host.strip_prefix("unix://") {
-                Some(path) => path.to_string(),
-                None => return false,
-            },
-            _ => DEFAULT_SOCKET.to_string(),
-        };
-        std::path::Path::new(&socket).exists()
+    /// Whether this host has an engine to ask: `DOCKER_HOST` names one, or the
+    /// default socket exists. Asked on each use, so an engine installed or started
+    /// later is seen; one named but not usable from here (`tcp://`) is asked all the
+    /// same, and its error says why, rather than being taken for "no containers".
+    pub fn configured() -> bool {
+        match std::env::var("DOCKER_HOST") {
+            Ok(host) if !host.is_empty() => true,
+            _ => std::path::Path::new(DEFAULT_SOCKET).exists(),
+        }
     }
 
     /// Names of the running containers that mount volume `volume`, with their labels.
@@ -308,28 +407,35 @@ impl DockerEngine {
             .map_err(DockerError::api(format!(
                 "list the containers using {what}"
             )))?;
-        Ok(list
-            .into_iter()
-            .filter(|c| match what {
+        let mut found = Vec::new();
+        let mut directories = DirectorySources::default();
+        for c in list {
+            let mounts = match what {
                 Mounted::Volume(_) => true,
-                Mounted::Directory(dir) => c.mounts.iter().flatten().any(|m| {
-                    m.typ.as_deref() == Some("bind")
-                        && m.rw != Some(false)
-                        && m.source
-                            .as_deref()
-                            .is_some_and(|source| bind_covers(std::path::Path::new(source), dir))
-                }),
-            })
-            .map(|c| {
+                Mounted::Directory(dir) => {
+                    let mut writes_into = false;
+                    for m in c.mounts.iter().flatten().filter(|m| m.rw != Some(false)) {
+                        if let Some(source) = directories.source(docker, m).await?
+                            && directories.covers(&source, dir).await
+                        {
+                            writes_into = true;
+                            break;
+                        }
+                    }
+                    writes_into
+                }
+            };
+            if mounts {
                 let name = c
                     .names
                     .and_then(|n| n.into_iter().next())
                     .map(|n| n.trim_start_matches('/').to_string())
                     .or(c.id)
                     .unwrap_or_default();
-                (name, c.labels.unwrap_or_default())
-            })
-            .collect())
+                found.push((name, c.labels.unwrap_or_default()));
+            }
+        }
+        Ok(found)
     }
 
     /// Stops a container (its stop signal, then SIGKILL after `timeout`) and removes
@@ -950,7 +1056,8 @@ impl CommandRunner for ShortLivedContainer {
 
 #[cfg(test)]
 mod tests {
-    use super::bind_covers;
+    use super::{DirectorySources, bind_covers, bound_device, resolved};
+    use std::collections::HashMap;
     use std::path::Path;
 
     #[test]
@@ -965,15 +1072,56 @@ mod tests {
         assert!(!bind_covers(Path::new("/srv/other"), dir));
     }
 
-    #[test]
-    fn a_bind_through_a_symlink_is_recognised() {
+    #[tokio::test]
+    async fn a_bind_through_a_symlink_is_recognised() {
         let root = tempfile::tempdir().unwrap();
         let real = root.path().join("disk/db");
         std::fs::create_dir_all(&real).unwrap();
         let link = root.path().join("data");
         std::os::unix::fs::symlink(root.path().join("disk"), &link).unwrap();
-        assert!(bind_covers(&link.join("db"), &real));
-        assert!(bind_covers(&link, &real));
-        assert!(bind_covers(&real, &link.join("db")));
+        let mut sources = DirectorySources::default();
+        assert!(sources.covers(&link.join("db"), &real).await);
+        assert!(sources.covers(&link, &real).await);
+        assert!(sources.covers(&real, &link.join("db")).await);
+        assert!(!sources.covers(&link.join("other"), &real).await);
+        // Not created yet: its existing ancestors are resolved.
+        let later = link.join("db/not-yet");
+        assert_eq!(
+            resolved(&later).await,
+            real.canonicalize().unwrap().join("not-yet")
+        );
+        assert!(sources.covers(&root.path().join("disk"), &later).await);
+    }
+
+    #[test]
+    fn a_local_volume_binds_a_directory_only_when_its_options_say_so() {
+        let options = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            bound_device(&options(&[
+                ("type", "none"),
+                ("o", "bind"),
+                ("device", "/srv/db")
+            ])),
+            Some("/srv/db".into())
+        );
+        assert_eq!(
+            bound_device(&options(&[("o", "rbind,ro"), ("device", "/srv/db")])),
+            Some("/srv/db".into())
+        );
+        // An NFS volume's device is not a directory of this host.
+        assert_eq!(
+            bound_device(&options(&[
+                ("type", "nfs"),
+                ("o", "addr=10.0.0.1"),
+                ("device", ":/db")
+            ])),
+            None
+        );
+        assert_eq!(bound_device(&options(&[])), None);
     }
 }

@@ -39,8 +39,9 @@ pub trait RestoreSourceDriver: Send + Sync + std::fmt::Debug {
         destination: &Path,
     ) -> Result<CopyStats, StarportError>;
     /// What a copy would change in `destination` now (`rsync --dry-run
-    /// --itemize-changes`, one line per file): empty when it holds exactly the
-    /// target's data.
+    /// --itemize-changes`), one difference per file in words: empty when it holds
+    /// exactly the target's data (by rsync's quick check: size and modification
+    /// time to the second, files added or missing).
     async fn differences(
         &self,
         source: &RestoreSourceSpec,
@@ -183,8 +184,26 @@ impl RestoreSourceDriver for RsyncSource {
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
-            .map(String::from)
+            .map(described)
             .collect())
+    }
+}
+
+/// One line of `rsync --itemize-changes` in words, the line itself kept for
+/// whoever knows rsync's notation.
+fn described(line: &str) -> String {
+    if let Some(path) = line.strip_prefix("*deleting") {
+        return format!("`{}` is not in the starport copy", path.trim());
+    }
+    let (flags, path) = line.split_once(' ').unwrap_or((line, ""));
+    let path = path.trim();
+    let attributes = flags.get(2..).unwrap_or("");
+    if !attributes.is_empty() && attributes.chars().all(|c| c == '+') {
+        format!("`{path}` is missing ({flags})")
+    } else if attributes.starts_with(['c', '.']) && attributes.get(1..2) == Some("s") {
+        format!("`{path}` has another size ({flags})")
+    } else {
+        format!("`{path}` differs ({flags})")
     }
 }
 
@@ -251,9 +270,7 @@ impl LocalRestoreVolume {
         match volume.location() {
             VolumeLocation::Docker(name) => Some(Mounted::Volume(name.as_str())),
             VolumeLocation::Directory(_)
-                if self
-                    .engine_on_host
-                    .unwrap_or_else(DockerEngine::on_this_host) =>
+                if self.engine_on_host.unwrap_or_else(DockerEngine::configured) =>
             {
                 Some(Mounted::Directory(path))
             }
@@ -522,8 +539,20 @@ mod tests {
         std::fs::write(volume.join("base/1"), "changed rows").unwrap();
         let differences = rsync.differences(&source, &volume).await.unwrap();
         assert!(
-            differences.iter().any(|d| d.ends_with("base/2"))
-                && differences.iter().any(|d| d.ends_with("base/1")),
+            differences
+                .iter()
+                .any(|d| d.starts_with("`base/2` is not in the starport copy"))
+                && differences
+                    .iter()
+                    .any(|d| d.starts_with("`base/1` has another size (>f.s")),
+            "{differences:?}"
+        );
+        std::fs::remove_file(volume.join("base/1")).unwrap();
+        let differences = rsync.differences(&source, &volume).await.unwrap();
+        assert!(
+            differences
+                .iter()
+                .any(|d| d.starts_with("`base/1` is missing (>f+++")),
             "{differences:?}"
         );
     }

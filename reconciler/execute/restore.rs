@@ -138,16 +138,26 @@ async fn restore_volume(
     if let Some(user) = used {
         return Err(ExecuteError::UsedDuringRestore { volume, user });
     }
-    // Whatever wrote into it, it must now hold exactly the copy.
-    let differences = drivers
+    // Whatever wrote into it, it must now hold exactly the copy. A starport that
+    // changed under the copy shows as differences too (or fails the comparison):
+    // that is said first, so no one looks for a writer that does not exist.
+    let differences = match drivers
         .restore_source
         .differences(&spec.source, &path)
-        .await?;
+        .await
+    {
+        Ok(differences) => differences,
+        Err(e) => {
+            source_holding(target, generation, drivers).await?;
+            return Err(e.into());
+        }
+    };
     if let Some(first) = differences.first() {
+        source_holding(target, generation, drivers).await?;
         return Err(ExecuteError::UsedDuringRestore {
             volume,
             user: format!(
-                "it differs from the starport copy in {} place(s), such as `{first}`",
+                "it differs from the starport copy in {} place(s), such as: {first}",
                 differences.len()
             ),
         });

@@ -352,8 +352,16 @@ fn plan_volume(
         .map(|c| c.container.clone())
         .collect();
     if !unlisted.is_empty() {
+        // A bind of a directory holding the volume counts too: say so, or a
+        // container mounting `/srv` looks unrelated to `/srv/db`.
+        let mounts = match location {
+            crate::spec::VolumeLocation::Directory(_) => {
+                format!("mounting {location} or a directory holding it")
+            }
+            _ => format!("running on {location}"),
+        };
         plan.waiting_on.push(format!(
-            "{} to stop: running on {location} but not listed in consumers.containers, so never stopped by the reconciler",
+            "{} to stop: {mounts} but not listed in consumers.containers, so never stopped by the reconciler",
             containers(&unlisted)
         ));
         settle_owed(marker, consumers, &location, plan);
