@@ -329,30 +329,35 @@ spec:
 /// in the image): a consumer database as production runs it.
 fn start_postgres_on(name: &str, volume: &str) {
     let env = env();
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
+    run_detached(
         name,
-        "--network",
-        "none",
-        "--user",
-        &env.barman_user,
-        "-v",
-        &format!("{volume}:/pgdata"),
-        &env.image,
-        "postgres",
-        "-D",
-        "/pgdata",
-        "-k",
-        "/tmp",
-        "-p",
-        "5432",
-        "-c",
-        "listen_addresses=",
-        "-c",
-        "archive_mode=off",
-    ]);
+        &[
+            "--user",
+            &env.barman_user,
+            "-v",
+            &format!("{volume}:/pgdata"),
+            &env.image,
+            "postgres",
+            "-D",
+            "/pgdata",
+            "-k",
+            "/tmp",
+            "-p",
+            "5432",
+            "-c",
+            "listen_addresses=",
+            "-c",
+            "archive_mode=off",
+        ],
+    );
+}
+
+/// `docker run -d --name NAME --network none ARGS…`: the tests' containers need
+/// no network.
+fn run_detached(name: &str, args: &[&str]) {
+    let mut run = vec!["run", "-d", "--name", name, "--network", "none"];
+    run.extend_from_slice(args);
+    docker_ok(&run);
 }
 
 /// Runs `sql` in the postgres container `name` once it answers; returns the rows
@@ -916,6 +921,36 @@ spec:
     (specs, restored)
 }
 
+/// Runs a container `name` that sleeps with `mount` (`-v` syntax) and no network.
+fn run_sleeper(name: &str, mount: &str) {
+    run_detached(
+        name,
+        &[
+            "-v",
+            mount,
+            "--entrypoint",
+            "/bin/sleep",
+            &env().image,
+            "600",
+        ],
+    );
+}
+
+/// Asserts that `diff` on the one restore target in `specs` plans nothing and
+/// waits for unlisted container `container` to stop.
+fn diff_waits_for(specs: &Path, container: &str) {
+    let (code, report) =
+        common::reconciler_json(specs, &["diff"], &[("DOCKER_HOST", env().host.clone())]);
+    assert_eq!(code, 1, "{report:#}");
+    let target = &report["pipelines"][0];
+    assert_eq!(target["steps"], Value::Array(vec![]), "{report:#}");
+    let waits = target["waitingOn"].to_string();
+    assert!(
+        waits.contains(container) && waits.contains("not listed"),
+        "diff names the container that writes into the directory: {waits}"
+    );
+}
+
 #[test]
 fn a_container_bind_mounting_a_directory_target_blocks_its_restore() {
     let root = tempfile::tempdir().unwrap();
@@ -926,29 +961,8 @@ fn a_container_bind_mounting_a_directory_target_blocks_its_restore() {
     let user = format!("reconciler-test-bind-{}", std::process::id());
     let _user = RemoveContainer(user.clone());
     let parent = restored.parent().unwrap().display().to_string();
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &user,
-        "--network",
-        "none",
-        "-v",
-        &format!("{parent}:/srv/consumer"),
-        "--entrypoint",
-        "/bin/sleep",
-        &env().image,
-        "600",
-    ]);
-    let (code, report) = common::reconciler_json(&specs, &["diff"], &engine);
-    assert_eq!(code, 1, "{report:#}");
-    let target = &report["pipelines"][0];
-    assert_eq!(target["steps"], Value::Array(vec![]), "{report:#}");
-    let waits = target["waitingOn"].to_string();
-    assert!(
-        waits.contains(&user) && waits.contains("not listed"),
-        "diff names the container that bind-mounts the directory: {waits}"
-    );
+    run_sleeper(&user, &format!("{parent}:/srv/consumer"));
+    diff_waits_for(&specs, &user);
     let (code, report) = common::reconciler_json(&specs, &["apply"], &engine);
     assert_eq!(code, 1, "{report:#}");
     assert!(!restored.join("PG_VERSION").exists(), "nothing was copied");
@@ -975,27 +989,8 @@ fn a_container_bind_mounting_a_directory_target_blocks_its_restore() {
     ]);
     let compose_user = format!("reconciler-test-bound-user-{}", std::process::id());
     let _compose_user = RemoveContainer(compose_user.clone());
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &compose_user,
-        "--network",
-        "none",
-        "-v",
-        &format!("{bound}:/var/lib/postgresql/data"),
-        "--entrypoint",
-        "/bin/sleep",
-        &env().image,
-        "600",
-    ]);
-    let (code, report) = common::reconciler_json(&specs, &["diff"], &engine);
-    assert_eq!(code, 1, "{report:#}");
-    let waits = report["pipelines"][0]["waitingOn"].to_string();
-    assert!(
-        waits.contains(&compose_user) && waits.contains("not listed"),
-        "diff names the container whose volume binds the directory: {waits}"
-    );
+    run_sleeper(&compose_user, &format!("{bound}:/var/lib/postgresql/data"));
+    diff_waits_for(&specs, &compose_user);
     docker_ok(&["rm", "-f", &compose_user]);
 
     // Gone: restored.
