@@ -140,7 +140,7 @@ impl fmt::Display for Mounted<'_> {
 
 /// Whether a bind mount of `source` lets a container write into `dir`: it is the
 /// directory, inside it, or a directory holding it, by path components.
-pub fn bind_covers(source: &std::path::Path, dir: &std::path::Path) -> bool {
+fn bind_covers(source: &std::path::Path, dir: &std::path::Path) -> bool {
     source.starts_with(dir) || dir.starts_with(source)
 }
 
@@ -152,7 +152,7 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// ancestor is resolved and the rest appended, so a directory not created yet
 /// under a symlinked parent still compares with binds of the real parent. The
 /// path as written when it can't be resolved in time.
-pub async fn resolved(path: &std::path::Path) -> std::path::PathBuf {
+async fn resolved(path: &std::path::Path) -> std::path::PathBuf {
     let path = path.to_path_buf();
     let resolve = tokio::task::spawn_blocking({
         let path = path.clone();

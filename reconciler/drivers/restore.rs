@@ -200,7 +200,7 @@ fn described(line: &str) -> String {
     let attributes = flags.get(2..).unwrap_or("");
     if !attributes.is_empty() && attributes.chars().all(|c| c == '+') {
         format!("`{path}` is missing ({flags})")
-    } else if attributes.starts_with(['c', '.']) && attributes.get(1..2) == Some("s") {
+    } else if attributes.get(1..2) == Some("s") {
         format!("`{path}` has another size ({flags})")
     } else {
         format!("`{path}` differs ({flags})")

@@ -138,22 +138,20 @@ async fn restore_volume(
     if let Some(user) = used {
         return Err(ExecuteError::UsedDuringRestore { volume, user });
     }
-    // Whatever wrote into it, it must now hold exactly the copy. A starport that
-    // changed under the copy shows as differences too (or fails the comparison):
-    // that is said first, so no one looks for a writer that does not exist.
-    let differences = match drivers
+    // Whatever wrote into it, it must now hold exactly the copy.
+    let differences = drivers
         .restore_source
         .differences(&spec.source, &path)
-        .await
-    {
-        Ok(differences) => differences,
-        Err(e) => {
-            source_holding(target, generation, drivers).await?;
-            return Err(e.into());
-        }
-    };
+        .await;
+    // Then the starport must still hold the generation copied, checked before the
+    // comparison is judged: a starport that changed under the copy shows as
+    // differences too, and is said as such, so no one looks for a writer that does
+    // not exist. Checked last of all: the backup host removes the metadata before
+    // it touches the data, so a copy compared equal and still published now was
+    // not changing.
+    source_holding(target, generation, drivers).await?;
+    let differences = differences?;
     if let Some(first) = differences.first() {
-        source_holding(target, generation, drivers).await?;
         return Err(ExecuteError::UsedDuringRestore {
             volume,
             user: format!(
@@ -162,9 +160,6 @@ async fn restore_volume(
             ),
         });
     }
-    // Checked last: the backup host removes the metadata before it touches the
-    // data, so a copy compared above and still published now was not changing.
-    source_holding(target, generation, drivers).await?;
     marker.state = RestoreState::Restored;
     marker.restored_at = Some(clock());
     drivers.restore_volume.write_marker(&path, &marker).await?;

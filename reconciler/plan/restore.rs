@@ -17,7 +17,7 @@ use crate::observe::{
     ConsumerState, Observation, RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState,
     StarportState,
 };
-use crate::spec::RestoreTarget;
+use crate::spec::{RestoreTarget, VolumeLocation};
 
 /// The complete copy the starport offers.
 struct SourceCopy {
@@ -355,7 +355,7 @@ fn plan_volume(
         // A bind of a directory holding the volume counts too: say so, or a
         // container mounting `/srv` looks unrelated to `/srv/db`.
         let mounts = match location {
-            crate::spec::VolumeLocation::Directory(_) => {
+            VolumeLocation::Directory(_) => {
                 format!("mounting {location} or a directory holding it")
             }
             _ => format!("running on {location}"),
