@@ -47,7 +47,7 @@ fn observed(now: Timestamp) -> Observed {
         size_bytes: None,
     });
     Observed {
-        barman: Observation::observed(BarmanState { backups }),
+        barman: Observation::observed(BarmanState::new(backups)),
         volume: Observation::observed(VolumeState::Marked {
             marker: VolumeMarker {
                 generation: "g".into(),
@@ -73,6 +73,7 @@ fn observed(now: Timestamp) -> Observed {
 
         wal: None,
         mirrors: Vec::new(),
+        last_backup_taken: None,
     }
 }
 

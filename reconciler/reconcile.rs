@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::drivers::Drivers;
 use crate::execute::{execute_restore_step, execute_step};
-use crate::observe::{Observed, RestoreObserved, error_chain, observe, observe_restore};
+use crate::observe::{
+    Observed, RestoreObserved, TakenBackup, error_chain, observe, observe_restore,
+};
 use crate::plan::{Plan, PlanContext, PlannedStep, plan, plan_restore};
 use crate::spec::Resource;
 
@@ -30,15 +32,18 @@ pub enum Observations {
     RestoreTarget(RestoreObserved),
 }
 
-/// Observes and plans one document of any kind.
+/// Observes and plans one document of any kind. `taken` is the caller's journal:
+/// the base backup it took most recently for this pipeline, if any.
 pub async fn diff_pipeline(
     resource: &Resource,
     drivers: &Drivers,
     cx: &PlanContext,
+    taken: Option<&TakenBackup>,
 ) -> (Observations, Plan) {
     match resource {
         Resource::BackupPipeline(pipeline) => {
-            let observed = observe(pipeline, drivers).await;
+            let mut observed = observe(pipeline, drivers).await;
+            observed.last_backup_taken = taken.cloned();
             let plan = plan(pipeline, &observed, cx);
             (Observations::BackupPipeline(observed), plan)
         }
@@ -124,6 +129,7 @@ impl ApplyReport {
                 conditions: Vec::new(),
                 steps: Vec::new(),
                 waiting_on: vec![why.to_string()],
+                scheduled: Vec::new(),
                 next_deadline: None,
             },
             pipeline,
@@ -133,6 +139,27 @@ impl ApplyReport {
             failure: Some(why.to_string()),
         }
     }
+}
+
+/// The id of the base backup a step record says it took.
+pub fn taken_backup_id(step: &crate::plan::Step, detail: &str) -> Option<String> {
+    match step {
+        crate::plan::Step::TakeBaseBackup => crate::execute::backup_taken(detail).map(String::from),
+        _ => None,
+    }
+}
+
+/// The newest base backup a run's records say was taken, with when it ended.
+pub fn taken_in(steps: &[StepRecord]) -> Option<TakenBackup> {
+    steps.iter().rev().find_map(|s| {
+        let id = (s.outcome == StepOutcome::Done)
+            .then(|| taken_backup_id(&s.planned.step, &s.detail))??;
+        let seconds = jiff::SignedDuration::from_secs_f64(s.seconds.max(0.0));
+        Some(TakenBackup {
+            id,
+            finished_at: s.started_at.checked_add(seconds).unwrap_or(s.started_at),
+        })
+    })
 }
 
 /// Receives progress while `apply` runs (a progress bar, a log).
@@ -146,21 +173,25 @@ pub trait Progress: Send + Sync {
 /// Converges one pipeline as far as one pass can, running at most `max_steps`
 /// steps (`apply` runs up to [`MAX_STEPS_PER_APPLY`]; `run` runs one, then re-reads
 /// the specs before the next). Starts no step once `drivers.cancel` fired.
+/// `taken` is the base backup the caller took last for this pipeline (`run`
+/// remembers it across passes); backups taken here are added to that journal.
 pub async fn apply_pipeline(
     pipeline: &Resource,
     drivers: &Drivers,
     context: &(dyn Fn() -> PlanContext + Send + Sync),
     progress: &dyn Progress,
     max_steps: usize,
+    taken: Option<TakenBackup>,
 ) -> ApplyReport {
     let name = pipeline.name().to_string();
     let clock = || context().now;
     let mut steps = Vec::new();
+    let mut taken = taken;
     // Held for the whole run: one reconciler at a time works on a volume.
     let _lock = match lock_volume(pipeline, drivers).await {
         Ok(lock) => lock,
         Err(e) => {
-            let (_, mut plan) = diff_pipeline(pipeline, drivers, &context()).await;
+            let (_, mut plan) = diff_pipeline(pipeline, drivers, &context(), taken.as_ref()).await;
             let reason = error_chain(&e);
             tracing::warn!(pipeline = %name, reason = %reason, "not working on this pipeline now");
             plan.waiting_on.push(reason.clone());
@@ -176,7 +207,7 @@ pub async fn apply_pipeline(
     };
     let limit = max_steps.min(MAX_STEPS_PER_APPLY);
     loop {
-        let (observed, plan) = diff_pipeline(pipeline, drivers, &context()).await;
+        let (observed, plan) = diff_pipeline(pipeline, drivers, &context(), taken.as_ref()).await;
         let next = plan.steps.first().cloned();
         let stop = steps.len() >= limit
             || drivers.cancel.is_cancelled()
@@ -225,6 +256,14 @@ pub async fn apply_pipeline(
             Err(e) if drivers.cancel.is_cancelled() => (StepOutcome::Interrupted, error_chain(&e)),
             Err(e) => (StepOutcome::Failed, error_chain(&e)),
         };
+        if outcome == StepOutcome::Done
+            && let Some(id) = taken_backup_id(&planned.step, &detail)
+        {
+            taken = Some(TakenBackup {
+                id,
+                finished_at: clock(),
+            });
+        }
         let record = StepRecord {
             planned,
             started_at,
@@ -273,6 +312,9 @@ mod tests {
     struct CatalogueInMemory {
         backups: Mutex<Vec<Backup>>,
         recoveries: Mutex<u32>,
+        /// Days this host's clock runs ahead of barman's and the primary's.
+        days_behind: i64,
+        taken: Mutex<u32>,
     }
 
     #[async_trait]
@@ -280,12 +322,22 @@ mod tests {
         async fn list_backups(&self, _: &BarmanSpec) -> Result<Vec<Backup>, BarmanError> {
             Ok(self.backups.lock().unwrap().clone())
         }
+        async fn backup_activity(
+            &self,
+            _: &BarmanSpec,
+        ) -> Result<crate::observe::BackupActivity, BarmanError> {
+            Ok(crate::observe::BackupActivity::default())
+        }
         async fn take_backup(&self, _: &BarmanSpec, _: Duration) -> Result<String, BarmanError> {
-            let id = "20261124T120000".to_string();
+            let mut taken = self.taken.lock().unwrap();
+            *taken += 1;
+            let their_now = now() - jiff::SignedDuration::from_hours(24 * self.days_behind)
+                + jiff::SignedDuration::from_secs(i64::from(*taken));
+            let id = their_now.strftime("%Y%m%dT%H%M%S").to_string();
             self.backups.lock().unwrap().push(Backup {
                 id: id.clone(),
                 status: BackupStatus::Done,
-                end_time: Some(now()),
+                end_time: Some(their_now),
                 size_bytes: Some(1),
             });
             Ok(id)
@@ -381,7 +433,7 @@ spec:
     async fn stops_after_max_steps_even_when_more_are_planned() {
         let (_dir, pipeline, drivers, barman) = setup();
 
-        let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 1).await;
+        let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 1, None).await;
 
         assert_eq!(report.steps.len(), 1, "{:#?}", report.steps);
         assert_eq!(report.steps[0].outcome, StepOutcome::Done);
@@ -390,11 +442,45 @@ spec:
     }
 
     #[tokio::test]
+    async fn a_backup_that_looks_stale_the_moment_it_is_taken_is_taken_once_not_for_ever() {
+        // This host's clock runs 40 days ahead: each new backup looks 40 days old.
+        let (_dir, pipeline, mut drivers, _) = setup();
+        let barman = Arc::new(CatalogueInMemory {
+            days_behind: 40,
+            ..Default::default()
+        });
+        drivers.barman = barman.clone();
+
+        let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 32, None).await;
+
+        assert_eq!(*barman.taken.lock().unwrap(), 1, "{:#?}", report.steps);
+        let fresh = report
+            .final_plan
+            .condition(crate::plan::ConditionType::BaseBackupFresh)
+            .unwrap();
+        assert_eq!(fresh.reason, "ClockSkew", "{fresh:#?}");
+        assert!(fresh.message.contains("ahead"), "{}", fresh.message);
+
+        // `run` hands its journal to the next pass: still no second backup.
+        let taken = taken_in(&report.steps).expect("the journal names the backup");
+        let again = apply_pipeline(&pipeline, &drivers, &context, &Silent, 32, Some(taken)).await;
+        assert!(
+            again
+                .steps
+                .iter()
+                .all(|s| s.planned.step != crate::plan::Step::TakeBaseBackup),
+            "{:#?}",
+            again.steps
+        );
+        assert_eq!(*barman.taken.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
     async fn starts_nothing_after_a_shutdown() {
         let (_dir, pipeline, drivers, barman) = setup();
         drivers.cancel.cancel();
 
-        let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 32).await;
+        let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 32, None).await;
 
         assert!(report.steps.is_empty(), "{:#?}", report.steps);
         assert!(barman.backups.lock().unwrap().is_empty());
@@ -405,7 +491,7 @@ spec:
         let (_dir, pipeline, drivers, _barman) = setup();
         let _held = lock_volume(&pipeline, &drivers).await.unwrap();
 
-        let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 32).await;
+        let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 32, None).await;
 
         assert!(report.steps.is_empty());
         let blocked = report.blocked.expect("blocked");

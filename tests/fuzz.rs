@@ -246,13 +246,14 @@ proptest! {
         };
         let spec: reconciler::spec::BackupPipeline = serde_saphyr::from_str(&VALID.replace("{keep: 3, minimumRedundancy: 1}", &retention)).unwrap();
         let observed = Observed {
-            barman: Observation::observed(BarmanState { backups: backups.clone() }),
+            barman: Observation::observed(BarmanState::new(backups.clone())),
             volume: Observation::observed(VolumeState::Missing),
             starport: Some(Observation::observed(StarportState::NoMetadata { reason: "none".into() })),
             machine_id: Some("m".into()),
 
             wal: None,
                 mirrors: Vec::new(),
+            last_backup_taken: None,
         };
         let now = Timestamp::from_second(1_780_000_000 + now_days * 86_400).unwrap();
         let plan = plan(&spec, &observed, &PlanContext { now, local_time_zone: TimeZone::UTC });

@@ -109,6 +109,7 @@ impl World {
 
                 wal: None,
                 mirrors: Vec::new(),
+                last_backup_taken: None,
             },
         }
     }
@@ -122,7 +123,7 @@ impl World {
     }
 
     fn backups(mut self, backups: Vec<Backup>) -> Self {
-        self.observed.barman = Observation::observed(BarmanState { backups });
+        self.observed.barman = Observation::observed(BarmanState::new(backups));
         self
     }
 

@@ -85,7 +85,7 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
         let cx = context_now();
         let mut plans = Vec::new();
         for loaded in &pipelines {
-            let (_, plan) = diff_pipeline(&loaded.resource, drivers, &cx).await;
+            let (_, plan) = diff_pipeline(&loaded.resource, drivers, &cx, None).await;
             out!("{}", render_text(loaded.resource.noun(), &plan, cx.now));
             plans.push(plan);
         }
@@ -101,6 +101,7 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
             &context_now,
             &progress,
             MAX_STEPS_PER_APPLY,
+            None,
         )
         .await;
         reports.push(report);

@@ -61,7 +61,7 @@ pub async fn diff(args: &DiffArgs, drivers: &Drivers) -> anyhow::Result<ExitStat
     let mut entries = Vec::new();
     let pass = drivers.for_one_pass();
     for loaded in &pipelines {
-        let (observed, plan) = diff_pipeline(&loaded.resource, &pass, &cx).await;
+        let (observed, plan) = diff_pipeline(&loaded.resource, &pass, &cx, None).await;
         entries.push(PipelineDiff {
             source: format!("{}:{}", loaded.file.display(), loaded.line),
             drift: !plan.is_converged(),

@@ -17,6 +17,10 @@ pub fn validate(args: &SpecsArgs) -> ExitStatus {
         );
     }
     print_problems(&specs.problems);
+    if specs.nothing_found {
+        // Nothing to validate is not valid: the job could not be done.
+        return ExitStatus::Error;
+    }
     if specs.problems.is_empty() {
         ExitStatus::Success
     } else {

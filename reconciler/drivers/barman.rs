@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::command::{CommandError, CommandLine, CommandOutput, CommandRunner, OnCancel, RunAs};
 use super::docker::{DockerEngine, DockerExec};
-use crate::observe::{Backup, BackupStatus, CheckItem, WalHealth};
+use crate::observe::{Backup, BackupActivity, BackupStatus, CheckItem, WalHealth};
 use crate::spec::BarmanSpec;
 
 /// barman's Python start-up alone takes ~0.4 s; a catalogue read that takes a
@@ -78,6 +78,9 @@ impl BarmanError {
 pub trait BarmanDriver: Send + Sync + std::fmt::Debug {
     /// Every backup of the server.
     async fn list_backups(&self, barman: &BarmanSpec) -> Result<Vec<Backup>, BarmanError>;
+    /// Whether a `barman backup` of the server is alive: its lock and the
+    /// `pg_basebackup` copies running where barman runs (see [`super::backup_activity`]).
+    async fn backup_activity(&self, barman: &BarmanSpec) -> Result<BackupActivity, BarmanError>;
     /// Takes a base backup and waits for it; returns its id.
     async fn take_backup(
         &self,
@@ -284,6 +287,27 @@ impl BarmanDriver for BarmanCli {
             return Err(failure("list-backups", &out));
         }
         parse_list_backups(barman.server.as_str(), &out.stdout)
+    }
+
+    async fn backup_activity(&self, barman: &BarmanSpec) -> Result<BackupActivity, BarmanError> {
+        let server = barman.server.as_str();
+        let cmd = self
+            .command(barman, "show-server", QUICK_CALL_TIMEOUT)
+            .arg(server);
+        let out = self.run(barman, cmd).await?;
+        if !out.success() {
+            return Err(failure("show-server", &out));
+        }
+        let paths = super::backup_activity::parse_show_server(server, &out.stdout)?;
+        let probe = CommandLine::new("python3", QUICK_CALL_TIMEOUT)
+            .args(["-c", super::backup_activity::PROBE])
+            .arg(paths.backup_lock(server))
+            .arg(&paths.basebackups_directory);
+        let out = self.run(barman, probe).await?;
+        if !out.success() {
+            return Err(failure("backup-activity probe", &out));
+        }
+        super::backup_activity::parse_probe(&out.stdout)
     }
 
     async fn take_backup(
@@ -575,6 +599,10 @@ impl BarmanDriver for PassCache {
             answers.insert(key, backups.clone());
         }
         Ok(backups)
+    }
+
+    async fn backup_activity(&self, barman: &BarmanSpec) -> Result<BackupActivity, BarmanError> {
+        self.inner.backup_activity(barman).await
     }
 
     async fn take_backup(

@@ -7,6 +7,7 @@
 //! Drivers carry out what they are asked and decide nothing; "absent" comes back
 //! as data, failures as typed errors.
 
+pub mod backup_activity;
 pub mod barman;
 pub mod command;
 pub mod docker;

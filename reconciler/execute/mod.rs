@@ -20,7 +20,7 @@ use crate::drivers::pause::pause_point;
 use crate::drivers::replay::ReplayError;
 use crate::drivers::starport::StarportError;
 use crate::drivers::volume::VolumeError;
-use crate::observe::{Observed, StarportMetadata, VolumeMarker, VolumeState};
+use crate::observe::{BackupStatus, Observed, StarportMetadata, VolumeMarker, VolumeState};
 use crate::plan::{BackupRef, GenerationRef, Step};
 use crate::spec::{BackupPipeline, RecoveredVolumeSpec};
 
@@ -108,6 +108,17 @@ pub const SWITCH_WAL_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// What a completed step did, for the operator.
 pub type StepDetail = String;
 
+const TAKEN_PREFIX: &str = "backup ";
+const TAKEN_SUFFIX: &str = " is DONE";
+
+/// The id in a completed `TakeBaseBackup`'s detail.
+pub fn backup_taken(detail: &str) -> Option<&str> {
+    detail
+        .strip_prefix(TAKEN_PREFIX)?
+        .strip_suffix(TAKEN_SUFFIX)
+        .filter(|id| !id.is_empty() && !id.contains(' '))
+}
+
 /// Carries out `step` of `pipeline`. `observed` is the snapshot the step was planned
 /// from; `clock` gives the current time for the records the step writes.
 pub async fn execute_step(
@@ -129,9 +140,25 @@ pub async fn execute_step(
                 .barman
                 .take_backup(&spec.barman, spec.base_backup.timeout.to_std())
                 .await?;
-            Ok(format!("backup {id} is DONE"))
+            Ok(format!("{TAKEN_PREFIX}{id}{TAKEN_SUFFIX}"))
         }
         Step::DeleteBackup { backup_id } => {
+            let planned_as_dead = observed.barman.value().is_some_and(|b| {
+                b.backups
+                    .iter()
+                    .any(|e| &e.id == backup_id && e.status == BackupStatus::Started)
+            });
+            if planned_as_dead {
+                // barman refuses to delete a running backup only when it is the
+                // oldest: look again, just before, that nothing runs.
+                let now = drivers.barman.backup_activity(&spec.barman).await?;
+                if now.lock_held || now.copying.iter().any(|id| id == backup_id) {
+                    return Err(ExecuteError::Changed(format!(
+                        "a barman backup runs on {} now; STARTED backup {backup_id} is left alone",
+                        spec.barman.server
+                    )));
+                }
+            }
             drivers
                 .barman
                 .delete_backup(&spec.barman, backup_id)

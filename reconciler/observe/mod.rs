@@ -21,7 +21,7 @@ pub use restore::{
 };
 
 /// A fact that was either observed or could not be.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "observation", rename_all = "camelCase")]
 pub enum Observation<T> {
     /// The fact.
@@ -89,6 +89,22 @@ pub struct Observed {
     /// Each mirror of the starport, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<MirrorObservation>,
+    /// The base backup this reconciler itself took most recently for the
+    /// pipeline, from its own journal (the current `apply`, or `run`'s memory):
+    /// the one witness that can tell a backup just taken from one that only looks
+    /// old because clocks disagree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_taken: Option<TakenBackup>,
+}
+
+/// A base backup this reconciler took, and when it ended by this host's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TakenBackup {
+    /// barman's id of the backup.
+    pub id: String,
+    /// When `barman backup` returned, by this host's clock.
+    pub finished_at: Timestamp,
 }
 
 /// What a mirror holds.
@@ -137,6 +153,34 @@ pub struct CheckItem {
 pub struct BarmanState {
     /// Every backup barman lists, in any order.
     pub backups: Vec<Backup>,
+    /// Whether a `barman backup` is alive, looked at only when an entry is
+    /// STARTED (a live backup and one killed mid-copy list alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Observation<BackupActivity>>,
+}
+
+impl BarmanState {
+    /// A catalogue with nothing known about running backups.
+    pub fn new(backups: Vec<Backup>) -> Self {
+        Self {
+            backups,
+            activity: None,
+        }
+    }
+}
+
+/// barman's own evidence that a base backup is running on a server: its per-server
+/// backup lock (held for the whole of `barman backup`, released by the kernel when
+/// the process dies) and the `pg_basebackup` that copies into a backup directory
+/// (which can outlive a killed barman for a few seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupActivity {
+    /// Some process holds `.<server>-backup.lock` in barman's lock directory.
+    pub lock_held: bool,
+    /// The backup ids a running `pg_basebackup` writes into.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copying: Vec<String>,
 }
 
 /// One entry of `barman list-backups`.
@@ -302,7 +346,19 @@ pub async fn observe(pipeline: &BackupPipeline, drivers: &Drivers) -> Observed {
     let _ = crate::drivers::pause::pause_point("observe", &drivers.cancel).await;
     let spec = &pipeline.spec;
     let barman = match drivers.barman.list_backups(&spec.barman).await {
-        Ok(backups) => Observation::observed(BarmanState { backups }),
+        Ok(backups) => {
+            // Only a STARTED entry needs the question "is it alive?": one more
+            // look where barman runs, never on a converged pass.
+            let activity = if backups.iter().any(|b| b.status == BackupStatus::Started) {
+                Some(match drivers.barman.backup_activity(&spec.barman).await {
+                    Ok(activity) => Observation::observed(activity),
+                    Err(e) => Observation::unavailable(&e),
+                })
+            } else {
+                None
+            };
+            Observation::observed(BarmanState { backups, activity })
+        }
         Err(e) => Observation::unavailable(&e),
     };
     let volume = match drivers
@@ -361,5 +417,6 @@ pub async fn observe(pipeline: &BackupPipeline, drivers: &Drivers) -> Observed {
         machine_id: drivers.host.machine_id(),
         wal,
         mirrors,
+        last_backup_taken: None,
     }
 }

@@ -9,9 +9,12 @@
 //! retention deletes that the new backup makes due come after it, so they run only
 //! once it is DONE; the starport sync comes after the recovery it copies.
 
+pub mod clock;
+pub mod liveness;
 mod render;
 mod restore;
 pub mod retention;
+pub mod stalled;
 
 use jiff::{Timestamp, ToSpan, tz::TimeZone};
 use serde::{Deserialize, Serialize};
@@ -23,6 +26,9 @@ use crate::spec::{BackupPipeline, StartWindow};
 
 pub use render::render_text;
 pub use restore::plan_restore;
+pub use stalled::{StallHistory, stalled_condition};
+
+use self::liveness::{Liveness, lock_held, unfinished};
 
 /// How far in the future a barman end time or a marker may be before it counts as
 /// clock skew rather than noise: generous for NTP jitter between hosts, small
@@ -51,6 +57,10 @@ pub struct Plan {
     pub steps: Vec<PlannedStep>,
     /// What the plan waits on instead of acting.
     pub waiting_on: Vec<String>,
+    /// Those of `waiting_on` that end by the clock (a start window): a schedule,
+    /// never a stall.
+    #[serde(skip)]
+    pub scheduled: Vec<String>,
     /// The earliest instant something will drift or a wait will end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_deadline: Option<Deadline>,
@@ -272,6 +282,10 @@ pub enum ConditionType {
     SourceComplete,
     /// A restore target's volume holds the starport's generation, completely.
     VolumeRestored,
+    /// Present (and `True`) only while the document cannot get on without
+    /// somebody: steps failed several times in a row, or a wait outlasted
+    /// `stalledAfter`. Set by `run`, which remembers earlier passes.
+    Stalled,
     /// All of the above.
     Ready,
 }
@@ -327,7 +341,8 @@ pub fn human_age(from: Timestamp, to: Timestamp) -> String {
     human_seconds(seconds)
 }
 
-fn human_seconds(s: i64) -> String {
+/// Human length of `s` seconds: `3d 4h`, `2h 5m`, `40s`.
+pub fn human_seconds(s: i64) -> String {
     let (d, h, m) = (s / 86_400, (s % 86_400) / 3_600, (s % 3_600) / 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
@@ -354,6 +369,13 @@ impl Planner<'_> {
         self.plan.waiting_on.push(what);
     }
 
+    /// A wait that ends at `until` by the clock alone.
+    fn scheduled_wait(&mut self, what: String, until: Timestamp, deadline: String) {
+        self.plan.scheduled.push(what.clone());
+        self.wait(what);
+        self.deadline(until, deadline);
+    }
+
     fn deadline(&mut self, at: Timestamp, what: String) {
         if at <= self.cx.now {
             return;
@@ -377,6 +399,8 @@ struct BackupOutcome {
     new_backup_planned: bool,
     /// A base backup is needed but neither taken nor running yet (window closed).
     stale_and_running: bool,
+    /// The newest backup only looks stale because clocks disagree.
+    clock_skew: bool,
     /// barman could be observed.
     barman_observed: bool,
 }
@@ -392,6 +416,7 @@ pub fn plan(pipeline: &BackupPipeline, observed: &Observed, cx: &PlanContext) ->
             conditions: Vec::new(),
             steps: Vec::new(),
             waiting_on: Vec::new(),
+            scheduled: Vec::new(),
             next_deadline: None,
         },
     };
@@ -422,18 +447,6 @@ fn done_backups_newest_first(backups: &[Backup]) -> Vec<Backup> {
     done
 }
 
-fn running_backups(backups: &[Backup]) -> Vec<&Backup> {
-    backups
-        .iter()
-        .filter(|b| {
-            matches!(
-                b.status,
-                BackupStatus::Started | BackupStatus::WaitingForWals
-            )
-        })
-        .collect()
-}
-
 fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
     use ConditionStatus::*;
     let spec = &p.pipeline.spec.base_backup;
@@ -450,15 +463,21 @@ fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
                 newest_done: None,
                 new_backup_planned: false,
                 stale_and_running: false,
+                clock_skew: false,
                 barman_observed: false,
             };
         }
         Observation::Observed { value } => value,
     };
     let done = done_backups_newest_first(&state.backups);
-    let running = running_backups(&state.backups);
+    let unfinished = unfinished(state);
     let newest_done = done.first().cloned();
     let max_age = spec.max_age;
+    let dead: Vec<&str> = unfinished
+        .iter()
+        .filter(|u| u.liveness == Liveness::Dead)
+        .map(|u| u.backup.id.as_str())
+        .collect();
 
     let (fresh, reason, message) = match &newest_done {
         None => (false, "NoBackup", "barman has no DONE backup".to_string()),
@@ -487,7 +506,19 @@ fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
             ..
         }) => {
             let expires = max_age.after(*end);
-            if p.cx.now < expires {
+            let skew = clock::skew_of_stale_backup(
+                id,
+                *end,
+                max_age,
+                p.observed.last_backup_taken.as_ref(),
+                &p.cx.local_time_zone,
+                p.cx.now,
+            );
+            if p.cx.now >= expires
+                && let Some(skew) = skew
+            {
+                (false, "ClockSkew", skew)
+            } else if p.cx.now < expires {
                 p.deadline(
                     expires,
                     format!("base backup {id} turns older than {max_age}"),
@@ -512,6 +543,17 @@ fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
             }
         }
     };
+    let message =
+        if fresh || dead.is_empty() || unfinished.iter().any(|u| u.liveness != Liveness::Dead) {
+            message
+        } else {
+            // Said here, not only under retention: the dead entry is why no backup
+            // has come, and what the plan clears first.
+            format!(
+                "{message}; backup {} died mid-copy and is deleted first",
+                dead.join(", ")
+            )
+        };
     p.plan.conditions.push(condition(
         ConditionType::BaseBackupFresh,
         if fresh { True } else { False },
@@ -522,6 +564,7 @@ fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
         newest_done,
         new_backup_planned: false,
         stale_and_running: false,
+        clock_skew: reason == "ClockSkew",
         barman_observed: true,
     };
     if fresh {
@@ -531,25 +574,40 @@ fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
         p.wait("the clocks to agree: a backup ends in the future".to_string());
         return outcome;
     }
-    if let Some(run) = running.first() {
-        outcome.stale_and_running = true;
+    if reason == "ClockSkew" {
+        // Another backup would look just as old: taking one would only churn.
         p.wait(format!(
-            "backup {} to finish (status {:?})",
-            run.id, run.status
+            "the clocks to agree before another base backup is taken ({message})"
         ));
         return outcome;
     }
+    if let Some(run) = unfinished.iter().find(|u| u.liveness != Liveness::Dead) {
+        outcome.stale_and_running = true;
+        let status = format!("{:?}", run.backup.status);
+        p.wait(match &run.liveness {
+            Liveness::Unknown(why) => format!(
+                "backup {} to finish (status {status}; whether a barman backup still runs it could not be told: {why})",
+                run.backup.id
+            ),
+            _ => format!("backup {} to finish (status {status})", run.backup.id),
+        });
+        return outcome;
+    }
+
     if let Some(window) = &spec.start_window {
         let zone = window
             .time_zone
             .as_ref()
             .map_or_else(|| p.cx.local_time_zone.clone(), |z| z.zone().clone());
         if let Some(opens) = window_opens(window, &zone, p.cx.now) {
-            p.wait(format!(
-                "the base backup start window {}–{} ({message})",
-                window.start, window.end
-            ));
-            p.deadline(opens, "the base backup start window opens".to_string());
+            p.scheduled_wait(
+                format!(
+                    "the base backup start window {}–{} ({message})",
+                    window.start, window.end
+                ),
+                opens,
+                "the base backup start window opens".to_string(),
+            );
             return outcome;
         }
     }
@@ -608,53 +666,80 @@ fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
         .iter()
         .filter(|b| b.status == BackupStatus::Failed)
         .collect();
+    let unfinished = unfinished(state);
+    let dead: Vec<&Backup> = unfinished
+        .iter()
+        .filter(|u| u.liveness == Liveness::Dead)
+        .map(|u| u.backup)
+        .collect();
     let future = done
         .iter()
         .any(|b| b.end_time.is_some_and(|t| p.is_from_the_future(t)));
+    // Ages are not to be trusted while clocks disagree: nothing is judged
+    // obsolete by them. FAILED and dead entries need no clock.
+    let clocks_disagree = future || outcome.clock_skew;
     let now_verdict = retention::obsolete(&done, retention, p.cx.now);
-
-    let status = if future {
-        Unknown
-    } else if now_verdict.obsolete.is_empty() && failed.is_empty() {
-        True
+    let obsolete_now = if clocks_disagree {
+        Vec::new()
     } else {
-        False
+        now_verdict.obsolete.clone()
     };
-    let (reason, message) = match status {
-        Unknown => (
+
+    let (status, reason, message) = if !dead.is_empty() {
+        let ids: Vec<&str> = dead.iter().map(|b| b.id.as_str()).collect();
+        (
+            False,
+            "DeadBackups",
+            format!(
+                "{} STARTED but no barman backup runs {} (its lock is free, no pg_basebackup writes it): it died mid-copy and is deleted",
+                ids.join(", "),
+                if ids.len() == 1 { "it" } else { "them" }
+            ),
+        )
+    } else if future {
+        (
+            Unknown,
             "BackupFromTheFuture",
             "a DONE backup ends in the future; retention waits for the clocks to agree".to_string(),
-        ),
-        True => (
+        )
+    } else if outcome.clock_skew {
+        (
+            Unknown,
+            "ClockSkew",
+            "the primary's and this host's clocks disagree (see BaseBackupFresh); retention waits for them to agree".to_string(),
+        )
+    } else if obsolete_now.is_empty() && failed.is_empty() {
+        (
+            True,
             "Satisfied",
             format!("{} DONE backups kept ({})", done.len(), now_verdict.rule),
-        ),
-        False => {
-            let mut parts = Vec::new();
-            if !now_verdict.obsolete.is_empty() {
-                parts.push(format!(
-                    "{} obsolete ({})",
-                    now_verdict.obsolete.len(),
-                    now_verdict.rule
-                ));
-            }
-            if !failed.is_empty() {
-                parts.push(format!("{} FAILED", failed.len()));
-            }
-            let reason = if now_verdict.obsolete.is_empty() {
-                "FailedBackups"
-            } else {
-                "ObsoleteBackups"
-            };
-            (
-                reason,
-                format!(
-                    "{} backups to delete: {}",
-                    now_verdict.obsolete.len() + failed.len(),
-                    parts.join(", ")
-                ),
-            )
+        )
+    } else {
+        let mut parts = Vec::new();
+        if !obsolete_now.is_empty() {
+            parts.push(format!(
+                "{} obsolete ({})",
+                obsolete_now.len(),
+                now_verdict.rule
+            ));
         }
+        if !failed.is_empty() {
+            parts.push(format!("{} FAILED", failed.len()));
+        }
+        let reason = if obsolete_now.is_empty() {
+            "FailedBackups"
+        } else {
+            "ObsoleteBackups"
+        };
+        (
+            False,
+            reason,
+            format!(
+                "{} backups to delete: {}",
+                obsolete_now.len() + failed.len(),
+                parts.join(", ")
+            ),
+        )
     };
     p.plan.conditions.push(condition(
         ConditionType::RetentionSatisfied,
@@ -662,20 +747,17 @@ fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
         reason,
         message,
     ));
-    if let Some(at) = now_verdict.next_change {
+    if let Some(at) = now_verdict.next_change
+        && !clocks_disagree
+    {
         p.deadline(at, "a backup leaves the recovery window".to_string());
     }
-    if future {
-        return;
-    }
 
-    // Deleting while a backup runs could race barman's own bookkeeping; and the
-    // backup that runs may be the one that makes an older one obsolete.
-    let running = running_backups(&state.backups);
-    let mut pending_deletes = failed.len();
     // With a new backup planned, project it into the list: the deletes it makes due are
     // planned after it and run only once it is DONE (the executor stops at a failure).
-    let projected_verdict = if outcome.new_backup_planned {
+    let projected_obsolete = if clocks_disagree {
+        Vec::new()
+    } else if outcome.new_backup_planned {
         let mut projected = vec![Backup {
             id: "(new)".to_string(),
             status: BackupStatus::Done,
@@ -683,25 +765,46 @@ fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
             size_bytes: None,
         }];
         projected.extend(done.iter().cloned());
-        retention::obsolete(&projected, retention, p.cx.now)
+        retention::obsolete(&projected, retention, p.cx.now).obsolete
     } else {
-        now_verdict
+        obsolete_now
     };
-    pending_deletes += projected_verdict.obsolete.len();
+    let pending_deletes = failed.len() + dead.len() + projected_obsolete.len();
     if pending_deletes == 0 {
         return;
     }
-    if let Some(run) = running.first() {
+    // Deleting while a backup runs could race barman's own bookkeeping (and barman
+    // refuses to delete a running backup only when it is the oldest); the backup
+    // that runs may also be the one that makes an older one obsolete.
+    if let Some(run) = unfinished.iter().find(|u| u.liveness != Liveness::Dead) {
         p.wait(format!(
             "backup {} to finish before deleting any backup",
-            run.id
+            run.backup.id
         ));
         return;
     }
-    // FAILED entries and what is obsolete today go first: they need nothing new and
-    // must not wait behind a backup that may fail. What only the new backup makes
-    // obsolete goes after it, so it runs once that backup is DONE.
+    if lock_held(state) {
+        p.wait(format!(
+            "barman's backup lock of {} to be released before deleting any backup",
+            p.pipeline.spec.barman.server
+        ));
+        return;
+    }
+    // Dead and FAILED entries and what is obsolete today go first: they need nothing
+    // new and must not wait behind a backup that may fail. What only the new backup
+    // makes obsolete goes after it, so it runs once that backup is DONE.
     let mut first = Vec::new();
+    for backup in dead {
+        first.push(PlannedStep {
+            step: Step::DeleteBackup {
+                backup_id: backup.id.clone(),
+            },
+            reason: format!(
+                "backup {} is STARTED but dead: no barman backup holds the server's backup lock and no pg_basebackup writes it, so nothing will ever finish it",
+                backup.id
+            ),
+        });
+    }
     for backup in failed {
         first.push(PlannedStep {
             step: Step::DeleteBackup {
@@ -714,7 +817,7 @@ fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
         });
     }
     let obsolete_today = |id: &str| now_verdict_contains(&done, retention, p.cx.now, id);
-    for (backup, why) in projected_verdict.obsolete.iter().rev() {
+    for (backup, why) in projected_obsolete.iter().rev() {
         if obsolete_today(&backup.id) {
             first.push(PlannedStep {
                 step: Step::DeleteBackup {

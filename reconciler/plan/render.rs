@@ -10,8 +10,16 @@ use super::{ConditionStatus, Plan};
 /// `restore target science`). Colour-free, so it reads the same in a log file.
 pub fn render_text(noun: &str, plan: &Plan, now: Timestamp) -> String {
     let mut out = String::new();
+    // What could not be observed is not drift: say so, rather than "waiting".
+    let unknown = plan
+        .condition(super::ConditionType::Ready)
+        .is_some_and(|c| c.status == ConditionStatus::Unknown);
     let verdict = if plan.is_converged() {
         "in sync"
+    } else if unknown && plan.steps.is_empty() {
+        "unknown"
+    } else if unknown {
+        "drifted, partly unknown"
     } else if plan.steps.is_empty() {
         "drifted, waiting"
     } else {

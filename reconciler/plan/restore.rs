@@ -60,6 +60,7 @@ pub fn plan_restore(target: &RestoreTarget, observed: &RestoreObserved, cx: &Pla
         conditions: Vec::new(),
         steps: Vec::new(),
         waiting_on: Vec::new(),
+        scheduled: Vec::new(),
         next_deadline: None,
     };
     let source = plan_source(target, observed, cx, &mut plan);

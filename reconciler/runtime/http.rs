@@ -45,6 +45,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let no_specs = shared.no_specs.lock().ok().and_then(|n| n.clone());
+    if let Some(why) = no_specs {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("failing: {why}: there is nothing to reconcile\n"),
+        );
+    }
     let age = shared.last_pass_age();
     if age <= shared.stall_after {
         (

@@ -53,6 +53,15 @@ struct ConditionKey {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    pipeline: String,
+    r#type: String,
+    /// The mirror, for `MirrorInSync`; empty otherwise.
+    subject: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StepLabels {
     pipeline: String,
     action: String,
@@ -78,6 +87,9 @@ pub struct Metrics {
     restore_max_age: Family<PipelineLabel, FloatGauge>,
     backups: Family<BackupLabels, Gauge>,
     condition: Family<ConditionLabels, Gauge>,
+    condition_reason: Family<ReasonLabels, Gauge>,
+    stalled: Family<PipelineLabel, Gauge>,
+    documents: Gauge,
     steps: Family<StepLabels, Counter>,
     step_seconds: Family<StepLabels, Histogram, fn() -> Histogram>,
     last_converged: Family<PipelineLabel, FloatGauge>,
@@ -92,6 +104,7 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct SeenLabels {
     conditions: HashSet<ConditionLabels>,
+    reasons: HashSet<ReasonLabels>,
     steps: HashSet<StepLabels>,
 }
 
@@ -124,6 +137,9 @@ impl Metrics {
             restore_max_age: Family::default(),
             backups: Family::default(),
             condition: Family::default(),
+            condition_reason: Family::default(),
+            stalled: Family::default(),
+            documents: Gauge::default(),
             steps: Family::default(),
             step_seconds: Family::new_with_constructor(step_histogram as fn() -> Histogram),
             last_converged: Family::default(),
@@ -208,6 +224,21 @@ impl Metrics {
             "reconciler_spec_problems",
             "Spec problems found by the last pass",
             m.spec_problems.clone(),
+        );
+        registry.register(
+            "reconciler_condition_reason",
+            "1 for each condition's current reason (ClockSkew, DeadBackups, …); a reason that no longer applies has no series",
+            m.condition_reason.clone(),
+        );
+        registry.register(
+            "reconciler_stalled",
+            "1 while the pipeline is Stalled (steps failed repeatedly, or a wait outlasted stalledAfter)",
+            m.stalled.clone(),
+        );
+        registry.register(
+            "reconciler_documents",
+            "Documents (BackupPipeline, RestoreTarget) the last pass loaded; 0 means nothing is reconciled",
+            m.documents.clone(),
         );
         Self { registry, ..m }
     }
@@ -366,7 +397,53 @@ impl Metrics {
     }
 
     fn conditions(&self, plan: &Plan, label: &PipelineLabel, now: Timestamp) {
+        let stalled = plan
+            .conditions
+            .iter()
+            .any(|c| c.kind == crate::plan::ConditionType::Stalled);
+        self.stalled.get_or_create(label).set(i64::from(stalled));
+        let present = |kind: &str, subject: &str| {
+            plan.conditions.iter().any(|c| {
+                c.kind.to_string() == kind && c.subject.as_deref().unwrap_or("") == subject
+            })
+        };
+        let current_reason = |labels: &ReasonLabels| {
+            plan.conditions.iter().any(|c| {
+                c.kind.to_string() == labels.r#type
+                    && c.subject.as_deref().unwrap_or("") == labels.subject
+                    && c.reason == labels.reason
+            })
+        };
+        if let Ok(mut seen) = self.seen.lock() {
+            // A condition that went away (Stalled, a removed mirror) leaves no series
+            // frozen at its last value; nor does a reason that no longer applies.
+            seen.conditions.retain(|labels| {
+                let keep = labels.pipeline != label.pipeline
+                    || present(&labels.condition.r#type, &labels.condition.subject);
+                if !keep {
+                    self.condition.remove(labels);
+                }
+                keep
+            });
+            seen.reasons.retain(|labels| {
+                let keep = labels.pipeline != label.pipeline || current_reason(labels);
+                if !keep {
+                    self.condition_reason.remove(labels);
+                }
+                keep
+            });
+        }
         for c in &plan.conditions {
+            let reason = ReasonLabels {
+                pipeline: label.pipeline.clone(),
+                r#type: c.kind.to_string(),
+                subject: c.subject.clone().unwrap_or_default(),
+                reason: c.reason.clone(),
+            };
+            self.condition_reason.get_or_create(&reason).set(1);
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.reasons.insert(reason);
+            }
             for status in [
                 ConditionStatus::True,
                 ConditionStatus::False,
@@ -431,9 +508,10 @@ impl Metrics {
     }
 
     /// A pass of the loop completed.
-    pub fn pass_completed(&self, now: Timestamp, spec_problems: usize) {
+    pub fn pass_completed(&self, now: Timestamp, spec_problems: usize, documents: usize) {
         self.last_pass.set(now.as_millisecond() as f64 / 1000.0);
         self.spec_problems.set(spec_problems as i64);
+        self.documents.set(documents as i64);
     }
 
     /// Drops the series of a pipeline that no longer exists.
@@ -455,12 +533,20 @@ impl Metrics {
             family.remove(&label);
         }
         self.failures.remove(&label);
+        self.stalled.remove(&label);
         self.forget_backup_counts(pipeline);
         if let Ok(mut seen) = self.seen.lock() {
             seen.conditions.retain(|labels| {
                 let keep = labels.pipeline != pipeline;
                 if !keep {
                     self.condition.remove(labels);
+                }
+                keep
+            });
+            seen.reasons.retain(|labels| {
+                let keep = labels.pipeline != pipeline;
+                if !keep {
+                    self.condition_reason.remove(labels);
                 }
                 keep
             });
@@ -524,7 +610,7 @@ spec:
 
     fn observed(barman: Option<Vec<Backup>>) -> Observed {
         let barman = match barman {
-            Some(backups) => Observation::observed(BarmanState { backups }),
+            Some(backups) => Observation::observed(BarmanState::new(backups)),
             None => Observation::unavailable(&std::io::Error::other("barman exited 1")),
         };
         Observed {
@@ -537,6 +623,7 @@ spec:
 
             wal: None,
             mirrors: Vec::new(),
+            last_backup_taken: None,
         }
     }
 

@@ -43,9 +43,13 @@ use self::status::{
 };
 use crate::commands::context_now;
 use crate::drivers::Drivers;
-use crate::plan::PlannedStep;
+use crate::observe::TakenBackup;
+use crate::plan::stalled::waiting_since;
+use crate::plan::{
+    ConditionStatus, ConditionType, Plan, PlannedStep, StallHistory, stalled_condition,
+};
 use crate::reconcile::{
-    ApplyReport, Progress, StepOutcome, StepRecord, apply_pipeline, diff_pipeline,
+    ApplyReport, Progress, StepOutcome, StepRecord, apply_pipeline, diff_pipeline, taken_in,
 };
 use crate::spec::{LoadedResource, load_specs};
 
@@ -103,6 +107,8 @@ pub struct Shared {
     last_pass: Mutex<tokio::time::Instant>,
     /// `/healthz` fails once no pass completed for this long.
     pub stall_after: Duration,
+    /// Set while the last pass found no document at all: `/healthz` fails, loudly.
+    pub no_specs: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -144,6 +150,9 @@ struct PipelineRuntime {
     working: bool,
     /// Do not start steps before this (backoff after a failure, or barman busy).
     not_before: Option<tokio::time::Instant>,
+    /// The base backup this instance took last for the pipeline: the planner's
+    /// witness against clocks that make a new backup look old at once.
+    last_backup_taken: Option<TakenBackup>,
 }
 
 /// Reports a worker's steps into status and metrics as they happen.
@@ -207,6 +216,7 @@ pub async fn run(
         stall_after: config
             .stall_after
             .unwrap_or_else(|| stall_limit(config.resync)),
+        no_specs: Mutex::new(None),
     });
     tracing::info!(listen = %config.listen, state_dir = %config.state_dir.display(), "reconciler running");
     let server = tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
@@ -357,8 +367,21 @@ async fn pass(
     progress: &Arc<WorkerProgress>,
 ) {
     let specs = load_specs(&config.specs);
+    if let Ok(mut no_specs) = shared.no_specs.lock() {
+        *no_specs = specs.nothing_found.then(|| {
+            specs
+                .problems
+                .first()
+                .map(|p| p.message.clone())
+                .unwrap_or_default()
+        });
+    }
     for problem in &specs.problems {
-        tracing::error!(problem = %problem, "invalid spec: its pipeline waits until the file changes");
+        if specs.nothing_found {
+            tracing::error!(problem = %problem, "nothing to reconcile: /healthz fails until specs appear");
+        } else {
+            tracing::error!(problem = %problem, "invalid spec: its pipeline waits until the file changes");
+        }
     }
     let names: Vec<String> = specs
         .resources
@@ -374,12 +397,37 @@ async fn pass(
 
     for loaded in specs.resources {
         let name = loaded.resource.name().to_string();
-        let (observed, plan) = diff_pipeline(&loaded.resource, &pass, &cx).await;
+        let runtime = pipelines
+            .entry(name.clone())
+            .or_insert_with(|| PipelineRuntime {
+                // After a restart, the journal is the status the last instance wrote.
+                last_backup_taken: shared
+                    .statuses
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.get(&name).and_then(|s| taken_in(&s.last_steps))),
+                ..Default::default()
+            });
+        let (observed, mut plan) = diff_pipeline(
+            &loaded.resource,
+            &pass,
+            &cx,
+            runtime.last_backup_taken.as_ref(),
+        )
+        .await;
+        let since = judge_stall(shared, &loaded, runtime.working, &mut plan, cx.now);
         shared
             .metrics
             .observe(&loaded.resource, &observed, &plan, cx.now);
-        let runtime = pipelines.entry(name.clone()).or_default();
-        record_plan(config, shared, &loaded, &plan, commit.clone(), cx.now);
+        record_plan(
+            config,
+            shared,
+            &loaded,
+            &plan,
+            since,
+            commit.clone(),
+            cx.now,
+        );
 
         if let Some(deadline) = &plan.next_deadline {
             let wait = (deadline.at.as_millisecond() - cx.now.as_millisecond()).max(0) as u64;
@@ -408,28 +456,116 @@ async fn pass(
         runtime.working = true;
         runtime.not_before = None;
         let (drivers, progress) = (drivers.clone(), progress.clone());
+        let taken = runtime.last_backup_taken.clone();
         let pipeline = loaded.resource;
         let span = tracing::info_span!(parent: None, "worker", pipeline = %name);
         let handle = workers.set.spawn(
             async move {
                 let _permit = permit;
                 // One step, then back to the loop, which re-reads the specs first.
-                let report =
-                    apply_pipeline(&pipeline, &drivers, &context_now, progress.as_ref(), 1).await;
+                let report = apply_pipeline(
+                    &pipeline,
+                    &drivers,
+                    &context_now,
+                    progress.as_ref(),
+                    1,
+                    taken,
+                )
+                .await;
                 (pipeline.name().to_string(), report)
             }
             .instrument(span),
         );
         workers.names.insert(handle.id(), name);
     }
-    shared.metrics.pass_completed(cx.now, specs.problems.len());
+    shared
+        .metrics
+        .pass_completed(cx.now, specs.problems.len(), names.len());
+}
+
+/// Adds `Stalled` to `plan` when its history says so (never while a step of
+/// this instance runs: the step has its own timeout); returns since when each of
+/// the plan's waits has lasted.
+fn judge_stall(
+    shared: &Shared,
+    loaded: &LoadedResource,
+    working: bool,
+    plan: &mut Plan,
+    now: Timestamp,
+) -> BTreeMap<String, Timestamp> {
+    let name = loaded.resource.name().as_str();
+    let previous = shared
+        .statuses
+        .lock()
+        .ok()
+        .and_then(|s| s.get(name).cloned());
+    let since = waiting_since(
+        &previous
+            .as_ref()
+            .map(|p| p.waiting_since.clone())
+            .unwrap_or_default(),
+        plan,
+        now,
+    );
+    if working {
+        return since;
+    }
+    let history = StallHistory {
+        consecutive_failures: previous.as_ref().map_or(0, |p| p.consecutive_failures),
+        last_error: previous.as_ref().and_then(|p| p.last_error.clone()),
+        waiting_since: since.clone(),
+    };
+    if let Some(stalled) = stalled_condition(plan, &history, loaded.resource.stalled_after(), now) {
+        let at = plan
+            .conditions
+            .iter()
+            .position(|c| c.kind == ConditionType::Ready)
+            .unwrap_or(plan.conditions.len());
+        plan.conditions.insert(at, stalled);
+    }
+    since
+}
+
+/// One log line per condition that changed status or reason (or went away):
+/// info when it holds, warn when it does not or cannot be told.
+fn log_transitions(name: &str, previous: Option<&[status::StatusCondition]>, plan: &Plan) {
+    let previous = previous.unwrap_or_default();
+    for c in &plan.conditions {
+        let old = previous
+            .iter()
+            .find(|o| o.condition.kind == c.kind && o.condition.subject == c.subject);
+        let changed =
+            old.is_none_or(|o| o.condition.status != c.status || o.condition.reason != c.reason);
+        if !changed {
+            continue;
+        }
+        let from = old.map_or("absent".to_string(), |o| {
+            format!("{:?} {}", o.condition.status, o.condition.reason)
+        });
+        let stalled_alarm = c.kind == ConditionType::Stalled;
+        if c.status == ConditionStatus::True && !stalled_alarm {
+            tracing::info!(pipeline = name, condition = %c.label(), status = ?c.status, reason = %c.reason, from = %from, message = %c.message, "condition changed");
+        } else {
+            tracing::warn!(pipeline = name, condition = %c.label(), status = ?c.status, reason = %c.reason, from = %from, message = %c.message, "condition changed");
+        }
+    }
+    for o in previous {
+        let gone = !plan
+            .conditions
+            .iter()
+            .any(|c| c.kind == o.condition.kind && c.subject == o.condition.subject);
+        if gone {
+            tracing::info!(pipeline = name, condition = %o.condition.label(), from = %format!("{:?} {}", o.condition.status, o.condition.reason), "condition cleared");
+        }
+    }
 }
 
 fn record_plan(
     config: &RunConfig,
     shared: &Shared,
     loaded: &LoadedResource,
-    plan: &crate::plan::Plan,
+    plan: &Plan,
+    waiting_since: BTreeMap<String, Timestamp>,
     commit: Option<String>,
     now: Timestamp,
 ) {
@@ -447,6 +583,7 @@ fn record_plan(
     if previous.is_some_and(|p| p.spec_digest != digest) {
         tracing::info!(pipeline = %name, generation, "spec changed");
     }
+    log_transitions(&name, previous.map(|p| p.conditions.as_slice()), plan);
     let conditions = merge_conditions(
         previous.map(|p| p.conditions.as_slice()),
         plan,
@@ -462,6 +599,7 @@ fn record_plan(
         git_commit: commit,
         conditions,
         waiting_on: plan.waiting_on.clone(),
+        waiting_since,
         pending_steps: plan.steps.iter().map(|s| s.step.to_string()).collect(),
         in_progress: previous.and_then(|p| p.in_progress.clone()),
         last_steps: previous.map(|p| p.last_steps.clone()).unwrap_or_default(),
@@ -504,6 +642,9 @@ fn worker_finished(
 ) {
     let runtime = pipelines.entry(name.to_string()).or_default();
     runtime.working = false;
+    if let Some(taken) = taken_in(&report.steps) {
+        runtime.last_backup_taken = Some(taken);
+    }
     let failed = report
         .steps
         .iter()
@@ -611,6 +752,7 @@ mod tests {
             statuses: Mutex::default(),
             last_pass: Mutex::new(tokio::time::Instant::now()),
             stall_after: Duration::from_secs(60),
+            no_specs: Mutex::new(None),
         }
     }
 

@@ -67,6 +67,10 @@ pub struct PipelineStatus {
     /// What the last plan waits on.
     #[serde(default)]
     pub waiting_on: Vec<String>,
+    /// Since when each of those waits has lasted (scheduled ones left out): what
+    /// `Stalled` is judged on, kept across restarts.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub waiting_since: std::collections::BTreeMap<String, Timestamp>,
     /// The steps the last plan still has to take.
     #[serde(default)]
     pub pending_steps: Vec<String>,

@@ -87,6 +87,9 @@ pub struct LoadedSpecs {
     pub resources: Vec<LoadedResource>,
     /// Problems, in file order.
     pub problems: Vec<SpecProblem>,
+    /// Not one document was found: an empty directory, or only files that are not
+    /// `*.yaml`. Never a quiet success: the problems say so too.
+    pub nothing_found: bool,
 }
 
 /// Loads every `*.yaml` / `*.yml` file under `paths` (files, or directories walked
@@ -104,9 +107,28 @@ pub fn load_specs(paths: &[PathBuf]) -> LoadedSpecs {
     reject_duplicate_names(&mut resources, &mut problems);
     reject_overlapping_paths(&mut resources, &mut problems);
     resources.sort_by(|a, b| a.resource.name().cmp(b.resource.name()));
+    let nothing_found = resources.is_empty() && problems.is_empty();
+    if nothing_found {
+        let under: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        problems.push(SpecProblem {
+            file: paths.first().cloned().unwrap_or_default(),
+            line: 1,
+            column: 1,
+            message: format!(
+                "no specs found under {}, expected *.yaml files",
+                under.join(", ")
+            ),
+            hint: Some(
+                "point --specs at the directory of this host's BackupPipeline and RestoreTarget documents (*.yaml or *.yml; names starting with a dot are skipped)"
+                    .to_string(),
+            ),
+            pipeline: None,
+        });
+    }
     LoadedSpecs {
         resources,
         problems,
+        nothing_found,
     }
 }
 

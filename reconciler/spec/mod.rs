@@ -90,6 +90,10 @@ pub struct BackupPipelineSpec {
     /// primary streaming. Leave it out to leave streaming to barman's own cron.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_streaming: Option<WalStreamingSpec>,
+    /// How long `run` lets the pipeline wait on the same thing before it reports
+    /// it `Stalled` (a start window does not count). Default 6h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_after: Option<HumanDuration>,
 }
 
 /// WAL streaming is a desired state too: `barman -f json check` must report
@@ -766,6 +770,16 @@ impl Resource {
             Resource::BackupPipeline(_) => "pipeline",
             Resource::RestoreTarget(_) => "restore target",
         }
+    }
+
+    /// How long a wait may last before `run` reports the document `Stalled`.
+    pub fn stalled_after(&self) -> jiff::SignedDuration {
+        let spec = match self {
+            Resource::BackupPipeline(p) => p.spec.stalled_after,
+            Resource::RestoreTarget(t) => t.spec.stalled_after,
+        };
+        spec.and_then(|d| jiff::SignedDuration::try_from(d.to_std()).ok())
+            .unwrap_or(crate::plan::stalled::DEFAULT_STALLED_AFTER)
     }
 
     /// The backup pipeline, if this is one.

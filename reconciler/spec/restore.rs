@@ -51,6 +51,10 @@ pub struct RestoreTargetSpec {
     /// The containers that use the volume. While one runs, nothing is restored.
     #[serde(default)]
     pub consumers: ConsumersSpec,
+    /// How long `run` lets the target wait on the same thing before it reports it
+    /// `Stalled`. Default 6h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_after: Option<HumanDuration>,
 }
 
 /// A starport target in bb8's layout: `<root>/<target>/data/<volumeName>/` and
