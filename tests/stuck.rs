@@ -134,6 +134,36 @@ fn a_dead_started_backup_is_deleted_and_a_new_backup_taken_instead_of_waiting_fo
 }
 
 #[test]
+fn the_only_entry_dead_is_deleted_after_a_new_backup_not_before() {
+    // barman deletes every archived WAL with the last backup it lists, and then
+    // refuses to back up: the new backup comes first.
+    let world = observed(vec![started("20261120T010000")], activity(false, &[]));
+
+    let plan = plan(&pipeline(""), &world, &cx());
+
+    let steps = steps(&plan);
+    assert_eq!(steps[0], Step::TakeBaseBackup, "{plan:#?}");
+    assert!(steps[1..].contains(&delete("20261120T010000")), "{plan:#?}");
+
+    // With the start window closed, the dead entry waits for a DONE backup.
+    let closed = pipeline(", startWindow: {start: '01:00', end: '02:00', timeZone: UTC}");
+    let plan = reconciler::plan::plan(&closed, &world, &cx());
+    assert!(
+        plan.steps
+            .iter()
+            .all(|s| s.step != delete("20261120T010000")),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.waiting_on
+            .iter()
+            .any(|w| w.contains("a DONE backup before deleting dead backup 20261120T010000")),
+        "{:?}",
+        plan.waiting_on
+    );
+}
+
+#[test]
 fn a_live_backup_holding_barmans_lock_is_waited_for_and_never_touched() {
     let world = observed(
         vec![

@@ -550,7 +550,7 @@ fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
             // Said here, not only under retention: the dead entry is why no backup
             // has come, and what the plan clears first.
             format!(
-                "{message}; backup {} died mid-copy and is deleted first",
+                "{message}; backup {} died mid-copy and is cleaned up",
                 dead.join(", ")
             )
         };
@@ -794,16 +794,37 @@ fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
     // new and must not wait behind a backup that may fail. What only the new backup
     // makes obsolete goes after it, so it runs once that backup is DONE.
     let mut first = Vec::new();
+    let dead_reason = |id: &str| {
+        format!(
+            "backup {id} is STARTED but dead: no barman backup holds the server's backup lock and no pg_basebackup writes it, so nothing will ever finish it"
+        )
+    };
     for backup in dead {
-        first.push(PlannedStep {
-            step: Step::DeleteBackup {
-                backup_id: backup.id.clone(),
-            },
-            reason: format!(
-                "backup {} is STARTED but dead: no barman backup holds the server's backup lock and no pg_basebackup writes it, so nothing will ever finish it",
+        let step = Step::DeleteBackup {
+            backup_id: backup.id.clone(),
+        };
+        if !done.is_empty() {
+            first.push(PlannedStep {
+                step,
+                reason: dead_reason(&backup.id),
+            });
+        } else if outcome.new_backup_planned {
+            // barman deletes every archived WAL with the last backup it lists, and
+            // takes no backup with an empty WAL archive: the new one comes first
+            // (barman backs up beside a dead entry).
+            p.step(
+                step,
+                format!(
+                    "{}; deleted once the new backup is DONE, as deleting the only entry first would empty barman's WAL archive",
+                    dead_reason(&backup.id)
+                ),
+            );
+        } else {
+            p.wait(format!(
+                "a DONE backup before deleting dead backup {} (deleting the only entry would empty barman's WAL archive)",
                 backup.id
-            ),
-        });
+            ));
+        }
     }
     for backup in failed {
         first.push(PlannedStep {

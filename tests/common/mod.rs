@@ -56,11 +56,25 @@ pub struct Primary {
 
 pub fn primary() -> &'static Primary {
     static PRIMARY: OnceLock<Primary> = OnceLock::new();
-    PRIMARY.get_or_init(|| {
+    PRIMARY.get_or_init(|| start_primary("", None))
+}
+
+/// A second primary of this test binary whose clock runs `offset` off (libfaketime,
+/// e.g. `-40d`): its `now()`, and so barman's end times, lie.
+pub fn faked_primary(offset: &'static str) -> &'static Primary {
+    static PRIMARY: OnceLock<Primary> = OnceLock::new();
+    PRIMARY.get_or_init(|| start_primary("-faked", Some(offset)))
+}
+
+fn start_primary(suffix: &str, faketime: Option<&str>) -> Primary {
+    {
         ensure_installed();
-        let dir = PathBuf::from(format!("/tmp/reconciler-it-{}", std::process::id()));
+        let dir = PathBuf::from(format!("/tmp/reconciler-it-{}{suffix}", std::process::id()));
         let mut up = testenv();
         up.arg("primary-up").arg(&dir);
+        if let Some(offset) = faketime {
+            up.env("PRIMARY_FAKETIME", offset);
+        }
         run_checked(up, "testenv primary-up");
         // Tear down after this process, whatever way it ends. The reaper outlives
         // us on purpose, so it is never waited for.
@@ -78,7 +92,7 @@ pub fn primary() -> &'static Primary {
         let primary = Primary { dir };
         primary.keep_busy();
         primary
-    })
+    }
 }
 
 impl Primary {
@@ -132,6 +146,8 @@ use std::os::unix::process::CommandExt;
 /// directory for the recovered volume, a starport, and a spec file.
 pub struct TestPipeline {
     pub name: String,
+    /// The primary its barman streams from.
+    pub primary_dir: PathBuf,
     pub root: PathBuf,
     pub barman_conf: PathBuf,
     pub volume: PathBuf,
@@ -142,7 +158,11 @@ pub struct TestPipeline {
 impl TestPipeline {
     /// `name`: lowercase letters, digits, `_`; unique per test binary.
     pub fn new(name: &str, retention: &str) -> Self {
-        let primary = primary();
+        Self::on(primary(), name, retention)
+    }
+
+    /// A pipeline whose barman streams from `primary`.
+    pub fn on(primary: &Primary, name: &str, retention: &str) -> Self {
         let root = primary.dir.join("servers").join(name);
         let mut up = testenv();
         up.arg("barman-up").arg(&primary.dir).arg(&root).arg(name);
@@ -164,6 +184,7 @@ impl TestPipeline {
         );
         let pipeline = TestPipeline {
             name: name.to_string(),
+            primary_dir: primary.dir.clone(),
             volume: nightly.join(format!("{name}_db_volume")),
             root,
             barman_conf,
@@ -301,7 +322,7 @@ spec:
     pub fn switch_wal(&self) {
         let mut c = testenv();
         c.arg("switch-wal")
-            .arg(&primary().dir)
+            .arg(&self.primary_dir)
             .arg(&self.root)
             .arg(&self.name);
         run_checked(c, "testenv switch-wal");
@@ -332,7 +353,7 @@ impl Drop for TestPipeline {
     fn drop(&mut self) {
         let status = testenv()
             .arg("barman-down")
-            .arg(&primary().dir)
+            .arg(&self.primary_dir)
             .arg(&self.root)
             .stdout(Stdio::null())
             .status();
