@@ -214,12 +214,16 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
     let mut child = common::apply_until_paused(&p.specs, point, &log, &[], || {
         format!("backups {:?}", p.backups())
     });
+    let mut replay_dirs = Vec::new();
     if point == "replay" {
         // Let the postgres write its pid file, so the crash leaves it really running.
         let pid_file = p.volume.join("postmaster.pid");
         while !std::fs::read_to_string(&pid_file).is_ok_and(|t| t.lines().count() >= 5) {
             std::thread::sleep(Duration::from_millis(50));
         }
+        let dir = p.postmaster_socket_dir().unwrap();
+        assert!(dir.is_dir(), "{}", dir.display());
+        replay_dirs.push(dir);
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -251,7 +255,7 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
     if matches!(setup, Setup::StaleBackup) {
         p.write_spec("{keep: 2, minimumRedundancy: 1}", "30d");
     }
-    let (code, report) = p.apply_json();
+    let (code, report, log) = p.apply_json_with_log();
     assert_eq!(code, 0, "second run after a crash at {point}: {report:#}");
     check_invariants(
         &p,
@@ -259,6 +263,23 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
         stale.as_ref(),
         &format!("after recovering from a crash at {point}"),
     );
+    // No replay's socket directory is left: neither the crashed run's (a stray
+    // replay) nor the second run's own.
+    replay_dirs.extend(common::replay_socket_dirs(&log));
+    if matches!(setup, Setup::LostMarker) {
+        assert!(
+            replay_dirs.len() >= 2 || point != "replay",
+            "{replay_dirs:?}"
+        );
+        assert!(!replay_dirs.is_empty(), "the second run replayed: {log}");
+    }
+    for dir in &replay_dirs {
+        assert!(
+            !dir.exists(),
+            "replay socket directory {} left after a crash at {point}",
+            dir.display()
+        );
+    }
     let marker = p.marker().expect("converged volume is marked");
     assert_eq!(
         p.starport_metadata().unwrap()["generation"],
