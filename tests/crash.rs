@@ -6,7 +6,8 @@
 
 mod common;
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,11 +23,18 @@ enum Setup {
     ExtraBackups,
     /// The marker is gone: recoverVolume, then syncStarport.
     LostMarker,
-    /// The starport holds another generation: syncStarport.
+    /// The starport holds an older copy, of another generation and with other
+    /// data: syncStarport.
     StaleStarport,
 }
 
-fn prepare(p: &TestPipeline, setup: Setup) {
+/// A starport copy the test made stale: its generation, and a snapshot of its data.
+struct StaleCopy {
+    generation: Value,
+    snapshot: PathBuf,
+}
+
+fn prepare(p: &TestPipeline, setup: Setup) -> Option<StaleCopy> {
     match setup {
         Setup::StaleBackup => {
             p.write_spec("{keep: 2}", "2s");
@@ -40,15 +48,39 @@ fn prepare(p: &TestPipeline, setup: Setup) {
             std::fs::remove_file(p.volume.join(".reconciler-volume.json")).unwrap();
         }
         Setup::StaleStarport => {
+            // An older recovery's copy differs from the volume in its data, not
+            // only in its name: a changed file and one the volume no longer has.
+            let data = p.starport_data();
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.auto.conf"))
+                .unwrap();
+            conf.write_all(b"# as an older recovery left it\n").unwrap();
+            std::fs::write(data.join("left-by-an-older-recovery"), "older\n").unwrap();
+            let generation = Value::from("an-older-generation");
             let mut metadata = p.starport_metadata().unwrap();
-            metadata["generation"] = Value::from("an-older-generation");
+            metadata["generation"] = generation.clone();
             std::fs::write(
                 p.starport_metadata_path(),
                 serde_json::to_vec(&metadata).unwrap(),
             )
             .unwrap();
+            assert!(!starport_matches_volume(p));
+            let snapshot = p.root.join("older-starport-copy");
+            let copied = Command::new("cp")
+                .arg("-a")
+                .arg(&data)
+                .arg(&snapshot)
+                .status()
+                .unwrap();
+            assert!(copied.success());
+            return Some(StaleCopy {
+                generation,
+                snapshot,
+            });
         }
     }
+    None
 }
 
 fn newest_done(p: &TestPipeline) -> Option<String> {
@@ -60,6 +92,11 @@ fn newest_done(p: &TestPipeline) -> Option<String> {
 
 /// `rsync --dry-run` lists no difference between the volume and its starport copy.
 fn starport_matches_volume(p: &TestPipeline) -> bool {
+    starport_matches(p, &p.volume)
+}
+
+/// `rsync --dry-run` lists no difference between `source` and the starport copy.
+fn starport_matches(p: &TestPipeline, source: &Path) -> bool {
     let out = Command::new("rsync")
         .args([
             "-a",
@@ -68,7 +105,7 @@ fn starport_matches_volume(p: &TestPipeline) -> bool {
             "--itemize-changes",
             "--exclude=/.reconciler-staging*",
         ])
-        .arg(format!("{}/", p.volume.display()))
+        .arg(format!("{}/", source.display()))
         .arg(format!("{}/", p.starport_data().display()))
         .output()
         .unwrap();
@@ -98,7 +135,22 @@ fn processes_under(root: &Path) -> Vec<String> {
 }
 
 /// The promises that hold at any moment, crash or not.
-fn check_invariants(p: &TestPipeline, newest_before: &Option<String>, when: &str) {
+fn check_invariants(
+    p: &TestPipeline,
+    newest_before: &Option<String>,
+    stale: Option<&StaleCopy>,
+    when: &str,
+) {
+    // Starport metadata naming the older generation still names that copy, untouched.
+    if let (Some(metadata), Some(stale)) = (p.starport_metadata(), stale)
+        && metadata["generation"] == stale.generation
+    {
+        assert!(
+            starport_matches(p, &stale.snapshot),
+            "{when}: metadata claims generation {} but the copy is no longer that",
+            stale.generation
+        );
+    }
     // A marker is only ever on a complete, cleanly stopped cluster.
     if let Some(marker) = p.marker() {
         assert!(
@@ -152,7 +204,7 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
     ));
     let (code, _) = p.apply_json();
     assert_eq!(code, 0, "initial convergence");
-    prepare(&p, setup);
+    let stale = prepare(&p, setup);
     let newest_before = newest_done(&p);
 
     // Run until the pause point, then SIGKILL: no cleanup of any kind.
@@ -162,16 +214,25 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
     let mut child = common::apply_until_paused(&p.specs, point, &log, &[], || {
         format!("backups {:?}", p.backups())
     });
+    let mut replay_dirs = Vec::new();
     if point == "replay" {
         // Let the postgres write its pid file, so the crash leaves it really running.
         let pid_file = p.volume.join("postmaster.pid");
         while !std::fs::read_to_string(&pid_file).is_ok_and(|t| t.lines().count() >= 5) {
             std::thread::sleep(Duration::from_millis(50));
         }
+        let dir = p.postmaster_socket_dir().unwrap();
+        assert!(dir.is_dir(), "{}", dir.display());
+        replay_dirs.push(dir);
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    check_invariants(&p, &newest_before, &format!("after SIGKILL at {point}"));
+    check_invariants(
+        &p,
+        &newest_before,
+        stale.as_ref(),
+        &format!("after SIGKILL at {point}"),
+    );
     if point == "backup:running" {
         // A base backup is left to finish on its own (RELIABILITY.md); the next
         // start waits for it. Let it end before running again.
@@ -194,13 +255,31 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
     if matches!(setup, Setup::StaleBackup) {
         p.write_spec("{keep: 2, minimumRedundancy: 1}", "30d");
     }
-    let (code, report) = p.apply_json();
+    let (code, report, log) = p.apply_json_with_log();
     assert_eq!(code, 0, "second run after a crash at {point}: {report:#}");
     check_invariants(
         &p,
         &newest_before,
+        stale.as_ref(),
         &format!("after recovering from a crash at {point}"),
     );
+    // No replay's socket directory is left: neither the crashed run's (a stray
+    // replay) nor the second run's own.
+    replay_dirs.extend(common::replay_socket_dirs(&log));
+    if matches!(setup, Setup::LostMarker) {
+        assert!(
+            replay_dirs.len() >= 2 || point != "replay",
+            "{replay_dirs:?}"
+        );
+        assert!(!replay_dirs.is_empty(), "the second run replayed: {log}");
+    }
+    for dir in &replay_dirs {
+        assert!(
+            !dir.exists(),
+            "replay socket directory {} left after a crash at {point}",
+            dir.display()
+        );
+    }
     let marker = p.marker().expect("converged volume is marked");
     assert_eq!(
         p.starport_metadata().unwrap()["generation"],

@@ -101,6 +101,61 @@ fn volume_and_replay_faults_never_leave_a_marked_volume() {
     assert!(p.marker().is_some());
 }
 
+/// A replay postgres that ended recovery but was then stopped without a checkpoint
+/// (an immediate shutdown behind the reconciler's back, as a crash or an operator
+/// would) exits all the same; only pg_controldata's `in production` tells. The
+/// step fails, no marker is written, and the next apply recovers again.
+#[test]
+fn a_replay_stopped_without_a_clean_shutdown_leaves_no_marker() {
+    let p = TestPipeline::new("fault_unclean_stop", "{keep: 2}");
+    p.take_backup();
+    let log = p.root.join("unclean-stop.log");
+    let resume = p.root.join("resume");
+    let resume_env = resume.display().to_string();
+    let mut child = common::apply_until_paused(
+        &p.specs,
+        "replay:finished",
+        &log,
+        &[("RECONCILER_RESUME_WHEN", resume_env.as_str())],
+        || format!("backups {:?}", p.backups()),
+    );
+    let pid_file = std::fs::read_to_string(p.volume.join("postmaster.pid")).unwrap();
+    let socket_dir = std::path::PathBuf::from(pid_file.lines().nth(4).unwrap().trim());
+    let stopped = std::process::Command::new("runuser")
+        .args(["-u", "barman", "--"])
+        .arg(format!("{}/pg_ctl", common::PGBIN))
+        .arg("-D")
+        .arg(&p.volume)
+        .args(["-m", "immediate", "-w", "stop"])
+        .current_dir("/")
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert_eq!(common::cluster_state(&p.volume), "in production");
+    std::fs::write(&resume, "").unwrap();
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("did not shut down cleanly") && text.contains("in production"),
+        "{text}"
+    );
+    assert!(
+        p.marker().is_none(),
+        "a marker on an uncleanly stopped cluster"
+    );
+    assert!(!socket_dir.exists(), "{} left behind", socket_dir.display());
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(condition(first(&report), "VolumeFresh")["status"], "False");
+
+    // Nothing stands in the way of the next recovery.
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 0, "{report:#}");
+    assert!(p.marker().is_some());
+    assert_eq!(common::cluster_state(&p.volume), "shut down");
+}
+
 #[test]
 fn starport_barman_and_clock_faults_are_reported_not_acted_on() {
     let p = TestPipeline::new("fault_starport", "{keep: 2}");

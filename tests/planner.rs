@@ -980,6 +980,32 @@ fn a_recovery_window_keeps_what_recovery_to_its_start_needs() {
 }
 
 #[test]
+fn a_recovery_window_never_deletes_below_the_minimum_redundancy() {
+    let windowed = pipeline_with("{recoveryWindow: 3 months, minimumRedundancy: 3}", "");
+    // Only the newest backup is inside the window (it starts 2026-08-23); the window
+    // alone needs it and the newest one before it, the floor one more.
+    let backups = vec![
+        done("20261120T000000", "2026-11-20T01:00:00Z"),
+        done("20260801T000000", "2026-08-01T01:00:00Z"),
+        done("20260701T000000", "2026-07-01T01:00:00Z"),
+        done("20260601T000000", "2026-06-01T01:00:00Z"),
+        done("20260501T000000", "2026-05-01T01:00:00Z"),
+    ];
+    let world = World::converged().backups(backups.clone());
+    let plan = plan(&windowed, &world.observed, &cx(NOW));
+    let deleted: Vec<Step> = steps(&plan)
+        .into_iter()
+        .filter(|s| matches!(s, Step::DeleteBackup { .. }))
+        .collect();
+    assert_eq!(
+        deleted,
+        vec![delete("20260501T000000"), delete("20260601T000000")],
+        "the three newest DONE backups stay: {plan:#?}"
+    );
+    assert!(backups.len() - deleted.len() >= 3);
+}
+
+#[test]
 fn the_floor_and_the_newest_backup_are_never_deleted() {
     let backups: Vec<Backup> = (1..=6)
         .map(|i| {

@@ -213,7 +213,7 @@ async fn confirm_shut_down(
     .run_as(Some(owner));
     let out = tools.run(&controldata).await.map_err(ReplayError::Tool)?;
     let state = controldata_field(&out.stdout, "Database cluster state");
-    if !out.success() || state != Some("shut down") {
+    if !out.success() || !cluster_state_is_clean(&out.stdout) {
         return Err(ReplayError::UncleanStop {
             detail: format!(
                 "pg_controldata reports cluster state {:?}",
@@ -402,6 +402,13 @@ async fn stop_postgres(child: &mut tokio::process::Child, fast_wait: Duration) -
     false
 }
 
+/// Whether pg_controldata's output says the cluster was shut down cleanly: exactly
+/// `shut down`, not `shut down in recovery` (stopped before recovery ended), nor
+/// `in production` or `in crash recovery` (killed, or stopped immediately).
+pub fn cluster_state_is_clean(controldata_output: &str) -> bool {
+    controldata_field(controldata_output, "Database cluster state") == Some("shut down")
+}
+
 /// Reads one `Name: value` line of pg_controldata's output.
 pub fn controldata_field<'a>(output: &'a str, name: &str) -> Option<&'a str> {
     output.lines().find_map(|line| {
@@ -493,6 +500,14 @@ impl ReplayDriver for LocalReplay {
             }
         };
         tracing::info!(lsn = %replayed_to, "replay finished; stopping postgres");
+        // A test hook: paused here, a test stops postgres behind our back.
+        if super::pause::pause_point("replay:finished", &self.cancel)
+            .await
+            .is_err()
+        {
+            stop_postgres(&mut child, spec.stop_timeout.to_std()).await;
+            return Err(ReplayError::Cancelled);
+        }
         if !stop_postgres(&mut child, spec.stop_timeout.to_std()).await {
             return Err(ReplayError::UncleanStop {
                 detail: format!(
@@ -546,5 +561,28 @@ mod tests {
             Some("Mon Nov 23 18:38:36 2026")
         );
         assert_eq!(controldata_field(out, "Missing"), None);
+    }
+
+    #[test]
+    fn only_a_clean_shut_down_counts() {
+        let with_state = |state: &str| {
+            format!(
+                "pg_control version number:            1300\nDatabase cluster state:               {state}\nTime of latest checkpoint:            Mon Nov 23 18:38:36 2026\n"
+            )
+        };
+        assert!(cluster_state_is_clean(&with_state("shut down")));
+        for unclean in [
+            "shut down in recovery",
+            "in production",
+            "in crash recovery",
+            "in archive recovery",
+            "shutting down",
+        ] {
+            assert!(!cluster_state_is_clean(&with_state(unclean)), "{unclean}");
+        }
+        assert!(!cluster_state_is_clean(
+            "pg_controldata: could not open file"
+        ));
+        assert!(!cluster_state_is_clean(""));
     }
 }

@@ -470,8 +470,61 @@ fn works_in(pid: i32, data_dir: &Path) -> bool {
     fs::canonicalize(data_dir).is_ok_and(|dir| dir == cwd)
 }
 
-/// Stops a stray replay postgres: fast shutdown, then immediate after `timeout`.
-/// Only a postgres [`stray_replay`] still names is signalled.
+/// The socket directory `data_dir`'s postmaster.pid names (line 5), when it is
+/// one the replay driver makes.
+fn replay_socket_dir(data_dir: &Path) -> Option<PathBuf> {
+    let text = fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let dir = PathBuf::from(text.lines().nth(4)?.trim());
+    is_replay_socket_dir(&dir).then_some(dir)
+}
+
+fn is_replay_socket_dir(dir: &Path) -> bool {
+    dir.is_absolute()
+        && dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(super::replay::SOCKET_DIR_PREFIX))
+}
+
+/// Removes a replay's socket directory (with the replay's log in it) once no live
+/// postgres uses it: each socket's lock file (`.s.PGSQL.<port>.lock`) names its
+/// postmaster on its first line, and one naming a live process, or unreadable,
+/// keeps the directory. Anything but a real directory named `reconciler-replay-*`
+/// is left alone. Returns whether it removed the directory.
+pub fn remove_replay_socket_dir(dir: &Path) -> io::Result<bool> {
+    if !is_replay_socket_dir(dir) {
+        return Ok(false);
+    }
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(".s.PGSQL.") && name.ends_with(".lock")) {
+            continue;
+        }
+        let pid = fs::read_to_string(dir.join(name.as_ref()))
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
+        let gone = pid.is_some_and(|pid| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                == Err(nix::errno::Errno::ESRCH)
+        });
+        if !gone {
+            return Ok(false);
+        }
+    }
+    fs::remove_dir_all(dir)?;
+    Ok(true)
+}
+
+/// Stops a stray replay postgres: fast shutdown, then immediate after `timeout`;
+/// then removes its socket directory. Only a postgres [`stray_replay`] still names
+/// is signalled.
 pub async fn stop_stray_replay(
     data_dir: &Path,
     pid: i32,
@@ -482,6 +535,8 @@ pub async fn stop_stray_replay(
     if stray_replay(data_dir) != Some(pid) {
         return Ok(());
     }
+    // Read before the stop: a clean shutdown removes postmaster.pid.
+    let socket_dir = replay_socket_dir(data_dir);
     for (signal, wait) in [
         (Signal::SIGINT, timeout),
         (Signal::SIGQUIT, std::time::Duration::from_secs(60)),
@@ -490,6 +545,24 @@ pub async fn stop_stray_replay(
         let deadline = tokio::time::Instant::now() + wait;
         while tokio::time::Instant::now() < deadline {
             if kill(target, None).is_err() {
+                if let Some(dir) = socket_dir {
+                    let removed = blocking({
+                        let dir = dir.clone();
+                        move || remove_replay_socket_dir(&dir)
+                    })
+                    .await;
+                    match removed {
+                        Ok(true) => {
+                            tracing::info!(dir = %dir.display(), "removed the stray replay's socket directory")
+                        }
+                        Ok(false) => {
+                            tracing::warn!(dir = %dir.display(), "kept the stray replay's socket directory: something still uses it")
+                        }
+                        Err(e) => {
+                            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the stray replay's socket directory")
+                        }
+                    }
+                }
                 return Ok(());
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -769,6 +842,37 @@ mod tests {
         let child = KillOnDrop::sleeping_in(dir.path());
         fs::write(dir.path().join("postmaster.pid"), pid_file(child.0.id())).unwrap();
         assert!(postmaster_running(dir.path()));
+    }
+
+    /// A replay's socket directory goes only when its name is ours and no live
+    /// postgres holds a socket lock in it.
+    #[test]
+    fn only_an_unused_replay_socket_directory_is_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let ours = parent
+            .path()
+            .join(format!("{}test", super::super::replay::SOCKET_DIR_PREFIX));
+        fs::create_dir(&ours).unwrap();
+        fs::write(ours.join("postgres.log"), "log").unwrap();
+        let lock = ours.join(".s.PGSQL.5432.lock");
+        // A lock naming a live process (this one) keeps it.
+        fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+        assert!(!remove_replay_socket_dir(&ours).unwrap());
+        assert!(ours.exists());
+        // An unreadable lock keeps it too.
+        fs::write(&lock, "garbage\n").unwrap();
+        assert!(!remove_replay_socket_dir(&ours).unwrap());
+        // A lock naming a process that is gone does not.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        fs::write(&lock, format!("{}\n", gone.id())).unwrap();
+        assert!(remove_replay_socket_dir(&ours).unwrap());
+        assert!(!ours.exists());
+        // A directory of another name is never touched.
+        let other = parent.path().join("someone-else");
+        fs::create_dir(&other).unwrap();
+        assert!(!remove_replay_socket_dir(&other).unwrap());
+        assert!(other.exists());
     }
 
     /// A child process, killed when dropped.

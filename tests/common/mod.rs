@@ -274,6 +274,17 @@ spec:
         (out.status.code().unwrap_or(-1), value)
     }
 
+    /// `reconciler apply --output json`, parsed; with its exit code and its log.
+    pub fn apply_json_with_log(&self) -> (i32, Value, String) {
+        let out = self.reconciler(&["apply", "--output", "json"]);
+        let value = serde_json::from_slice(&out.stdout).expect("apply prints JSON");
+        (
+            out.status.code().unwrap_or(-1),
+            value,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Runs `barman -c CONF -f json ARGS…` and parses its output.
     pub fn barman(&self, args: &[&str]) -> Value {
         let out = Command::new("barman")
@@ -539,7 +550,26 @@ pub fn cluster_state(data: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The replay socket directories (`-k …/reconciler-replay-…`) a reconciler log
+/// names.
+pub fn replay_socket_dirs(log: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = log
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+        .filter(|w| w.starts_with('/') && w.contains("/reconciler-replay-"))
+        .map(PathBuf::from)
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
 impl TestPipeline {
+    /// The socket directory the volume's postmaster.pid names (its 5th line).
+    pub fn postmaster_socket_dir(&self) -> Option<PathBuf> {
+        let text = std::fs::read_to_string(self.volume.join("postmaster.pid")).ok()?;
+        Some(PathBuf::from(text.lines().nth(4)?.trim()))
+    }
+
     /// The pid in the volume's postmaster.pid, once postgres has written it.
     pub fn postmaster_pid(&self) -> Option<i32> {
         let text = std::fs::read_to_string(self.volume.join("postmaster.pid")).ok()?;
