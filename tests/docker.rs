@@ -1040,3 +1040,94 @@ fn a_write_into_a_directory_target_during_its_copy_keeps_it_unrestored() {
     let (code, report) = common::reconciler_json(&specs, &["diff"], &engine);
     assert_eq!(code, 0, "{report:#}");
 }
+
+/// barman's container restarted in the middle of a base backup (a host reboot, a
+/// redeploy): the STARTED entry is dead by barman's own evidence, looked at
+/// inside the container, and the pipeline goes on instead of waiting for ever.
+#[test]
+fn a_backup_cut_off_by_a_barman_container_restart_is_cleaned_and_the_pipeline_converges() {
+    let p = DockerPipeline::new("restart");
+    let conf = p.root.join("barman.conf");
+    let original = std::fs::read_to_string(&conf).unwrap();
+    // Slow enough to be cut off mid-copy. Written in place: the container
+    // bind-mounts this very file.
+    std::fs::write(&conf, format!("{original}bandwidth_limit = 2000\n")).unwrap();
+    let barman = |args: &[&str]| -> Value {
+        let mut argv = vec![
+            "exec",
+            &p.barman_container,
+            "barman",
+            "-c",
+            "/etc/barman.conf",
+            "-f",
+            "json",
+        ];
+        argv.extend_from_slice(args);
+        serde_json::from_str(&docker_ok(&argv)).unwrap_or(Value::Null)
+    };
+    let started = || -> Option<String> {
+        barman(&["list-backups", &p.server])[&p.server]
+            .as_array()?
+            .iter()
+            .find(|b| b["status"] == "STARTED")
+            .and_then(|b| b["backup_id"].as_str().map(String::from))
+    };
+    docker_ok(&[
+        "exec",
+        "-d",
+        &p.barman_container,
+        "barman",
+        "-c",
+        "/etc/barman.conf",
+        "backup",
+        &p.server,
+    ]);
+    let start = Instant::now();
+    let id = loop {
+        if let Some(id) = started() {
+            break id;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no backup started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    // While it runs, it is waited for, inside the container's own view.
+    let (code, report, _) = p.reconciler(&["diff"]);
+    assert_eq!(code, 1, "{report:#}");
+    assert!(
+        report["pipelines"][0]["waitingOn"]
+            .to_string()
+            .contains(&format!("backup {id} to finish")),
+        "{report:#}"
+    );
+
+    docker_ok(&["restart", "-t", "2", &p.barman_container]);
+    p.wait_streaming();
+    assert_eq!(
+        started().as_deref(),
+        Some(id.as_str()),
+        "the entry outlives the restart"
+    );
+
+    let (code, report, _) = p.reconciler(&["diff"]);
+    assert_eq!(code, 1, "{report:#}");
+    let (status, reason, message) = DockerPipeline::condition(&report, "RetentionSatisfied");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "DeadBackups"),
+        "{message}"
+    );
+    assert!(message.contains(&id), "{message}");
+    assert!(
+        report["pipelines"][0]["steps"].to_string().contains(&id),
+        "{report:#}"
+    );
+
+    std::fs::write(&conf, &original).unwrap();
+    let (code, report, _) = p.reconciler(&["apply"]);
+    assert_eq!(code, 0, "converges: {report:#}");
+    assert_eq!(started(), None, "no STARTED entry is left");
+}

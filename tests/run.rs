@@ -28,19 +28,23 @@ fn free_port() -> u16 {
 }
 
 fn start_run(p: &TestPipeline, state: &Path, extra_env: &[(&str, &str)]) -> Running {
+    start_run_on(&p.specs, state, extra_env, "10m")
+}
+
+fn start_run_on(specs: &Path, state: &Path, extra_env: &[(&str, &str)], resync: &str) -> Running {
     let port = free_port();
     let log = state.with_extension(format!("{port}.log"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconciler"));
     cmd.arg("run")
         .arg("--specs")
-        .arg(&p.specs)
+        .arg(specs)
         .arg("--state-dir")
         .arg(state)
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--resync",
-            "10m",
+            resync,
             "--shutdown-timeout",
             "2m",
         ])
@@ -392,5 +396,141 @@ spec:
         TcpStream::connect(("127.0.0.1", port)).is_ok() && run.get("/healthz").0 == 503
     });
     assert!(run.get("/healthz").1.contains("stalled"));
+    assert!(run.terminate().success());
+}
+
+/// A primary whose clock runs 40 days behind: every backup "ends" 40 days before
+/// barman started it. One backup is taken, not one per pass; the condition, the
+/// metric and the log say which clocks disagree.
+#[test]
+fn a_primary_whose_clock_lies_gets_one_backup_and_a_clock_skew_report() {
+    let primary = common::faked_primary("-40d");
+    let p = TestPipeline::on(primary, "it_skew", "{keep: 2}");
+
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 2, "retention cannot be judged by ages: {report:#}");
+    assert_eq!(done_backups(&p), 1, "{:?}", p.backups());
+    let fresh = common::condition(&report["pipelines"][0]["finalPlan"], "BaseBackupFresh");
+    assert_eq!(fresh["reason"], "ClockSkew", "{report:#}");
+    assert!(
+        fresh["message"]
+            .as_str()
+            .unwrap()
+            .contains("the primary's clock is 40d"),
+        "{fresh}"
+    );
+
+    // A second apply, with no memory of the first, takes none either.
+    let (code, _) = p.apply_json();
+    assert_eq!(code, 2);
+    assert_eq!(done_backups(&p), 1, "{:?}", p.backups());
+
+    // run: the condition reason is a metric an alert can fire on, and no pass
+    // takes another backup.
+    let state = p.root.join("state");
+    let mut run = start_run(&p, &state, &[]);
+    let series = r#"reconciler_condition_reason{pipeline="it-skew",type="BaseBackupFresh",subject="",reason="ClockSkew"} 1"#;
+    run.wait_for("the ClockSkew series", Duration::from_secs(60), || {
+        TcpStream::connect(("127.0.0.1", run.port)).is_ok()
+            && run.get("/metrics").1.contains(series)
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(done_backups(&p), 1, "{:?}", p.backups());
+    assert!(
+        run.log().contains("condition changed") && run.log().contains("ClockSkew"),
+        "one line per transition:\n{}",
+        run.log()
+    );
+    assert!(run.terminate().success());
+}
+
+/// An empty spec directory is not a quiet success: /healthz fails and says why.
+#[test]
+fn run_with_no_specs_fails_its_health_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    std::fs::write(specs.join("pipeline.yaml.bak"), "not a spec").unwrap();
+    let state = dir.path().join("state");
+    let mut run = start_run_on(&specs, &state, &[], "10m");
+
+    run.wait_for("/healthz to answer", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", run.port)).is_ok() && run.get("/healthz").0 == 503
+    });
+    let (_, body) = run.get("/healthz");
+    assert!(body.contains("no specs found under"), "{body}");
+    assert_eq!(
+        metric(&run.get("/metrics").1, "reconciler_documents"),
+        Some(0.0)
+    );
+    assert!(run.log().contains("no specs found under"), "{}", run.log());
+    assert!(run.terminate().success());
+}
+
+/// A wait that outlasts `stalledAfter` makes the pipeline `Stalled`: in status,
+/// in metrics, and in the log.
+#[test]
+fn a_wait_longer_than_stalled_after_is_reported_stalled() {
+    let p = TestPipeline::new("it_stalled", "{keep: 2}");
+    // barman cannot be reached: the plan waits for it, for ever.
+    p.edit_spec(
+        &format!("config: {}", p.barman_conf.display()),
+        "config: /nonexistent/barman.conf",
+    );
+    let spec = p.specs.join("pipeline.yaml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(
+        &spec,
+        text.replace("spec:\n", "spec:\n  stalledAfter: 2s\n"),
+    )
+    .unwrap();
+    let state = p.root.join("state");
+    let mut run = start_run_on(&p.specs, &state, &[], "1s");
+
+    run.wait_for("Stalled in status", Duration::from_secs(60), || {
+        status(&state).is_some_and(|s| {
+            s["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Stalled" && c["status"] == "True")
+            })
+        })
+    });
+    let s = status(&state).unwrap();
+    let stalled = s["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Stalled")
+        .unwrap()
+        .clone();
+    assert_eq!(stalled["reason"], "WaitingTooLong", "{s:#}");
+    assert!(
+        stalled["message"]
+            .as_str()
+            .unwrap()
+            .contains("barman to answer"),
+        "{stalled}"
+    );
+    assert_eq!(
+        metric(&run.get("/metrics").1, "reconciler_stalled"),
+        Some(1.0)
+    );
+    let table = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["status", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("Stalled"), "status shows it:\n{table}");
+    assert!(
+        run.log().contains("condition changed") && run.log().contains("Stalled"),
+        "{}",
+        run.log()
+    );
     assert!(run.terminate().success());
 }

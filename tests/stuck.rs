@@ -477,3 +477,32 @@ fn a_converged_pipeline_is_never_stalled() {
         None
     );
 }
+
+/// No documents under `--specs` (an empty directory, or only `*.bak` files) is an
+/// error, not a quiet green, for every command that reads specs.
+#[test]
+fn no_specs_at_all_is_an_error_for_validate_diff_and_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml.bak"),
+        "kind: BackupPipeline\n",
+    )
+    .unwrap();
+    for command in ["validate", "diff", "apply"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_reconciler"))
+            .arg(command)
+            .arg("--specs")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "no specs found under {}, expected *.yaml files",
+                dir.path().display()
+            )),
+            "{command}: {stderr}"
+        );
+    }
+}

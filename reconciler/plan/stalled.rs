@@ -81,11 +81,20 @@ pub fn stalled_condition(
             ),
         ));
     }
-    let longest = history
-        .waiting_since
+    // The oldest wait; on a tie the first the plan lists, the one the others
+    // follow from (barman before the volume that needs its backup).
+    let longest = plan
+        .waiting_on
         .iter()
-        .filter(|(what, _)| plan.waiting_on.contains(what) && !plan.scheduled.contains(what))
-        .min_by_key(|(_, since)| **since)?;
+        .filter(|what| !plan.scheduled.contains(what))
+        .filter_map(|what| history.waiting_since.get_key_value(what))
+        .fold(
+            None,
+            |oldest: Option<(&String, &Timestamp)>, (what, since)| match oldest {
+                Some((_, o)) if o <= since => oldest,
+                _ => Some((what, since)),
+            },
+        )?;
     let waited = now.as_second() - longest.1.as_second();
     if waited < stalled_after.as_secs() {
         return None;

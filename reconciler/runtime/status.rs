@@ -236,10 +236,7 @@ pub fn render_table(statuses: &[PipelineStatus], now: Timestamp) -> String {
         let not_holding: Vec<String> = s
             .conditions
             .iter()
-            .filter(|c| {
-                c.condition.kind != crate::plan::ConditionType::Ready
-                    && c.condition.status != crate::plan::ConditionStatus::True
-            })
+            .filter(|c| c.condition.kind != crate::plan::ConditionType::Ready && is_trouble(c))
             .map(|c| format!("{}={:?}", c.condition.label(), c.condition.status))
             .collect();
         let not_holding = if not_holding.is_empty() {
@@ -247,8 +244,15 @@ pub fn render_table(statuses: &[PipelineStatus], now: Timestamp) -> String {
         } else {
             not_holding.join(",")
         };
+        let stalled = s
+            .conditions
+            .iter()
+            .find(|c| c.condition.kind == crate::plan::ConditionType::Stalled);
         let activity = match (&s.in_progress, s.waiting_on.first(), &s.last_error) {
             (Some(p), _, _) => format!("running: {}", p.step),
+            (None, _, _) if stalled.is_some() => {
+                format!("STALLED: {}", stalled.map_or("", |c| &c.condition.reason))
+            }
             (None, _, Some(e)) => format!("failed: {e}"),
             (None, Some(w), None) => format!("waiting: {w}"),
             (None, None, None) if s.pending_steps.is_empty() => "idle".to_string(),
@@ -269,11 +273,7 @@ pub fn render_table(statuses: &[PipelineStatus], now: Timestamp) -> String {
         );
     }
     for s in statuses {
-        for c in s
-            .conditions
-            .iter()
-            .filter(|c| c.condition.status != crate::plan::ConditionStatus::True)
-        {
+        for c in s.conditions.iter().filter(|c| is_trouble(c)) {
             let _ = writeln!(
                 out,
                 "{}: {} {:?} since {}: {}: {}",
@@ -287,6 +287,13 @@ pub fn render_table(statuses: &[PipelineStatus], now: Timestamp) -> String {
         }
     }
     out
+}
+
+/// A condition worth an operator's eye: one that does not hold, or `Stalled`,
+/// which is present only while it does.
+fn is_trouble(c: &StatusCondition) -> bool {
+    c.condition.status != crate::plan::ConditionStatus::True
+        || c.condition.kind == crate::plan::ConditionType::Stalled
 }
 
 /// `text` cut to `width` characters, the cut marked.
