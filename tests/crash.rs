@@ -214,6 +214,16 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
     let mut child = common::apply_until_paused(&p.specs, point, &log, &[], || {
         format!("backups {:?}", p.backups())
     });
+    // While the copy is not finished, the starport carries no metadata at all:
+    // metadata written early (even just before rsync starts) is caught here,
+    // whatever state the copy reaches before the kill.
+    if matches!(point, "sync:invalidated" | "sync:running" | "sync:copied") {
+        assert!(
+            !p.starport_metadata_path().exists(),
+            "paused at {point}: metadata claims a copy that is not finished: {:?}",
+            p.starport_metadata()
+        );
+    }
     let mut replay_dirs = Vec::new();
     if point == "replay" {
         // Let the postgres write its pid file, so the crash leaves it really running.

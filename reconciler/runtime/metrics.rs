@@ -674,6 +674,50 @@ spec:
     }
 
     #[test]
+    fn a_condition_or_reason_that_goes_away_leaves_no_series_behind() {
+        let metrics = Metrics::new();
+        let pipeline = pipeline("montagu");
+        let observed = observed(Some(one_done_backup()));
+        let cx = PlanContext {
+            now: now(),
+            local_time_zone: jiff::tz::TimeZone::UTC,
+        };
+        let resource = Resource::BackupPipeline(pipeline.clone());
+        let observations = Observations::BackupPipeline(observed.clone());
+        let mut stalled = plan(&pipeline, &observed, &cx);
+        stalled.conditions.insert(
+            0,
+            crate::plan::Condition {
+                kind: crate::plan::ConditionType::Stalled,
+                status: crate::plan::ConditionStatus::True,
+                reason: "WaitingTooLong".to_string(),
+                message: String::new(),
+                subject: None,
+            },
+        );
+        metrics.observe(&resource, &observations, &stalled, now());
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"reconciler_stalled{pipeline="montagu"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"reason="WaitingTooLong""#), "{text}");
+
+        let calm = plan(&pipeline, &observed, &cx);
+        metrics.observe(&resource, &observations, &calm, now());
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"reconciler_stalled{pipeline="montagu"} 0"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"type="Stalled""#),
+            "no frozen Stalled series:\n{text}"
+        );
+        assert!(!text.contains("WaitingTooLong"), "no stale reason:\n{text}");
+    }
+
+    #[test]
     fn a_removed_pipeline_leaves_no_series_behind() {
         let metrics = Metrics::new();
         let (gone, kept) = (pipeline("gone"), pipeline("kept"));
