@@ -534,3 +534,58 @@ fn a_wait_longer_than_stalled_after_is_reported_stalled() {
     );
     assert!(run.terminate().success());
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY once serving, the
+/// watchdog fed while the loop passes, STOPPING on SIGTERM. A real datagram
+/// socket stands for systemd's.
+#[test]
+fn run_speaks_systemds_notify_protocol() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let socket_env = socket_path.display().to_string();
+    let mut run = start_run_on(
+        &specs,
+        &dir.path().join("state"),
+        &[("NOTIFY_SOCKET", &socket_env), ("WATCHDOG_USEC", "400000")],
+        "10m",
+    );
+    let mut received = Vec::new();
+    let next = |received: &mut Vec<String>| {
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).expect("a notification within 30 s");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        received.push(text.clone());
+        text
+    };
+    let ready = loop {
+        let text = next(&mut received);
+        if text.contains("READY=1") {
+            break text;
+        }
+    };
+    assert!(
+        TcpStream::connect(("127.0.0.1", run.port)).is_ok(),
+        "READY only once /metrics answers"
+    );
+    assert!(ready.contains("STATUS=no specs found under"), "{ready}");
+    let mut watchdogs = 0;
+    while watchdogs < 2 {
+        if next(&mut received).contains("WATCHDOG=1") {
+            watchdogs += 1;
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    while !next(&mut received).contains("STOPPING=1") {}
+    assert!(run.terminate().success(), "{received:?}");
+}

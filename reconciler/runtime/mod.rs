@@ -18,6 +18,7 @@ pub mod backoff;
 pub mod http;
 pub mod lock;
 pub mod metrics;
+pub mod notify;
 pub mod schedule;
 pub mod status;
 pub mod trigger;
@@ -220,6 +221,8 @@ pub async fn run(
     });
     tracing::info!(listen = %config.listen, state_dir = %config.state_dir.display(), "reconciler running");
     let server = tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
+    notify::spawn_watchdog(shared.clone(), shutdown.clone());
+    let mut announced = false;
 
     // Spec changes → (debounced) triggers; SIGHUP too.
     let (raw_tx, raw_rx) = mpsc::unbounded_channel();
@@ -263,6 +266,14 @@ pub async fn run(
         if let Ok(mut t) = shared.last_pass.lock() {
             *t = tokio::time::Instant::now();
         }
+        let summary = pass_summary(&shared);
+        if announced {
+            notify::status(&summary);
+        } else {
+            // Ready once /metrics answers and every pipeline has been looked at.
+            notify::ready(&summary);
+            announced = true;
+        }
         wake = tokio::select! {
             // A shutdown wins over anything else that is ready at the same time.
             biased;
@@ -280,6 +291,7 @@ pub async fn run(
         }
     }
 
+    notify::stopping();
     tracing::info!(
         running = workers.set.len(),
         "shutting down: no new steps; cancelling running ones"
@@ -304,6 +316,37 @@ pub async fn run(
     let _ = server.await;
     tracing::info!("reconciler stopped");
     Ok(())
+}
+
+/// One line for `systemctl status`: how many documents are ready, stalled, working.
+fn pass_summary(shared: &Shared) -> String {
+    if let Some(why) = shared.no_specs.lock().ok().and_then(|n| n.clone()) {
+        return why;
+    }
+    let Ok(statuses) = shared.statuses.lock() else {
+        return String::new();
+    };
+    let has = |s: &PipelineStatus, kind: ConditionType, status: ConditionStatus| {
+        s.conditions
+            .iter()
+            .any(|c| c.condition.kind == kind && c.condition.status == status)
+    };
+    let ready = statuses
+        .values()
+        .filter(|s| has(s, ConditionType::Ready, ConditionStatus::True))
+        .count();
+    let stalled = statuses
+        .values()
+        .filter(|s| has(s, ConditionType::Stalled, ConditionStatus::True))
+        .count();
+    let working = statuses
+        .values()
+        .filter(|s| s.in_progress.is_some())
+        .count();
+    format!(
+        "{ready}/{} ready, {stalled} stalled, {working} working",
+        statuses.len()
+    )
 }
 
 fn spawn_sighup(wake: mpsc::UnboundedSender<()>) {
