@@ -315,12 +315,28 @@ mod tests {
         /// Days this host's clock runs ahead of barman's and the primary's.
         days_behind: i64,
         taken: Mutex<u32>,
+        /// STARTED entries turn DONE once the catalogue was listed this often.
+        finish_after_lists: Option<u32>,
+        lists: Mutex<u32>,
+        deleted: Mutex<Vec<String>>,
     }
 
     #[async_trait]
     impl BarmanDriver for CatalogueInMemory {
         async fn list_backups(&self, _: &BarmanSpec) -> Result<Vec<Backup>, BarmanError> {
-            Ok(self.backups.lock().unwrap().clone())
+            let mut lists = self.lists.lock().unwrap();
+            *lists += 1;
+            let mut backups = self.backups.lock().unwrap();
+            if self.finish_after_lists.is_some_and(|n| *lists > n) {
+                for b in backups
+                    .iter_mut()
+                    .filter(|b| b.status == BackupStatus::Started)
+                {
+                    b.status = BackupStatus::Done;
+                    b.end_time = Some(now());
+                }
+            }
+            Ok(backups.clone())
         }
         async fn backup_activity(
             &self,
@@ -364,7 +380,9 @@ mod tests {
         async fn reset_slot(&self, _: &BarmanSpec) -> Result<(), BarmanError> {
             Ok(())
         }
-        async fn delete_backup(&self, _: &BarmanSpec, _: &str) -> Result<(), BarmanError> {
+        async fn delete_backup(&self, _: &BarmanSpec, id: &str) -> Result<(), BarmanError> {
+            self.deleted.lock().unwrap().push(id.to_string());
+            self.backups.lock().unwrap().retain(|b| b.id != id);
             Ok(())
         }
         async fn switch_wal(&self, _: &BarmanSpec, _: Duration) -> Result<(), BarmanError> {
@@ -473,6 +491,49 @@ spec:
             again.steps
         );
         assert_eq!(*barman.taken.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_started_backup_that_finishes_after_the_plan_is_never_deleted() {
+        // Planned as dead (STARTED in both lists, no lock seen), it turns DONE
+        // before the delete: the executor's own look keeps it.
+        let (_dir, pipeline, mut drivers, _) = setup();
+        let barman = Arc::new(CatalogueInMemory {
+            finish_after_lists: Some(2),
+            ..Default::default()
+        });
+        barman.backups.lock().unwrap().extend([
+            Backup {
+                id: "20261124T100000".to_string(),
+                status: BackupStatus::Done,
+                end_time: Some(now() - jiff::SignedDuration::from_hours(1)),
+                size_bytes: Some(1),
+            },
+            Backup {
+                id: "20261124T110000".to_string(),
+                status: BackupStatus::Started,
+                end_time: None,
+                size_bytes: None,
+            },
+        ]);
+        drivers.barman = barman.clone();
+
+        let report = apply_pipeline(&pipeline, &drivers, &context, &Silent, 1, None).await;
+
+        assert_eq!(report.steps.len(), 1, "{:#?}", report.steps);
+        assert_eq!(
+            report.steps[0].planned.step,
+            crate::plan::Step::DeleteBackup {
+                backup_id: "20261124T110000".to_string()
+            }
+        );
+        assert_eq!(report.steps[0].outcome, StepOutcome::Failed);
+        assert!(
+            report.steps[0].detail.contains("no longer STARTED"),
+            "{}",
+            report.steps[0].detail
+        );
+        assert!(barman.deleted.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -64,7 +64,21 @@ fn started(id: &str) -> Backup {
     }
 }
 
+/// The catalogue, with `activity` as a look that read the same STARTED entries
+/// before it as after.
 fn observed(backups: Vec<Backup>, activity: Option<Observation<BackupActivity>>) -> Observed {
+    let started: Vec<String> = backups
+        .iter()
+        .filter(|b| b.status == BackupStatus::Started)
+        .map(|b| b.id.clone())
+        .collect();
+    let activity = activity.map(|a| match a {
+        Observation::Observed { value } => Observation::observed(BackupActivity {
+            started_before: started.clone(),
+            ..value
+        }),
+        other => other,
+    });
     Observed {
         barman: Observation::observed(BarmanState { backups, activity }),
         volume: Observation::observed(VolumeState::Missing),
@@ -80,6 +94,7 @@ fn activity(lock_held: bool, copying: &[&str]) -> Option<Observation<BackupActiv
     Some(Observation::observed(BackupActivity {
         lock_held,
         copying: copying.iter().map(|s| s.to_string()).collect(),
+        started_before: Vec::new(),
     }))
 }
 
@@ -238,6 +253,35 @@ fn a_dead_entry_beside_a_live_backup_waits_for_the_lock_to_be_free() {
         plan.waiting_on
             .iter()
             .any(|w| w.contains("20261123T100000 to finish")),
+        "{:?}",
+        plan.waiting_on
+    );
+}
+
+#[test]
+fn an_entry_that_appeared_while_the_lock_was_looked_at_is_never_judged_dead() {
+    // The catalogue read before the look had no STARTED entry; the one read after
+    // has one, and the look saw no lock: a backup that began in between.
+    let mut world = observed(
+        vec![
+            done("20261014T110000", STALE_END),
+            started("20261123T115959"),
+        ],
+        activity(false, &[]),
+    );
+    if let Observation::Observed { value } = &mut world.barman
+        && let Some(Observation::Observed { value: activity }) = &mut value.activity
+    {
+        activity.started_before.clear();
+    }
+
+    let plan = plan(&pipeline(""), &world, &cx());
+
+    assert!(plan.steps.is_empty(), "{plan:#?}");
+    assert!(
+        plan.waiting_on
+            .iter()
+            .any(|w| w.contains("20261123T115959 to finish")),
         "{:?}",
         plan.waiting_on
     );

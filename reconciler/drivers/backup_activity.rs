@@ -118,6 +118,7 @@ pub fn parse_probe(stdout: &str) -> Result<BackupActivity, BarmanError> {
     Ok(BackupActivity {
         lock_held: answer.lock_held,
         copying: answer.copying,
+        started_before: Vec::new(),
     })
 }
 

@@ -78,6 +78,10 @@ impl BarmanError {
 pub trait BarmanDriver: Send + Sync + std::fmt::Debug {
     /// Every backup of the server.
     async fn list_backups(&self, barman: &BarmanSpec) -> Result<Vec<Backup>, BarmanError>;
+    /// Every backup of the server, read now even behind a cache.
+    async fn list_backups_uncached(&self, barman: &BarmanSpec) -> Result<Vec<Backup>, BarmanError> {
+        self.list_backups(barman).await
+    }
     /// Whether a `barman backup` of the server is alive: its lock and the
     /// `pg_basebackup` copies running where barman runs (see [`super::backup_activity`]).
     async fn backup_activity(&self, barman: &BarmanSpec) -> Result<BackupActivity, BarmanError>;
@@ -603,6 +607,10 @@ impl BarmanDriver for PassCache {
 
     async fn backup_activity(&self, barman: &BarmanSpec) -> Result<BackupActivity, BarmanError> {
         self.inner.backup_activity(barman).await
+    }
+
+    async fn list_backups_uncached(&self, barman: &BarmanSpec) -> Result<Vec<Backup>, BarmanError> {
+        self.inner.list_backups(barman).await
     }
 
     async fn take_backup(

@@ -150,12 +150,28 @@ pub async fn execute_step(
             });
             if planned_as_dead {
                 // barman refuses to delete a running backup only when it is the
-                // oldest: look again, just before, that nothing runs.
+                // oldest: look again, just before. The lock first, the entry
+                // after: STARTED after a moment with no lock holder is dead (a live
+                // backup holds the lock until its final status is written), while
+                // one that finished meanwhile reads DONE and is kept.
                 let now = drivers.barman.backup_activity(&spec.barman).await?;
                 if now.lock_held || now.copying.iter().any(|id| id == backup_id) {
                     return Err(ExecuteError::Changed(format!(
                         "a barman backup runs on {} now; STARTED backup {backup_id} is left alone",
                         spec.barman.server
+                    )));
+                }
+                let status = drivers
+                    .barman
+                    .list_backups_uncached(&spec.barman)
+                    .await?
+                    .into_iter()
+                    .find(|b| &b.id == backup_id)
+                    .map(|b| b.status);
+                if status != Some(BackupStatus::Started) {
+                    return Err(ExecuteError::Changed(format!(
+                        "backup {backup_id} is no longer STARTED ({}); it is left alone",
+                        status.map_or("gone".to_string(), |s| format!("{s:?}"))
                     )));
                 }
             }

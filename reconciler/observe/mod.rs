@@ -181,6 +181,10 @@ pub struct BackupActivity {
     /// The backup ids a running `pg_basebackup` writes into.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copying: Vec<String>,
+    /// The entries that were already STARTED in the catalogue read before the
+    /// lock was looked at (the observed catalogue is read after it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub started_before: Vec<String>,
 }
 
 /// One entry of `barman list-backups`.
@@ -340,25 +344,56 @@ pub struct StarportMetadata {
     pub recovered_at: Option<Timestamp>,
 }
 
+/// A catalogue with STARTED entries: is anything running them? Only a STARTED
+/// entry needs the question, so a converged pass never pays for it.
+///
+/// The look is a sandwich: the catalogue before, barman's lock and copies, the
+/// catalogue after. An entry STARTED in both lists while nothing held the lock in
+/// between cannot be a live backup's: a live backup holds the lock from before its
+/// entry exists until after its final status is written. An entry that appeared
+/// meanwhile is left out of `started_before`, and so never judged dead.
+async fn look_for_running_backups(
+    drivers: &Drivers,
+    barman: &crate::spec::BarmanSpec,
+    before: Vec<Backup>,
+) -> Observation<BarmanState> {
+    let activity = match drivers.barman.backup_activity(barman).await {
+        Ok(activity) => activity,
+        Err(e) => {
+            return Observation::observed(BarmanState {
+                backups: before,
+                activity: Some(Observation::unavailable(&e)),
+            });
+        }
+    };
+    let after = match drivers.barman.list_backups_uncached(barman).await {
+        Ok(after) => after,
+        Err(e) => return Observation::unavailable(&e),
+    };
+    let started_before = before
+        .iter()
+        .filter(|b| b.status == BackupStatus::Started)
+        .map(|b| b.id.clone())
+        .collect();
+    Observation::observed(BarmanState {
+        backups: after,
+        activity: Some(Observation::observed(BackupActivity {
+            started_before,
+            ..activity
+        })),
+    })
+}
+
 /// Observes one pipeline. Never fails: what can't be seen is recorded as unavailable.
 pub async fn observe(pipeline: &BackupPipeline, drivers: &Drivers) -> Observed {
     // After a shutdown the caller starts nothing new, whatever is observed.
     let _ = crate::drivers::pause::pause_point("observe", &drivers.cancel).await;
     let spec = &pipeline.spec;
     let barman = match drivers.barman.list_backups(&spec.barman).await {
-        Ok(backups) => {
-            // Only a STARTED entry needs the question "is it alive?": one more
-            // look where barman runs, never on a converged pass.
-            let activity = if backups.iter().any(|b| b.status == BackupStatus::Started) {
-                Some(match drivers.barman.backup_activity(&spec.barman).await {
-                    Ok(activity) => Observation::observed(activity),
-                    Err(e) => Observation::unavailable(&e),
-                })
-            } else {
-                None
-            };
-            Observation::observed(BarmanState { backups, activity })
+        Ok(backups) if backups.iter().any(|b| b.status == BackupStatus::Started) => {
+            look_for_running_backups(drivers, &spec.barman, backups).await
         }
+        Ok(backups) => Observation::observed(BarmanState::new(backups)),
         Err(e) => Observation::unavailable(&e),
     };
     let volume = match drivers

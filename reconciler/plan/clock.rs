@@ -49,10 +49,14 @@ pub fn skew_of_stale_backup(
     let fresh_by = |t: Timestamp, slack: i64| {
         now.as_second() - t.as_second() + slack < max_age_seconds(max_age)
     };
+    let behind = |taken: &TakenBackup| taken.finished_at.as_second() - end.as_second();
+    // barman returns some time after the end (it waits for the last WAL): only a
+    // gap beyond the tolerance is a disagreement of clocks, whatever maxAge says.
     if let Some(taken) = taken.filter(|t| t.id == id)
         && fresh_by(taken.finished_at, 0)
+        && behind(taken) > CLOCK_SKEW_TOLERANCE_SECONDS
     {
-        let behind = taken.finished_at.as_second() - end.as_second();
+        let behind = behind(taken);
         let barman_agrees_with_us = started.is_some_and(|s| {
             (taken.finished_at.as_second() - s.as_second()).abs() < ZONE_SLACK_SECONDS
         });

@@ -80,7 +80,10 @@ fn judge(
         Some(Observation::Observed { value }) => {
             let copying = value.copying.iter().any(|id| id == &backup.id);
             let holds_lock = value.lock_held && newest_starting == Some(backup.id.as_str());
-            if copying || holds_lock {
+            // STARTED only in the catalogue read after the lock was looked at: a
+            // backup that began meanwhile, whose lock the look may have missed.
+            let appeared_meanwhile = !value.started_before.contains(&backup.id);
+            if copying || holds_lock || appeared_meanwhile {
                 Liveness::Live
             } else {
                 Liveness::Dead
