@@ -956,6 +956,26 @@ fn a_backup_from_the_future_deletes_nothing_and_waits() {
 }
 
 #[test]
+fn dates_from_the_future_say_how_far_ahead_they_are() {
+    // The marker says the recovery finished 2d 1h after NOW.
+    let world = World::converged().volume(marker("g1", "20261120T000000", "2026-11-25T13:00:00Z"));
+    let planned = plan(&pipeline(), &world.observed, &cx(NOW));
+    let c = planned.condition(ConditionType::VolumeFresh).unwrap();
+    assert_eq!(c.reason, "MarkerFromTheFuture");
+    assert!(
+        c.message.contains("the recovery finished 2d 1h from now;"),
+        "{}",
+        c.message
+    );
+
+    let world = World::converged().backups(vec![done("20261125T000000", "2026-11-25T14:30:00Z")]);
+    let planned = plan(&pipeline(), &world.observed, &cx(NOW));
+    let c = planned.condition(ConditionType::BaseBackupFresh).unwrap();
+    assert_eq!(c.reason, "BackupFromTheFuture");
+    assert!(c.message.contains("ends 2d 2h from now;"), "{}", c.message);
+}
+
+#[test]
 fn a_recovery_window_keeps_what_recovery_to_its_start_needs() {
     let windowed = pipeline_with("{recoveryWindow: 3 months, minimumRedundancy: 1}", "");
     let world = World::converged().backups(vec![
@@ -1551,10 +1571,9 @@ spec:
         o.source = published("g3", "2026-11-25T05:00:00Z");
         let plan = plan_restore(&target(true), &o, &cx(NOW));
         assert!(plan.steps.is_empty(), "{:#?}", plan.steps);
-        assert_eq!(
-            condition_of(&plan, ConditionType::SourceComplete).1,
-            "FromTheFuture"
-        );
+        let (_, reason, message) = condition_of(&plan, ConditionType::SourceComplete);
+        assert_eq!(reason, "FromTheFuture");
+        assert!(message.contains("recovered 17h 0m from now;"), "{message}");
 
         // Older than maxAge but newer than what the volume holds: an improvement.
         let mut o = world(

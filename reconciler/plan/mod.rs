@@ -341,6 +341,15 @@ pub fn human_age(from: Timestamp, to: Timestamp) -> String {
     human_seconds(seconds)
 }
 
+/// How far ahead of `now` instant `at` lies, for dates from the future:
+/// `2d 1h from now` (`0s from now` when it is not ahead).
+pub fn human_from_now(now: Timestamp, at: Timestamp) -> String {
+    format!(
+        "{} from now",
+        human_seconds((at.as_second() - now.as_second()).max(0))
+    )
+}
+
 /// Human length of `s` seconds: `3d 4h`, `2h 5m`, `40s`.
 pub fn human_seconds(s: i64) -> String {
     let (d, h, m) = (s / 86_400, (s % 86_400) / 3_600, (s % 3_600) / 60);
@@ -497,7 +506,7 @@ fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
             "BackupFromTheFuture",
             format!(
                 "newest DONE backup {id} ends {}; check the clocks of this host and barman's",
-                human_age(p.cx.now, *end).replace(" in the future", " from now")
+                human_from_now(p.cx.now, *end)
             ),
         ),
         Some(Backup {
@@ -940,8 +949,7 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
                     "MarkerFromTheFuture",
                     format!(
                         "the marker says the recovery finished {}; check this host's clock",
-                        human_age(p.cx.now, marker.recovered_at)
-                            .replace(" in the future", " from now")
+                        human_from_now(p.cx.now, marker.recovered_at)
                     ),
                     *in_use,
                 )
