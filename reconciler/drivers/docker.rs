@@ -805,6 +805,7 @@ impl CommandRunner for DockerExec {
         tree_guard.0 = None;
         Ok(CommandOutput {
             code: code.and_then(|c| i32::try_from(c).ok()),
+            signal: None,
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
         })
@@ -1042,6 +1043,7 @@ impl CommandRunner for ShortLivedContainer {
         match result {
             Ok((Some(code), out, err)) => Ok(CommandOutput {
                 code: i32::try_from(code).ok(),
+                signal: None,
                 stdout: String::from_utf8_lossy(&out).into_owned(),
                 stderr: String::from_utf8_lossy(&err).into_owned(),
             }),
