@@ -1055,6 +1055,10 @@ fn diff_text(specs: &Path) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// A row: its name, a container and its mount (none: stop barman's container),
+/// what VolumeFresh's line must say, what no line may say.
+type UsersRow<'a> = (&'a str, Option<(&'a str, String)>, Vec<String>, Vec<String>);
+
 #[test]
 fn diff_names_who_uses_the_volume_and_why_barman_cannot_answer() {
     let p = DockerPipeline::new("users");
@@ -1077,8 +1081,7 @@ fn diff_names_who_uses_the_volume_and_why_barman_cannot_answer() {
     let reader = format!("{}-consumer-ro", p.barman_container);
     let volume = format!("Docker volume {}", p.db_volume);
 
-    // (row, container and its mount, what VolumeFresh's line must say, what no line may say)
-    let rows: Vec<(&str, Option<(&str, String)>, Vec<String>, Vec<String>)> = vec![
+    let rows: Vec<UsersRow> = vec![
         (
             "a container mounting the volume read-write",
             Some((&writer, format!("{}:/data", p.db_volume))),
