@@ -59,6 +59,7 @@ fn observed(now: Timestamp) -> Observed {
                 pipeline: "p".into(),
             },
             in_use: false,
+            users: vec![],
         }),
         starport: Some(Observation::observed(StarportState::Synced {
             metadata: StarportMetadata {

@@ -1131,3 +1131,132 @@ fn a_backup_cut_off_by_a_barman_container_restart_is_cleaned_and_the_pipeline_co
     assert_eq!(code, 0, "converges: {report:#}");
     assert_eq!(started(), None, "no STARTED entry is left");
 }
+
+/// What `diff` (text) prints for the pipeline in `specs`, with its exit code.
+fn diff_text(specs: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["diff", "--specs"])
+        .arg(specs)
+        .env("DOCKER_HOST", &env().host)
+        .env("RECONCILER_LOG", "warn")
+        .output()
+        .expect("run reconciler");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("$ reconciler diff -> {}\n{text}", out.status);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// A row: its name, a container and its mount (none: stop barman's container),
+/// what VolumeFresh's line must say, what no line may say.
+type UsersRow<'a> = (&'a str, Option<(&'a str, String)>, Vec<String>, Vec<String>);
+
+#[test]
+fn diff_names_who_uses_the_volume_and_why_barman_cannot_answer() {
+    let p = DockerPipeline::new("users");
+    // A fresh recovery as far as the marker says (no postgres ever ran on it).
+    let marker = serde_json::json!({
+        "generation": "g-test",
+        "backupId": "20261120T000000",
+        "recoveredAt": jiff::Timestamp::now().to_string(),
+        "replayedToLsn": "0/3000000",
+        "pipeline": p.name,
+    });
+    let mountpoint = p.mountpoint();
+    std::fs::write(
+        mountpoint.join(".reconciler-volume.json"),
+        serde_json::to_vec(&marker).unwrap(),
+    )
+    .unwrap();
+    assert!(!mountpoint.join("postmaster.pid").exists());
+    let writer = format!("{}-consumer-rw", p.barman_container);
+    let reader = format!("{}-consumer-ro", p.barman_container);
+    let volume = format!("Docker volume {}", p.db_volume);
+
+    let rows: Vec<UsersRow> = vec![
+        (
+            "a container mounting the volume read-write",
+            Some((&writer, format!("{}:/data", p.db_volume))),
+            vec![
+                "False".into(),
+                "VolumeInUse".into(),
+                format!("container {writer} mounts {volume} read-write"),
+            ],
+            vec!["postmaster.pid".into(), "a postgres runs".into()],
+        ),
+        (
+            "a container mounting the volume read-only",
+            Some((&reader, format!("{}:/data:ro", p.db_volume))),
+            vec!["True".into(), "Fresh".into()],
+            vec!["VolumeInUse".into(), "postmaster.pid".into()],
+        ),
+        (
+            "the barman container stopped",
+            None,
+            vec![],
+            vec!["Some(".into()],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (row, container, shows, never) in rows {
+        let _cleanup = container.as_ref().map(|(name, mount)| {
+            run_sleeper(name, mount);
+            RemoveContainer(name.to_string())
+        });
+        if container.is_none() {
+            docker_ok(&["stop", "-t", "20", &p.barman_container]);
+        }
+        let (code, text) = diff_text(&p.specs);
+        let line = |kind: &str| {
+            text.lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(kind))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut problems = Vec::new();
+        let volume_line = line("VolumeFresh");
+        for words in &shows {
+            if !volume_line.contains(words.as_str()) {
+                problems.push(format!("VolumeFresh does not say `{words}`: {volume_line}"));
+            }
+        }
+        for words in &never {
+            if text.contains(words.as_str()) {
+                problems.push(format!("diff says `{words}`"));
+            }
+        }
+        match container {
+            Some((name, _)) if row.contains("read-write") => {
+                let waits: Vec<&str> = text.lines().filter(|l| l.contains("waiting for")).collect();
+                if !waits.iter().any(|w| {
+                    w.contains(&format!("container {name} to stop")) && w.contains("read-write")
+                }) {
+                    problems.push(format!("no wait names {name}: {waits:?}"));
+                }
+                if code != 1 {
+                    problems.push(format!("exit {code}, want 1"));
+                }
+            }
+            Some((name, _)) => {
+                if text.contains(&format!("container {name} to stop")) {
+                    problems.push("a read-only reader is waited for on a fresh volume".into());
+                }
+            }
+            None => {
+                let barman = line("BaseBackupFresh");
+                if !(barman.contains("Unknown")
+                    && barman.contains(&p.barman_container)
+                    && barman.contains("not running"))
+                {
+                    problems.push(format!("BaseBackupFresh does not say why: {barman}"));
+                }
+                if code != 2 {
+                    problems.push(format!("exit {code}, want 2"));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{row}: {}", problems.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}

@@ -122,7 +122,7 @@ proptest! {
 
     #[test]
     fn backup_and_delete_results_never_panic(text in mutated(fixture("backup-wait.json")), code in -1i32..3) {
-        let out = CommandOutput { code: Some(code), stdout: text.clone(), stderr: text };
+        let out = CommandOutput { code: Some(code), signal: None, stdout: text.clone(), stderr: text };
         let _ = parse_backup_result(&out);
         let _ = parse_delete_result("20261123T183849", &out);
     }
@@ -178,7 +178,7 @@ proptest! {
     fn barman_parsers_answer_any_json(value in json_value(), code in 0i32..2) {
         let text = value.to_string();
         let _ = parse_list_backups("montagu", &text);
-        let out = CommandOutput { code: Some(code), stdout: text, stderr: String::new() };
+        let out = CommandOutput { code: Some(code), signal: None, stdout: text, stderr: String::new() };
         let _ = parse_backup_result(&out);
         let _ = parse_delete_result("x", &out);
     }

@@ -4,7 +4,7 @@
 use jiff::{Timestamp, ToSpan, tz::TimeZone};
 use reconciler::observe::{
     Backup, BackupStatus, BarmanState, CheckItem, MirrorObservation, Observation, Observed,
-    StarportMetadata, StarportState, StrayReplay, VolumeMarker, VolumeState, WalHealth,
+    StarportMetadata, StarportState, StrayReplay, VolumeMarker, VolumeState, VolumeUser, WalHealth,
 };
 use reconciler::plan::{
     BackupRef, ConditionStatus, ConditionType, GenerationRef, Plan, PlanContext, Step, plan,
@@ -131,6 +131,7 @@ impl World {
         self.observed.volume = Observation::observed(VolumeState::Marked {
             marker,
             in_use: false,
+            users: vec![],
         });
         self
     }
@@ -231,6 +232,7 @@ impl World {
                         pipeline: "montagu".into(),
                     },
                     in_use: false,
+                    users: vec![],
                 });
             }
             Step::StopStrayReplay { replay } => match &mut o.volume {
@@ -239,12 +241,14 @@ impl World {
                         VolumeState::Unmarked {
                             in_use,
                             stray_replay,
+                            users,
                             ..
                         },
                 } => {
                     assert_eq!(stray_replay.as_ref(), Some(replay));
                     *in_use = false;
                     *stray_replay = None;
+                    users.clear();
                 }
                 other => panic!("stopping a stray replay on {other:?}"),
             },
@@ -820,6 +824,7 @@ fn a_lost_marker_recovers_the_newest_backup_and_resyncs() {
         in_use: false,
         foreign: false,
         stray_replay: None,
+        users: vec![],
     });
     let plan = plan(&pipeline(), &world.observed, &cx(NOW));
     assert_eq!(
@@ -878,6 +883,7 @@ fn a_volume_in_use_or_holding_foreign_files_is_never_overwritten() {
                 in_use: true,
                 foreign: false,
                 stray_replay: None,
+                users: vec![],
             },
             "NoValidMarker",
         ),
@@ -887,6 +893,7 @@ fn a_volume_in_use_or_holding_foreign_files_is_never_overwritten() {
                 in_use: false,
                 foreign: true,
                 stray_replay: None,
+                users: vec![],
             },
             "ForeignData",
         ),
@@ -907,6 +914,149 @@ fn a_volume_in_use_or_holding_foreign_files_is_never_overwritten() {
     }
 }
 
+/// The converged pipeline with its volume a Docker named volume.
+fn docker_volume_pipeline() -> BackupPipeline {
+    let mut p = pipeline();
+    p.spec.recovered_volume.path = None;
+    p.spec.recovered_volume.docker_volume =
+        Some(serde_saphyr::from_str("montagu_db_volume").expect("a volume name"));
+    p
+}
+
+fn container(name: &str, read_write: bool) -> VolumeUser {
+    VolumeUser::Container {
+        name: name.to_string(),
+        read_write,
+    }
+}
+
+#[test]
+fn who_uses_the_volume_is_named_and_only_a_writer_makes_it_stale() {
+    let pipeline = docker_volume_pipeline();
+    let fresh = marker("g1", "20261120T000000", "2026-11-23T05:00:00Z");
+    let stale = marker("g1", "20261120T000000", "2026-11-21T05:00:00Z");
+    let on_volume = |marker: &VolumeMarker, users: Vec<VolumeUser>| {
+        World::converged().volume_state(VolumeState::Marked {
+            marker: marker.clone(),
+            in_use: users.iter().any(VolumeUser::can_write),
+            users,
+        })
+    };
+    // A container mounting it read-write: in use, named, waited for; never recovered.
+    let world = on_volume(&fresh, vec![container("consumer-1", true)]);
+    let planned = plan(&pipeline, &world.observed, &cx(NOW));
+    let c = planned.condition(ConditionType::VolumeFresh).unwrap();
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (ConditionStatus::False, "VolumeInUse")
+    );
+    assert!(
+        c.message.starts_with(
+            "container consumer-1 mounts Docker volume montagu_db_volume read-write, so"
+        ),
+        "{}",
+        c.message
+    );
+    assert!(!c.message.contains("postmaster.pid"), "{}", c.message);
+    assert!(steps(&planned).is_empty(), "{:?}", steps(&planned));
+    assert!(
+        planned.waiting_on.iter().any(|w| w.starts_with("container consumer-1 to stop (container consumer-1 mounts Docker volume montagu_db_volume read-write)")),
+        "{:?}",
+        planned.waiting_on
+    );
+    assert_eq!(
+        status(&planned, ConditionType::Ready),
+        ConditionStatus::False
+    );
+
+    // Read-only: it cannot change the data, so a fresh volume stays fresh.
+    let world = on_volume(&fresh, vec![container("reader", false)]);
+    let planned = plan(&pipeline, &world.observed, &cx(NOW));
+    assert_eq!(
+        status(&planned, ConditionType::VolumeFresh),
+        ConditionStatus::True
+    );
+    assert_eq!(
+        status(&planned, ConditionType::Ready),
+        ConditionStatus::True
+    );
+    assert!(steps(&planned).is_empty());
+    assert!(planned.waiting_on.is_empty(), "{:?}", planned.waiting_on);
+
+    // ...but a stale one is not emptied from under it: the recovery waits, naming it.
+    let world = on_volume(&stale, vec![container("reader", false)]);
+    let planned = plan(&pipeline, &world.observed, &cx(NOW));
+    let c = planned.condition(ConditionType::VolumeFresh).unwrap();
+    assert_eq!(c.reason, "Stale");
+    assert!(
+        !steps(&planned)
+            .iter()
+            .any(|s| matches!(s, Step::RecoverVolume { .. })),
+        "{:?}",
+        steps(&planned)
+    );
+    assert!(
+        planned.waiting_on.iter().any(
+            |w| w.contains("container reader mounts Docker volume montagu_db_volume read-only")
+        ),
+        "{:?}",
+        planned.waiting_on
+    );
+
+    // A live postgres on a directory is named by its pid.
+    let world = World::converged().volume_state(VolumeState::Marked {
+        marker: fresh.clone(),
+        in_use: true,
+        users: vec![VolumeUser::Postgres { pid: Some(4242) }],
+    });
+    let planned = plan(
+        &pipeline_with("{keep: 3, minimumRedundancy: 1}", ""),
+        &world.observed,
+        &cx(NOW),
+    );
+    let c = planned.condition(ConditionType::VolumeFresh).unwrap();
+    assert_eq!(c.reason, "VolumeInUse");
+    assert!(
+        c.message.starts_with(
+            "a postgres (pid 4242) runs on /srv/nightly/montagu_db_volume (postmaster.pid)"
+        ),
+        "{}",
+        c.message
+    );
+}
+
+#[test]
+fn the_volume_observation_is_camel_case_and_old_records_still_read() {
+    let state = VolumeState::Marked {
+        marker: marker("g1", "20261120T000000", "2026-11-23T05:00:00Z"),
+        in_use: true,
+        users: vec![container("consumer-1", true)],
+    };
+    let json = serde_json::to_value(&state).unwrap();
+    assert_eq!(json["inUse"], true, "{json}");
+    assert!(json.get("in_use").is_none(), "{json}");
+    assert_eq!(
+        json["users"][0],
+        serde_json::json!({"kind": "container", "name": "consumer-1", "readWrite": true})
+    );
+    // A status file written before: snake_case, no users.
+    let old: VolumeState = serde_json::from_value(serde_json::json!({
+        "state": "unmarked", "reason": "no marker", "in_use": true,
+        "stray_replay": {"pid": 42}
+    }))
+    .unwrap();
+    assert_eq!(
+        old,
+        VolumeState::Unmarked {
+            reason: "no marker".into(),
+            in_use: true,
+            foreign: false,
+            stray_replay: Some(StrayReplay::Process { pid: 42 }),
+            users: vec![],
+        }
+    );
+}
+
 #[test]
 fn a_replay_left_running_by_a_killed_run_is_stopped_then_redone() {
     let world = World::converged().volume_state(VolumeState::Unmarked {
@@ -914,6 +1064,7 @@ fn a_replay_left_running_by_a_killed_run_is_stopped_then_redone() {
         in_use: true,
         foreign: false,
         stray_replay: Some(StrayReplay::Process { pid: 4242 }),
+        users: vec![],
     });
     let plan = plan(&pipeline(), &world.observed, &cx(NOW));
     assert_eq!(
@@ -953,6 +1104,26 @@ fn a_backup_from_the_future_deletes_nothing_and_waits() {
         status(&plan, ConditionType::RetentionSatisfied),
         ConditionStatus::Unknown
     );
+}
+
+#[test]
+fn dates_from_the_future_say_how_far_ahead_they_are() {
+    // The marker says the recovery finished 2d 1h after NOW.
+    let world = World::converged().volume(marker("g1", "20261120T000000", "2026-11-25T13:00:00Z"));
+    let planned = plan(&pipeline(), &world.observed, &cx(NOW));
+    let c = planned.condition(ConditionType::VolumeFresh).unwrap();
+    assert_eq!(c.reason, "MarkerFromTheFuture");
+    assert!(
+        c.message.contains("the recovery finished 2d 1h from now;"),
+        "{}",
+        c.message
+    );
+
+    let world = World::converged().backups(vec![done("20261125T000000", "2026-11-25T14:30:00Z")]);
+    let planned = plan(&pipeline(), &world.observed, &cx(NOW));
+    let c = planned.condition(ConditionType::BaseBackupFresh).unwrap();
+    assert_eq!(c.reason, "BackupFromTheFuture");
+    assert!(c.message.contains("ends 2d 2h from now;"), "{}", c.message);
 }
 
 #[test]
@@ -1118,6 +1289,7 @@ fn a_volume_a_postgres_runs_on_is_neither_fresh_nor_copied() {
         .volume_state(VolumeState::Marked {
             marker: marker("g1", "20261120T000000", "2026-11-23T05:00:00Z"),
             in_use: true,
+            users: vec![],
         })
         .starport(synced("g0", MACHINE));
     let plan = plan(&pipeline(), &world.observed, &cx(NOW));
@@ -1191,6 +1363,7 @@ fn applying_a_plan_converges_every_actionable_scenario() {
                 in_use: false,
                 foreign: false,
                 stray_replay: None,
+                users: vec![],
             }),
             NOW,
         ),
@@ -1551,10 +1724,9 @@ spec:
         o.source = published("g3", "2026-11-25T05:00:00Z");
         let plan = plan_restore(&target(true), &o, &cx(NOW));
         assert!(plan.steps.is_empty(), "{:#?}", plan.steps);
-        assert_eq!(
-            condition_of(&plan, ConditionType::SourceComplete).1,
-            "FromTheFuture"
-        );
+        let (_, reason, message) = condition_of(&plan, ConditionType::SourceComplete);
+        assert_eq!(reason, "FromTheFuture");
+        assert!(message.contains("recovered 17h 0m from now;"), "{message}");
 
         // Older than maxAge but newer than what the volume holds: an improvement.
         let mut o = world(

@@ -203,7 +203,12 @@ impl BarmanDriver for BarmanCli {
             .command(barman, "check", QUICK_CALL_TIMEOUT * 4)
             .arg(barman.server.as_str());
         let out = self.run(barman, cmd).await?;
-        parse_check(barman.server.as_str(), &out.stdout)
+        match parse_check(barman.server.as_str(), &out.stdout) {
+            // No answer to read (a missing configuration, an unknown server): what
+            // barman said instead is the reason.
+            Err(BarmanError::Unparsable { .. }) if !out.success() => Err(failure("check", &out)),
+            parsed => parsed,
+        }
     }
 
     async fn cron(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError> {
@@ -689,6 +694,7 @@ mod tests {
     fn output(code: i32, stdout: String) -> CommandOutput {
         CommandOutput {
             code: Some(code),
+            signal: None,
             stdout,
             stderr: String::new(),
         }

@@ -143,11 +143,18 @@ impl fmt::Display for CommandLine {
 pub struct CommandOutput {
     /// The exit code; `None` when a signal ended it.
     pub code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
     /// Standard output, lossily decoded.
     pub stdout: String,
     /// Standard error, lossily decoded.
     pub stderr: String,
 }
+
+/// How many of a failed command's last lines its message keeps.
+pub const WORDS_LINES: usize = 5;
+/// How long one of those lines may be before it is cut (in characters).
+pub const WORDS_LINE_CHARS: usize = 300;
 
 impl CommandOutput {
     /// Exit code 0.
@@ -155,19 +162,55 @@ impl CommandOutput {
         self.code == Some(0)
     }
 
-    /// The last non-empty line of stderr (or stdout), for error messages.
+    /// How it ended, in words: `exit code 12`, `killed by signal 9`.
+    pub fn status_text(&self) -> String {
+        exit_text(self.code, self.signal)
+    }
+
+    /// What the command said about why it failed, for error messages: the last
+    /// [`WORDS_LINES`] non-blank lines of stderr (or, when it is silent, of stdout),
+    /// each trimmed, repeats dropped, a line longer than [`WORDS_LINE_CHARS`] cut
+    /// with `…`, joined with ` / `. ssh's own line ("Could not resolve hostname",
+    /// "Identity file … not accessible") comes before rsync's summary and is kept.
     pub fn last_words(&self) -> String {
-        let pick = |s: &str| {
-            s.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .map(String::from)
-        };
-        pick(&self.stderr)
-            .or_else(|| pick(&self.stdout))
+        meaningful_lines(&self.stderr)
+            .or_else(|| meaningful_lines(&self.stdout))
             .unwrap_or_else(|| "no output".to_string())
     }
+}
+
+/// `exit code 12`, `killed by signal 9`, or `no exit status` when neither is known.
+pub fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "no exit status".to_string(),
+    }
+}
+
+/// The last [`WORDS_LINES`] distinct non-blank lines of `text`, in order, trimmed
+/// and cut; `None` when there are none.
+fn meaningful_lines(text: &str) -> Option<String> {
+    let mut kept: Vec<String> = Vec::new();
+    for line in text.lines().rev() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let line = match line.char_indices().nth(WORDS_LINE_CHARS) {
+            Some((cut, _)) => format!("{}…", &line[..cut]),
+            None => line.to_string(),
+        };
+        if kept.contains(&line) {
+            continue;
+        }
+        kept.push(line);
+        if kept.len() == WORDS_LINES {
+            break;
+        }
+    }
+    kept.reverse();
+    (!kept.is_empty()).then(|| kept.join(" / "))
 }
 
 /// Why a command could not be run to completion.
@@ -385,6 +428,7 @@ impl CommandRunner for LocalProcess {
                 let status = status.map_err(|source| CommandError::Wait { program, source })?;
                 Ok(CommandOutput {
                     code: status.code(),
+                    signal: std::os::unix::process::ExitStatusExt::signal(&status),
                     stdout: String::from_utf8_lossy(&out).into_owned(),
                     stderr: String::from_utf8_lossy(&err).into_owned(),
                 })
@@ -398,5 +442,85 @@ impl CommandRunner for LocalProcess {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(code: Option<i32>, signal: Option<i32>, stderr: &str) -> CommandOutput {
+        CommandOutput {
+            code,
+            signal,
+            stdout: String::new(),
+            stderr: stderr.to_string(),
+        }
+    }
+
+    #[test]
+    fn last_words_keep_the_lines_that_say_why() {
+        // rsync over ssh with a missing key, as rsync 3.2 and OpenSSH 9 print it.
+        let out = failed(
+            Some(255),
+            None,
+            "Warning: Identity file /k not accessible: No such file or directory.\n\
+             root@127.0.0.1: Permission denied (publickey).\n\
+             rsync: connection unexpectedly closed (0 bytes received so far) [Receiver]\n\
+             rsync error: unexplained error (code 255) at io.c(285) [Receiver=3.2.7]\n",
+        );
+        let words = out.last_words();
+        assert!(
+            words.starts_with("Warning: Identity file /k not accessible"),
+            "{words}"
+        );
+        assert!(words.contains("Permission denied (publickey)"), "{words}");
+        assert!(words.ends_with("[Receiver=3.2.7]"), "{words}");
+        assert_eq!(out.status_text(), "exit code 255");
+    }
+
+    #[test]
+    fn last_words_are_bounded_deduplicated_and_cut() {
+        let mut text = String::new();
+        for i in 0..20 {
+            text.push_str(&format!("line {i}\n\n"));
+        }
+        text.push_str("again\n  again  \n");
+        text.push_str(&"x".repeat(1000));
+        let words = failed(Some(1), None, &text).last_words();
+        let lines: Vec<&str> = words.split(" / ").collect();
+        assert_eq!(lines.len(), WORDS_LINES, "{words}");
+        assert_eq!(
+            lines[..4],
+            ["line 17", "line 18", "line 19", "again"],
+            "{words}"
+        );
+        assert_eq!(lines[4].chars().count(), WORDS_LINE_CHARS + 1);
+        assert!(lines[4].ends_with('…'));
+        assert!(!words.contains("line 16"));
+    }
+
+    #[test]
+    fn a_silent_stderr_falls_back_to_stdout_and_then_says_so() {
+        let mut out = failed(None, Some(9), " \n");
+        assert_eq!(out.last_words(), "no output");
+        assert_eq!(out.status_text(), "killed by signal 9");
+        out.stdout = "the answer\n".into();
+        assert_eq!(out.last_words(), "the answer");
+        assert_eq!(exit_text(None, None), "no exit status");
+    }
+
+    #[tokio::test]
+    async fn a_killed_command_reports_its_signal() {
+        let out = LocalProcess::default()
+            .run(
+                &CommandLine::new("sh", Duration::from_secs(30))
+                    .args(["-c", "echo dying >&2; kill -9 $$"]),
+            )
+            .await
+            .unwrap();
+        assert_eq!((out.code, out.signal), (None, Some(9)));
+        assert_eq!(out.status_text(), "killed by signal 9");
+        assert_eq!(out.last_words(), "dying");
     }
 }

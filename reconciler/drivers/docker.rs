@@ -120,6 +120,17 @@ fn is_not_modified(e: &bollard::errors::Error) -> bool {
 /// Where the engine listens when `DOCKER_HOST` says nothing.
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
+/// A container that mounts a volume or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountingContainer {
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+    /// Whether it can write into what it mounts.
+    pub read_write: bool,
+}
+
 /// What a container may mount.
 #[derive(Debug, Clone, Copy)]
 pub enum Mounted<'a> {
@@ -332,7 +343,7 @@ impl DockerEngine {
     pub async fn containers_using(
         &self,
         volume: &str,
-    ) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
+    ) -> Result<Vec<MountingContainer>, DockerError> {
         self.containers_mounting(Mounted::Volume(volume), false)
             .await
     }
@@ -346,7 +357,7 @@ impl DockerEngine {
             .containers_mounting(what, false)
             .await?
             .into_iter()
-            .map(|(name, _)| name)
+            .map(|c| c.name)
             .collect())
     }
 
@@ -361,7 +372,7 @@ impl DockerEngine {
     ) -> Result<Vec<String>, DockerError> {
         let docker = self.client().await?;
         let mut started = Vec::new();
-        for (name, _) in self.containers_mounting(what, true).await? {
+        for MountingContainer { name, .. } in self.containers_mounting(what, true).await? {
             let started_at = match docker.inspect_container(&name, None).await {
                 Ok(c) => c.state.and_then(|s| s.started_at),
                 Err(e) if is_not_found(&e) => {
@@ -389,7 +400,7 @@ impl DockerEngine {
         &self,
         what: Mounted<'_>,
         all: bool,
-    ) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
+    ) -> Result<Vec<MountingContainer>, DockerError> {
         let docker = self.client().await?;
         // The engine filters by volume; bind mounts are matched here.
         let filters = match what {
@@ -426,13 +437,32 @@ impl DockerEngine {
                 }
             };
             if mounts {
+                // Only writable binds of a directory are counted. A volume mounted
+                // only read-only (every mount of it says so) cannot be changed by
+                // the container; one the engine does not describe counts as written.
+                let read_write = match what {
+                    Mounted::Volume(volume) => {
+                        let of_volume: Vec<_> = c
+                            .mounts
+                            .iter()
+                            .flatten()
+                            .filter(|m| m.name.as_deref() == Some(volume))
+                            .collect();
+                        of_volume.is_empty() || of_volume.iter().any(|m| m.rw != Some(false))
+                    }
+                    Mounted::Directory(_) => true,
+                };
                 let name = c
                     .names
                     .and_then(|n| n.into_iter().next())
                     .map(|n| n.trim_start_matches('/').to_string())
                     .or(c.id)
                     .unwrap_or_default();
-                found.push((name, c.labels.unwrap_or_default()));
+                found.push(MountingContainer {
+                    name,
+                    labels: c.labels.unwrap_or_default(),
+                    read_write,
+                });
             }
         }
         Ok(found)
@@ -805,6 +835,7 @@ impl CommandRunner for DockerExec {
         tree_guard.0 = None;
         Ok(CommandOutput {
             code: code.and_then(|c| i32::try_from(c).ok()),
+            signal: None,
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
         })
@@ -1042,6 +1073,7 @@ impl CommandRunner for ShortLivedContainer {
         match result {
             Ok((Some(code), out, err)) => Ok(CommandOutput {
                 code: i32::try_from(code).ok(),
+                signal: None,
                 stdout: String::from_utf8_lossy(&out).into_owned(),
                 stderr: String::from_utf8_lossy(&err).into_owned(),
             }),

@@ -136,6 +136,7 @@ pub(super) fn rsync(ssh: &SshSpec, timeout: Duration) -> CommandLine {
 pub(super) fn failed(out: &super::command::CommandOutput) -> StarportError {
     StarportError::Rsync {
         code: out.code,
+        signal: out.signal,
         message: out.last_words(),
     }
 }

@@ -213,7 +213,16 @@ async fn confirm_shut_down(
     .run_as(Some(owner));
     let out = tools.run(&controldata).await.map_err(ReplayError::Tool)?;
     let state = controldata_field(&out.stdout, "Database cluster state");
-    if !out.success() || !cluster_state_is_clean(&out.stdout) {
+    if !out.success() {
+        return Err(ReplayError::UncleanStop {
+            detail: format!(
+                "pg_controldata could not tell ({}): {}",
+                out.status_text(),
+                out.last_words()
+            ),
+        });
+    }
+    if !cluster_state_is_clean(&out.stdout) {
         return Err(ReplayError::UncleanStop {
             detail: format!(
                 "pg_controldata reports cluster state {:?}",
@@ -300,8 +309,8 @@ impl LocalReplay {
             Ok(code) => {
                 return Err(ReplayError::UncleanStop {
                     detail: format!(
-                        "the replay container exited with {} (fast shutdown took longer than {}?)",
-                        code.map_or("no code".to_string(), |c| c.to_string()),
+                        "the replay container ended with {} (fast shutdown took longer than {}?)",
+                        code.map_or("no exit code".to_string(), |c| format!("exit code {c}")),
                         spec.stop_timeout
                     ),
                 });

@@ -36,11 +36,13 @@ pub enum StarportError {
     #[error("running rsync failed")]
     Command(#[source] CommandError),
     /// rsync failed.
-    #[error("rsync exited with code {code:?}: {message}")]
+    #[error("rsync failed ({}): {message}", super::command::exit_text(*code, *signal))]
     Rsync {
         /// Its exit code.
         code: Option<i32>,
-        /// Its last words.
+        /// The signal that ended it.
+        signal: Option<i32>,
+        /// What it (and ssh) said last ([`super::command::CommandOutput::last_words`]).
         message: String,
     },
 }
@@ -243,6 +245,7 @@ impl StarportDriver for LocalStarport {
         } else {
             Err(StarportError::Rsync {
                 code: out.code,
+                signal: out.signal,
                 message: out.last_words(),
             })
         }

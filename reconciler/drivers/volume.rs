@@ -19,9 +19,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::command::RunAs;
-use super::docker::{DockerEngine, DockerError, PIPELINE_LABEL, ROLE_LABEL};
+use super::docker::{DockerEngine, DockerError, MountingContainer, PIPELINE_LABEL, ROLE_LABEL};
 use super::fsutil::{blocking, remove_durably, sync_dir, write_atomically};
-use crate::observe::{StrayReplay, VolumeMarker, VolumeState};
+use crate::observe::{StrayReplay, VolumeMarker, VolumeState, VolumeUser};
 use crate::spec::{RecoveredVolumeSpec, VolumeLocation};
 
 /// The marker's file name, at the root of the volume.
@@ -250,13 +250,13 @@ impl LocalVolume {
         &self,
         name: &str,
         barman_container: Option<&str>,
-    ) -> Result<Vec<(String, std::collections::HashMap<String, String>)>, VolumeError> {
+    ) -> Result<Vec<MountingContainer>, VolumeError> {
         let mut users = self
             .docker
             .containers_using(name)
             .await
             .map_err(Self::docker_err(name))?;
-        users.retain(|(container, _)| Some(container.as_str()) != barman_container);
+        users.retain(|c| Some(c.name.as_str()) != barman_container);
         Ok(users)
     }
 
@@ -445,6 +445,17 @@ fn is_postgres(pid: i32) -> bool {
     }
 }
 
+/// The pid `data_dir`'s postmaster.pid names (its first line), when readable.
+pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
+    fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The pid of a live postgres on `data_dir` whose socket directory is one the
 /// replay driver makes (`reconciler-replay-*`): a replay a killed reconciler left.
 /// Line 1 of postmaster.pid is the pid, line 5 the first socket directory.
@@ -588,11 +599,19 @@ fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
     let in_use = postmaster_running(path);
     let stray_replay =
         if in_use { stray_replay(path) } else { None }.map(|pid| StrayReplay::Process { pid });
+    let users = if in_use {
+        vec![VolumeUser::Postgres {
+            pid: postmaster_pid(path),
+        }]
+    } else {
+        Vec::new()
+    };
     let unmarked = |reason: String| VolumeState::Unmarked {
         reason,
         in_use,
         foreign: false,
         stray_replay,
+        users: users.clone(),
     };
     if holds_staging(path).map_err(io_err("list", path))? {
         return Ok(unmarked(
@@ -605,6 +624,7 @@ fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
             in_use,
             foreign: true,
             stray_replay: None,
+            users,
         });
     }
     let marker_path = path.join(MARKER_FILE);
@@ -614,7 +634,11 @@ fn inspect_blocking(path: &Path) -> Result<VolumeState, VolumeError> {
         Err(e) => return Ok(unmarked(format!("marker unreadable: {e}"))),
     };
     match serde_json::from_str::<VolumeMarker>(&text) {
-        Ok(marker) => Ok(VolumeState::Marked { marker, in_use }),
+        Ok(marker) => Ok(VolumeState::Marked {
+            marker,
+            in_use,
+            users,
+        }),
         Err(e) => Ok(unmarked(format!("marker corrupt: {e}"))),
     }
 }
@@ -650,18 +674,23 @@ impl VolumeDriver for LocalVolume {
         };
         // In a Docker volume, postmaster.pid names a pid of a container's namespace:
         // meaningless here. Who uses the volume is what the engine says.
-        let users = self.users(name.as_str(), barman_container).await?;
-        let in_use = !users.is_empty();
-        let stray_replay = match users.as_slice() {
-            [(container, labels)]
-                if labels.get(ROLE_LABEL).map(String::as_str) == Some("replay") =>
-            {
+        let containers = self.users(name.as_str(), barman_container).await?;
+        let stray_replay = match containers.as_slice() {
+            [c] if c.labels.get(ROLE_LABEL).map(String::as_str) == Some("replay") => {
                 Some(StrayReplay::Container {
-                    container: container.clone(),
+                    container: c.name.clone(),
                 })
             }
             _ => None,
         };
+        let users: Vec<VolumeUser> = containers
+            .into_iter()
+            .map(|c| VolumeUser::Container {
+                name: c.name,
+                read_write: c.read_write,
+            })
+            .collect();
+        let in_use = users.iter().any(VolumeUser::can_write);
         Ok(match state {
             VolumeState::Missing => VolumeState::Missing,
             VolumeState::Unmarked {
@@ -671,8 +700,13 @@ impl VolumeDriver for LocalVolume {
                 in_use,
                 foreign,
                 stray_replay,
+                users,
             },
-            VolumeState::Marked { marker, .. } => VolumeState::Marked { marker, in_use },
+            VolumeState::Marked { marker, .. } => VolumeState::Marked {
+                marker,
+                in_use,
+                users,
+            },
         })
     }
 
@@ -712,10 +746,12 @@ impl VolumeDriver for LocalVolume {
         // Checked again here, not only at observation: a server may have started since.
         if let VolumeLocation::Docker(name) = volume.location() {
             let users = self.users(name.as_str(), barman_container).await?;
-            if let Some((container, _)) = users.into_iter().next() {
+            // Read-only users too: emptying the volume would pull the data from
+            // under them.
+            if let Some(container) = users.into_iter().next() {
                 return Err(VolumeError::InUseByContainer {
                     name: volume.location().to_string(),
-                    container,
+                    container: container.name,
                 });
             }
         } else if postmaster_running(&p) {

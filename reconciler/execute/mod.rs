@@ -352,6 +352,7 @@ async fn current_generation(
         VolumeState::Marked {
             marker,
             in_use: false,
+            ..
         } => Some(marker),
         _ => None,
     })

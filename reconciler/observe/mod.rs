@@ -234,7 +234,11 @@ impl BackupStatus {
 
 /// The recovered volume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "camelCase")]
+#[serde(
+    tag = "state",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum VolumeState {
     /// The directory does not exist.
     Missing,
@@ -242,22 +246,99 @@ pub enum VolumeState {
     Unmarked {
         /// Why the marker is not valid (absent, unreadable, corrupt).
         reason: String,
-        /// A postgres seems to run on it (`postmaster.pid` present).
+        /// Something can write to it: a container mounts it read-write, or a live
+        /// postgres runs on it (`postmaster.pid`). Who is in `users`.
+        #[serde(alias = "in_use")]
         in_use: bool,
         /// It holds files that are not a PostgreSQL data directory: never overwritten.
         #[serde(default)]
         foreign: bool,
         /// A replay postgres that an interrupted reconciler left running on it.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            alias = "stray_replay",
+            skip_serializing_if = "Option::is_none"
+        )]
         stray_replay: Option<StrayReplay>,
+        /// What uses it, read-only users included.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        users: Vec<VolumeUser>,
     },
     /// The directory carries a valid marker.
     Marked {
         /// The marker.
         marker: VolumeMarker,
-        /// A postgres seems to run on it (`postmaster.pid` present).
+        /// Something can write to it (see `Unmarked`); who is in `users`.
+        #[serde(alias = "in_use")]
         in_use: bool,
+        /// What uses it, read-only users included.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        users: Vec<VolumeUser>,
     },
+}
+
+/// Something that uses a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum VolumeUser {
+    /// A running container that mounts it.
+    Container {
+        /// The container's name.
+        name: String,
+        /// Whether it mounts it read-write (else read-only: it cannot change the data).
+        read_write: bool,
+    },
+    /// A live postgres that its `postmaster.pid` names.
+    Postgres {
+        /// The pid, when the file could be read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<i32>,
+    },
+}
+
+impl VolumeUser {
+    /// Whether it can change the data.
+    pub fn can_write(&self) -> bool {
+        match self {
+            VolumeUser::Container { read_write, .. } => *read_write,
+            VolumeUser::Postgres { .. } => true,
+        }
+    }
+
+    /// Who it is: `container consumer-1`, `the postgres with pid 42`.
+    pub fn subject(&self) -> String {
+        match self {
+            VolumeUser::Container { name, .. } => format!("container {name}"),
+            VolumeUser::Postgres { pid: Some(pid) } => format!("the postgres with pid {pid}"),
+            VolumeUser::Postgres { pid: None } => "the postgres".to_string(),
+        }
+    }
+
+    /// What it does to the volume at `location`, in words: `container consumer-1
+    /// mounts Docker volume X read-write`, `a postgres (pid 42) runs on /v
+    /// (postmaster.pid)`.
+    pub fn describe(&self, location: &dyn std::fmt::Display) -> String {
+        match self {
+            VolumeUser::Container { name, read_write } => format!(
+                "container {name} mounts {location} {}",
+                if *read_write {
+                    "read-write"
+                } else {
+                    "read-only"
+                }
+            ),
+            VolumeUser::Postgres { pid: Some(pid) } => {
+                format!("a postgres (pid {pid}) runs on {location} (postmaster.pid)")
+            }
+            VolumeUser::Postgres { pid: None } => {
+                format!("a postgres runs on {location} (postmaster.pid)")
+            }
+        }
+    }
 }
 
 /// A replay an interrupted reconciler left running.

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::observe::{
     Backup, BackupStatus, Observation, Observed, StarportState, StrayReplay, VolumeState,
+    VolumeUser,
 };
 use crate::spec::{BackupPipeline, StartWindow};
 
@@ -341,6 +342,15 @@ pub fn human_age(from: Timestamp, to: Timestamp) -> String {
     human_seconds(seconds)
 }
 
+/// How far ahead of `now` instant `at` lies, for dates from the future:
+/// `2d 1h from now` (`0s from now` when it is not ahead).
+pub fn human_from_now(now: Timestamp, at: Timestamp) -> String {
+    format!(
+        "{} from now",
+        human_seconds((at.as_second() - now.as_second()).max(0))
+    )
+}
+
 /// Human length of `s` seconds: `3d 4h`, `2h 5m`, `40s`.
 pub fn human_seconds(s: i64) -> String {
     let (d, h, m) = (s / 86_400, (s % 86_400) / 3_600, (s % 3_600) / 60);
@@ -497,7 +507,7 @@ fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
             "BackupFromTheFuture",
             format!(
                 "newest DONE backup {id} ends {}; check the clocks of this host and barman's",
-                human_age(p.cx.now, *end).replace(" in the future", " from now")
+                human_from_now(p.cx.now, *end)
             ),
         ),
         Some(Backup {
@@ -890,6 +900,12 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
         }
         Observation::Observed { value } => value,
     };
+    let location = spec.location();
+    let no_users = Vec::new();
+    let users = match state {
+        VolumeState::Unmarked { users, .. } | VolumeState::Marked { users, .. } => users,
+        VolumeState::Missing => &no_users,
+    };
     let (reason, message, in_use) = match state {
         VolumeState::Missing => (
             "VolumeMissing",
@@ -919,31 +935,32 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
                 "{} holds no valid recovery marker ({reason})",
                 spec.location()
             ),
-            *in_use,
+            *in_use || !users.is_empty(),
         ),
         VolumeState::Marked {
             marker,
             in_use: true,
+            ..
         } => (
             "VolumeInUse",
             format!(
-                "a postgres runs on {} (postmaster.pid), so it no longer holds recovery {} as marked",
-                spec.location(),
+                "{}, so it no longer holds recovery {} as marked",
+                writers(users, &location),
                 marker.generation
             ),
             true,
         ),
-        VolumeState::Marked { marker, in_use } => {
+        // Read-only users cannot change the data: the marker still holds.
+        VolumeState::Marked { marker, .. } => {
             let expires = spec.max_age.after(marker.recovered_at);
             if p.is_from_the_future(marker.recovered_at) {
                 (
                     "MarkerFromTheFuture",
                     format!(
                         "the marker says the recovery finished {}; check this host's clock",
-                        human_age(p.cx.now, marker.recovered_at)
-                            .replace(" in the future", " from now")
+                        human_from_now(p.cx.now, marker.recovered_at)
                     ),
-                    *in_use,
+                    !users.is_empty(),
                 )
             } else if p.cx.now < expires {
                 p.plan.conditions.push(condition(
@@ -972,7 +989,7 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
                         human_age(marker.recovered_at, p.cx.now),
                         spec.max_age
                     ),
-                    *in_use,
+                    !users.is_empty(),
                 )
             }
         }
@@ -1000,10 +1017,7 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
             ),
         );
     } else if in_use {
-        p.wait(format!(
-            "the postgres running on {} to stop (postmaster.pid present); the volume is never overwritten under a running server",
-            spec.location()
-        ));
+        p.wait(users_to_stop(users, &location));
         return false;
     }
     let source = if backups.new_backup_planned {
@@ -1021,6 +1035,37 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
     };
     p.step(Step::RecoverVolume { backup: source }, message);
     true
+}
+
+/// Who can write to a volume, in words (for an observation that names no one, as
+/// one recorded before users were: a postgres, from its postmaster.pid).
+fn writers(users: &[VolumeUser], location: &dyn std::fmt::Display) -> String {
+    let named: Vec<String> = users
+        .iter()
+        .filter(|u| u.can_write())
+        .map(|u| u.describe(location))
+        .collect();
+    if named.is_empty() {
+        format!("a postgres runs on {location} (postmaster.pid)")
+    } else {
+        named.join("; ")
+    }
+}
+
+/// The wait for a volume's users to go, naming each and how it uses the volume.
+fn users_to_stop(users: &[VolumeUser], location: &dyn std::fmt::Display) -> String {
+    if users.is_empty() {
+        return format!(
+            "the postgres running on {location} to stop (postmaster.pid present); the volume is never overwritten while something uses it"
+        );
+    }
+    let subjects: Vec<String> = users.iter().map(VolumeUser::subject).collect();
+    let described: Vec<String> = users.iter().map(|u| u.describe(location)).collect();
+    format!(
+        "{} to stop ({}); the volume is never overwritten while something uses it",
+        subjects.join(", "),
+        described.join("; ")
+    )
 }
 
 fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
@@ -1062,6 +1107,7 @@ fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
         Some(VolumeState::Marked {
             marker,
             in_use: false,
+            ..
         }) => Some(marker.generation.clone()),
         _ => None,
     };

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use super::{
     CLOCK_SKEW_TOLERANCE_SECONDS, ConditionStatus, ConditionType, Deadline, Plan, PlanContext,
-    PlannedStep, Step, condition, human_age, ready_condition,
+    PlannedStep, Step, condition, human_age, human_from_now, ready_condition,
 };
 use crate::observe::{
     ConsumerState, Observation, RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState,
@@ -142,7 +142,7 @@ fn plan_source(
             format!(
                 "{name} says generation {} was recovered {}; check the clocks of both hosts",
                 copy.generation,
-                human_age(cx.now, at).replace(" in the future", " from now")
+                human_from_now(cx.now, at)
             ),
         ),
         Some(at) => {
