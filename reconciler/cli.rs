@@ -74,7 +74,7 @@ pub struct RunArgs {
     /// Where status files and the instance lock live.
     pub state: StateDirArgs,
     /// Address of /metrics, /healthz and /status. Loopback unless you mean otherwise.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9187")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:19187")]
     pub listen: std::net::SocketAddr,
     /// Look at every pipeline at least this often, e.g. `5m`.
     #[arg(long, value_name = "DURATION", default_value = "5m")]

@@ -1,8 +1,13 @@
 //! Prometheus metrics, in the text exposition format.
 //!
 //! Every age is exported beside its allowed maximum, so an alert is one comparison
-//! (`reconciler_volume_age_seconds > reconciler_volume_max_age_seconds`). Values are
-//! refreshed from each pass's observation; nothing here observes anything itself.
+//! (`reconciler_volume_age_seconds > reconciler_volume_max_age_seconds`). Beside the
+//! ages, the instants they count from are exported as timestamps
+//! (`reconciler_last_backup_end_timestamp_seconds`, …): an age is as old as the last
+//! pass, while `time() - timestamp` keeps growing in Prometheus when the loop
+//! stalls, so alerts on timestamps do not freeze. Values are refreshed from each
+//! pass's observation; nothing here observes anything itself. A series whose fact
+//! cannot be observed is removed rather than left at its last value.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -62,6 +67,25 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorLabels {
+    pipeline: String,
+    mirror: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
+}
+
+/// The git commit this binary was built from (`build.rs`), or "unknown".
+pub const GIT_COMMIT: &str = env!("RECONCILER_GIT_COMMIT");
+
+fn epoch_seconds(at: Timestamp) -> f64 {
+    at.as_millisecond() as f64 / 1000.0
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StepLabels {
     pipeline: String,
     action: String,
@@ -85,6 +109,12 @@ pub struct Metrics {
     starport_max_age: Family<PipelineLabel, FloatGauge>,
     restore_age: Family<PipelineLabel, FloatGauge>,
     restore_max_age: Family<PipelineLabel, FloatGauge>,
+    last_backup_end: Family<PipelineLabel, FloatGauge>,
+    last_recovery: Family<PipelineLabel, FloatGauge>,
+    starport_last_sync: Family<PipelineLabel, FloatGauge>,
+    mirror_last_sync: Family<MirrorLabels, FloatGauge>,
+    last_restore: Family<PipelineLabel, FloatGauge>,
+    build_info: Family<BuildLabels, Gauge>,
     backups: Family<BackupLabels, Gauge>,
     condition: Family<ConditionLabels, Gauge>,
     condition_reason: Family<ReasonLabels, Gauge>,
@@ -106,6 +136,7 @@ struct SeenLabels {
     conditions: HashSet<ConditionLabels>,
     reasons: HashSet<ReasonLabels>,
     steps: HashSet<StepLabels>,
+    mirrors: HashSet<MirrorLabels>,
 }
 
 /// The statuses `reconciler_backups` counts.
@@ -135,6 +166,12 @@ impl Metrics {
             starport_max_age: Family::default(),
             restore_age: Family::default(),
             restore_max_age: Family::default(),
+            last_backup_end: Family::default(),
+            last_recovery: Family::default(),
+            starport_last_sync: Family::default(),
+            mirror_last_sync: Family::default(),
+            last_restore: Family::default(),
+            build_info: Family::default(),
             backups: Family::default(),
             condition: Family::default(),
             condition_reason: Family::default(),
@@ -240,6 +277,42 @@ impl Metrics {
             "Documents (BackupPipeline, RestoreTarget) the last pass loaded; 0 means nothing is reconciled",
             m.documents.clone(),
         );
+        registry.register(
+            "reconciler_last_backup_end_timestamp_seconds",
+            "When the newest DONE base backup ended (seconds since the epoch); absent when barman cannot be read or lists none",
+            m.last_backup_end.clone(),
+        );
+        registry.register(
+            "reconciler_last_recovery_timestamp_seconds",
+            "When the recovery the volume holds finished (its marker); absent when it holds no valid recovery",
+            m.last_recovery.clone(),
+        );
+        registry.register(
+            "reconciler_starport_last_sync_timestamp_seconds",
+            "When the starport copy was last completed (its metadata); absent while it has no usable metadata",
+            m.starport_last_sync.clone(),
+        );
+        registry.register(
+            "reconciler_mirror_last_sync_timestamp_seconds",
+            "When a mirror's copy was last completed (its metadata); absent while it cannot be read or has no usable metadata",
+            m.mirror_last_sync.clone(),
+        );
+        registry.register(
+            "reconciler_last_restore_timestamp_seconds",
+            "A restore target: when the restore its volume holds finished; absent while it holds no complete restore",
+            m.last_restore.clone(),
+        );
+        registry.register(
+            "reconciler_build_info",
+            "1, labelled with the version and the git commit of this build",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                commit: GIT_COMMIT.to_string(),
+            })
+            .set(1);
         Self { registry, ..m }
     }
 
@@ -275,13 +348,24 @@ impl Metrics {
         self.restore_max_age
             .get_or_create(&label)
             .set(target.spec.max_age.to_std().as_secs_f64());
-        let data_time = match observed.volume.value() {
+        let restored = match observed.volume.value() {
             Some(RestoreVolumeState::Present {
                 marker: Some(marker),
                 ..
-            }) if marker.state == RestoreState::Restored => marker.recovered_at,
+            }) if marker.state == RestoreState::Restored => Some(marker),
             _ => None,
         };
+        match restored.and_then(|m| m.restored_at) {
+            Some(at) => {
+                self.last_restore
+                    .get_or_create(&label)
+                    .set(epoch_seconds(at));
+            }
+            None => {
+                self.last_restore.remove(&label);
+            }
+        }
+        let data_time = restored.and_then(|m| m.recovered_at);
         match data_time {
             Some(at) => {
                 let age = (now.as_millisecond() - at.as_millisecond()) as f64 / 1000.0;
@@ -324,6 +408,7 @@ impl Metrics {
             // Unobservable: an age frozen at its last value would look healthy. The
             // condition series says Unknown instead.
             self.backup_age.remove(label);
+            self.last_backup_end.remove(label);
             self.forget_backup_counts(&label.pipeline);
             return;
         };
@@ -336,9 +421,13 @@ impl Metrics {
         match newest {
             Some(end) => {
                 self.backup_age.get_or_create(label).set(seconds(end));
+                self.last_backup_end
+                    .get_or_create(label)
+                    .set(epoch_seconds(end));
             }
             None => {
                 self.backup_age.remove(label);
+                self.last_backup_end.remove(label);
             }
         }
         for (status, name) in BACKUP_STATUSES {
@@ -367,11 +456,32 @@ impl Metrics {
                 self.volume_age
                     .get_or_create(label)
                     .set(seconds(marker.recovered_at));
+                self.last_recovery
+                    .get_or_create(label)
+                    .set(epoch_seconds(marker.recovered_at));
             }
             _ => {
                 self.volume_age.remove(label);
+                self.last_recovery.remove(label);
             }
         }
+        let synced_at = |state: Option<&StarportState>| match state {
+            Some(StarportState::Synced { metadata }) => {
+                metadata.last_backup.parse::<Timestamp>().ok()
+            }
+            _ => None,
+        };
+        match synced_at(observed.starport.as_ref().and_then(|s| s.value())) {
+            Some(at) => {
+                self.starport_last_sync
+                    .get_or_create(label)
+                    .set(epoch_seconds(at));
+            }
+            None => {
+                self.starport_last_sync.remove(label);
+            }
+        }
+        self.mirrors(observed, label, synced_at);
         if pipeline.spec.starport.is_some() {
             self.starport_max_age
                 .get_or_create(label)
@@ -393,6 +503,45 @@ impl Metrics {
             // The starport was taken out of the spec.
             self.starport_age.remove(label);
             self.starport_max_age.remove(label);
+        }
+    }
+
+    fn mirrors(
+        &self,
+        observed: &Observed,
+        label: &PipelineLabel,
+        synced_at: impl Fn(Option<&StarportState>) -> Option<Timestamp>,
+    ) {
+        let current: Vec<(MirrorLabels, Option<Timestamp>)> = observed
+            .mirrors
+            .iter()
+            .map(|m| {
+                let labels = MirrorLabels {
+                    pipeline: label.pipeline.clone(),
+                    mirror: m.name.clone(),
+                };
+                (labels, synced_at(m.state.value()))
+            })
+            .collect();
+        if let Ok(mut seen) = self.seen.lock() {
+            // A mirror taken out of the spec, unreadable or without metadata has
+            // no series.
+            seen.mirrors.retain(|labels| {
+                let keep = labels.pipeline != label.pipeline
+                    || current.iter().any(|(l, at)| l == labels && at.is_some());
+                if !keep {
+                    self.mirror_last_sync.remove(labels);
+                }
+                keep
+            });
+            for (labels, at) in current {
+                if let Some(at) = at {
+                    self.mirror_last_sync
+                        .get_or_create(&labels)
+                        .set(epoch_seconds(at));
+                    seen.mirrors.insert(labels);
+                }
+            }
         }
     }
 
@@ -529,6 +678,10 @@ impl Metrics {
             &self.restore_age,
             &self.restore_max_age,
             &self.last_converged,
+            &self.last_backup_end,
+            &self.last_recovery,
+            &self.starport_last_sync,
+            &self.last_restore,
         ] {
             family.remove(&label);
         }
@@ -555,6 +708,13 @@ impl Metrics {
                 if !keep {
                     self.steps.remove(labels);
                     self.step_seconds.remove(labels);
+                }
+                keep
+            });
+            seen.mirrors.retain(|labels| {
+                let keep = labels.pipeline != pipeline;
+                if !keep {
+                    self.mirror_last_sync.remove(labels);
                 }
                 keep
             });
@@ -741,6 +901,186 @@ spec:
 
         assert_eq!(lines_for(&metrics, "gone"), Vec::<String>::new());
         assert!(!lines_for(&metrics, "kept").is_empty());
+    }
+
+    /// The value of the series starting with `series` (name and labels), if any.
+    fn value(metrics: &Metrics, series: &str) -> Option<f64> {
+        metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    fn epoch(at: &str) -> f64 {
+        at.parse::<Timestamp>().expect("timestamp").as_second() as f64
+    }
+
+    fn synced(last_backup: &str) -> Observation<StarportState> {
+        Observation::observed(StarportState::Synced {
+            metadata: crate::observe::StarportMetadata {
+                last_backup: last_backup.to_string(),
+                instance_guid: Some("m".to_string()),
+                generation: Some("g1".to_string()),
+                backup_id: Some("20261124T100000".to_string()),
+                recovered_at: Some("2026-11-24T11:00:00Z".parse().expect("timestamp")),
+            },
+        })
+    }
+
+    #[test]
+    fn last_success_timestamps_are_exported_and_dropped_when_unobservable() {
+        let metrics = Metrics::new();
+        let p = pipeline("montagu");
+        let mut o = observed(Some(one_done_backup()));
+        o.volume = Observation::observed(VolumeState::Marked {
+            marker: crate::observe::VolumeMarker {
+                generation: "g1".to_string(),
+                backup_id: "20261124T100000".to_string(),
+                backup_end_time: Some("2026-11-24T10:00:00Z".parse().expect("timestamp")),
+                recovered_at: "2026-11-24T11:00:00Z".parse().expect("timestamp"),
+                replayed_to_lsn: "0/3000000".to_string(),
+                checkpoint_time: None,
+                pipeline: "montagu".to_string(),
+            },
+            in_use: false,
+            users: Vec::new(),
+        });
+        o.starport = Some(synced("2026-11-24T11:05:00+00:00"));
+        o.mirrors = vec![
+            crate::observe::MirrorObservation {
+                name: "offsite".to_string(),
+                state: synced("2026-11-24T11:10:00+00:00"),
+            },
+            crate::observe::MirrorObservation {
+                name: "unread".to_string(),
+                state: Observation::unavailable(&std::io::Error::other("ssh failed")),
+            },
+        ];
+        feed(&metrics, &p, &o);
+
+        let series = [
+            (
+                r#"reconciler_last_backup_end_timestamp_seconds{pipeline="montagu"}"#,
+                "2026-11-24T10:00:00Z",
+            ),
+            (
+                r#"reconciler_last_recovery_timestamp_seconds{pipeline="montagu"}"#,
+                "2026-11-24T11:00:00Z",
+            ),
+            (
+                r#"reconciler_starport_last_sync_timestamp_seconds{pipeline="montagu"}"#,
+                "2026-11-24T11:05:00Z",
+            ),
+            (
+                r#"reconciler_mirror_last_sync_timestamp_seconds{pipeline="montagu",mirror="offsite"}"#,
+                "2026-11-24T11:10:00Z",
+            ),
+        ];
+        for (name, at) in series {
+            assert_eq!(
+                value(&metrics, name),
+                Some(epoch(at)),
+                "{}",
+                metrics.encode()
+            );
+        }
+        assert!(
+            !metrics.encode().contains(r#"mirror="unread""#),
+            "an unreadable mirror has no timestamp:\n{}",
+            metrics.encode()
+        );
+
+        // Nothing can be read any more: no timestamp stays frozen at its last value.
+        o.barman = Observation::unavailable(&std::io::Error::other("barman exited 1"));
+        o.volume = Observation::unavailable(&std::io::Error::other("permission denied"));
+        o.starport = Some(Observation::unavailable(&std::io::Error::other("gone")));
+        o.mirrors[0].state = Observation::unavailable(&std::io::Error::other("ssh failed"));
+        feed(&metrics, &p, &o);
+        for (name, _) in series {
+            assert_eq!(value(&metrics, name), None, "{}", metrics.encode());
+        }
+
+        // Back again, then the pipeline is removed: nothing of it is left.
+        feed(&metrics, &p, &observed(Some(one_done_backup())));
+        assert!(value(&metrics, series[0].0).is_some());
+        metrics.forget("montagu");
+        assert_eq!(lines_for(&metrics, "montagu"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_restore_target_exports_when_its_restore_finished_while_it_is_complete() {
+        let target: RestoreTarget = serde_saphyr::from_str(
+            "apiVersion: reconciler.montagu/v1alpha1
+kind: RestoreTarget
+metadata: {name: science}
+spec:
+  source: {root: /srv/starport, target: barman_to_starport, volumeName: montagu_db_volume}
+  volume: {path: /srv/consumer/montagu_db_volume}
+  maxAge: 24h
+",
+        )
+        .expect("test restore target parses");
+        let metrics = Metrics::new();
+        let marker = |state| crate::observe::RestoreMarker {
+            state,
+            generation: "g1".to_string(),
+            recovered_at: Some("2026-11-24T11:00:00Z".parse().expect("timestamp")),
+            restored_at: Some("2026-11-24T11:30:00Z".parse().expect("timestamp")),
+            consumers_to_start: Vec::new(),
+            target: "science".to_string(),
+        };
+        let observed = |marker| RestoreObserved {
+            source: synced("2026-11-24T11:05:00+00:00"),
+            volume: Observation::observed(RestoreVolumeState::Present {
+                marker,
+                no_marker_reason: None,
+                foreign: false,
+                used_by: Vec::new(),
+                postmaster_running: false,
+            }),
+            consumers: Observation::observed(Vec::new()),
+        };
+        let feed = |o: RestoreObserved| {
+            metrics.observe(
+                &Resource::RestoreTarget(target.clone()),
+                &Observations::RestoreTarget(o),
+                &Plan {
+                    pipeline: "science".to_string(),
+                    conditions: Vec::new(),
+                    steps: Vec::new(),
+                    waiting_on: Vec::new(),
+                    scheduled: Vec::new(),
+                    next_deadline: None,
+                },
+                now(),
+            );
+        };
+        let series = r#"reconciler_last_restore_timestamp_seconds{pipeline="science"}"#;
+
+        feed(observed(Some(marker(RestoreState::Restored))));
+        assert_eq!(
+            value(&metrics, series),
+            Some(epoch("2026-11-24T11:30:00Z")),
+            "{}",
+            metrics.encode()
+        );
+
+        // A restore under way: the volume holds no complete restore.
+        feed(observed(Some(marker(RestoreState::Restoring))));
+        assert_eq!(value(&metrics, series), None, "{}", metrics.encode());
+    }
+
+    #[test]
+    fn build_info_names_the_version_and_commit() {
+        let line = format!(
+            r#"reconciler_build_info{{version="{}",commit="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION"),
+            GIT_COMMIT
+        );
+        assert!(!GIT_COMMIT.is_empty());
+        assert!(Metrics::new().encode().contains(&line), "{line}");
     }
 
     #[test]
