@@ -550,3 +550,15 @@ fn no_specs_at_all_is_an_error_for_validate_diff_and_apply() {
         );
     }
 }
+
+#[test]
+fn a_backup_ending_seconds_ahead_of_this_clock_ended_just_now_not_in_the_future_ago() {
+    let world = observed(vec![done("20261123T115900", "2026-11-23T12:00:02Z")], None);
+
+    let plan = plan(&pipeline(""), &world, &cx());
+
+    let (status, _, message) = condition(&plan, ConditionType::BaseBackupFresh);
+    assert_eq!(status, ConditionStatus::True);
+    assert!(message.contains("ended just now"), "{message}");
+    assert!(!message.contains("future"), "{message}");
+}

@@ -342,6 +342,16 @@ pub fn human_age(from: Timestamp, to: Timestamp) -> String {
     human_seconds(seconds)
 }
 
+/// `3d 4h ago`, or `just now` for an instant up to the clock tolerance ahead
+/// (clocks of two hosts a few seconds apart), never "in the future ago".
+pub fn human_ago(at: Timestamp, now: Timestamp) -> String {
+    if at > now {
+        "just now".to_string()
+    } else {
+        format!("{} ago", human_age(at, now))
+    }
+}
+
 /// How far ahead of `now` instant `at` lies, for dates from the future:
 /// `2d 1h from now` (`0s from now` when it is not ahead).
 pub fn human_from_now(now: Timestamp, at: Timestamp) -> String {
@@ -537,8 +547,8 @@ fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
                     true,
                     "Fresh",
                     format!(
-                        "newest DONE backup {id} ended {} ago (maxAge {max_age})",
-                        human_age(*end, p.cx.now)
+                        "newest DONE backup {id} ended {} (maxAge {max_age})",
+                        human_ago(*end, p.cx.now)
                     ),
                 )
             } else {
@@ -968,10 +978,10 @@ fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
                     True,
                     "Fresh",
                     format!(
-                        "backup {} recovered and replayed to {} {} ago (maxAge {})",
+                        "backup {} recovered and replayed to {} {} (maxAge {})",
                         marker.backup_id,
                         marker.replayed_to_lsn,
-                        human_age(marker.recovered_at, p.cx.now),
+                        human_ago(marker.recovered_at, p.cx.now),
                         spec.max_age
                     ),
                 ));

@@ -156,9 +156,9 @@ fn plan_source(
                     True,
                     "Complete",
                     format!(
-                        "{name} holds generation {}, recovered {} ago (maxAge {max_age})",
+                        "{name} holds generation {}, recovered {} (maxAge {max_age})",
                         copy.generation,
-                        human_age(at, cx.now)
+                        super::human_ago(at, cx.now)
                     ),
                 )
             } else {
@@ -283,8 +283,8 @@ fn plan_volume(
                 "{location} holds generation {}{}{}",
                 m.generation,
                 m.restored_at.map_or(String::new(), |at| format!(
-                    ", restored {} ago",
-                    human_age(at, cx.now)
+                    ", restored {}",
+                    super::human_ago(at, cx.now)
                 )),
                 if copy.is_none() {
                     "; the starport offers no complete copy to compare with"
