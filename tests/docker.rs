@@ -571,6 +571,12 @@ fn diff_says_why_when_the_container_stops_or_the_volume_is_missing() {
 #[test]
 fn a_replay_container_left_by_a_killed_reconciler_is_stopped_and_redone() {
     let p = DockerPipeline::new("stray");
+    // A row of its own, so the check below does not rest on other tests' rows
+    // having been written before this backup.
+    common::primary().sql(&format!(
+        "insert into rows(note) values ('{}: before the backup')",
+        p.name
+    ));
     let (code, report, _) = p.reconciler(&["apply"]);
     assert_eq!(code, 0, "{report:#}");
     std::fs::remove_file(p.mountpoint().join(".reconciler-volume.json")).unwrap();
