@@ -19,6 +19,7 @@ macro_rules! outln {
 }
 
 pub mod apply;
+pub mod completions;
 pub mod diff;
 pub mod run;
 pub mod schema;
@@ -96,6 +97,37 @@ pub fn select(
         .filter(|p| p.pipeline.as_ref().is_none_or(|name| names.contains(name)))
         .collect();
     (pipelines, problems, unknown)
+}
+
+/// The names `diff` and `apply` accept: every document's, loaded or not.
+pub fn known_names(specs: &LoadedSpecs) -> Vec<String> {
+    let mut names: Vec<String> = specs
+        .resources
+        .iter()
+        .map(|r| r.resource.name().to_string())
+        .chain(specs.problems.iter().filter_map(|p| p.pipeline.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Says on stderr that a name matched nothing, where it was looked for, and which
+/// names there are: `error: no pipeline named `x` under specs/annex (known: montagu)`.
+pub fn report_unknown_names(unknown: &[String], paths: &[std::path::PathBuf], known: &[String]) {
+    let under = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let known = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    };
+    for name in unknown {
+        eprintln!("error: no pipeline named `{name}` under {under} (known: {known})");
+    }
 }
 
 /// The exit status for a set of plans: error when anything is unknown or a spec is
