@@ -398,3 +398,33 @@ fn at_takes_a_date_alone_as_its_midnight_utc() {
         assert!(error.contains("nor a date"), "{bad}: {error}");
     }
 }
+
+#[test]
+fn validate_from_the_repository_root_checks_each_host_on_its_own() {
+    // The default --specs is ./specs: one directory per host.
+    for argv in [&["validate"][..], &["validate", "--specs", "specs"][..]] {
+        let out = reconciler(argv);
+        assert_eq!(out.status.code(), Some(0), "{argv:?}");
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("valid: montagu (") && stdout.contains("valid: montagu-science ("),
+            "{stdout}"
+        );
+    }
+    // diff, apply and run act on one host: they refuse to mix hosts.
+    for argv in [
+        &["diff", "--specs", "specs"][..],
+        &["apply", "--specs", "specs"][..],
+        &["run", "--specs", "specs", "--state-dir", "Cargo.toml/state"][..],
+    ] {
+        let out = reconciler(argv);
+        assert_eq!(out.status.code(), Some(2), "{argv:?}");
+        assert!(
+            text(&out.stderr).contains(
+                "one directory per host (specs/annex, specs/science); pass this host's with --specs, e.g. --specs specs/annex"
+            ),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}

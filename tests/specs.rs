@@ -64,6 +64,11 @@ fn every_checked_in_spec_and_example_is_valid() {
         assert_eq!(loaded.resources.len(), 1, "{}", file.display());
     }
     for (set, expected) in [
+        // The whole specs directory: one directory per host, each checked alone.
+        (
+            vec![root().join("specs")],
+            vec!["montagu", "montagu-science"],
+        ),
         (vec![root().join("specs/annex")], vec!["montagu"]),
         (vec![root().join("specs/science")], vec!["montagu-science"]),
         (
@@ -369,4 +374,72 @@ fn huge_and_missing_files_are_refused_without_reading() {
         messages.iter().any(|m| m.contains("cannot read spec path")),
         "{messages:?}"
     );
+}
+
+#[test]
+fn a_directory_of_hosts_is_checked_host_by_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h1, h2) = (dir.path().join("h1"), dir.path().join("h2"));
+    std::fs::create_dir_all(&h1).unwrap();
+    std::fs::create_dir_all(h2.join("nested")).unwrap();
+    // Two documents for one volume on ONE host: both rejected.
+    write(&h1, "a.yaml", VALID);
+    write(
+        &h1,
+        "b.yaml",
+        &VALID.replace("name: montagu", "name: annex"),
+    );
+    // Another host may use the same volume and name; its own set is fine, and
+    // files below its directory belong to it.
+    write(&h2.join("nested"), "c.yaml", VALID);
+    let loaded = load_specs(&[dir.path().to_path_buf()]);
+    let names: Vec<&str> = loaded
+        .resources
+        .iter()
+        .map(|r| r.resource.name().as_str())
+        .collect();
+    assert_eq!(names, vec!["montagu"], "{:#?}", loaded.problems);
+    assert!(loaded.resources[0].file.starts_with(&h2));
+    assert_eq!(loaded.problems.len(), 1, "{:#?}", loaded.problems);
+    assert!(
+        loaded.problems[0]
+            .message
+            .contains("where pipeline `montagu`")
+            && loaded.problems[0].file.starts_with(&h1),
+        "{}",
+        loaded.problems[0]
+    );
+    assert_eq!(loaded.hosts, vec![h1.clone(), h2]);
+
+    // A spec file beside the subdirectories makes it one host's directory again:
+    // everything in it is one set, and the clash across subdirectories is caught.
+    write(dir.path(), "top.yaml", RESTORE);
+    let loaded = load_specs(&[dir.path().to_path_buf()]);
+    assert!(loaded.hosts.is_empty());
+    assert!(
+        loaded
+            .problems
+            .iter()
+            .any(|p| p.message.contains("has the name of the pipeline")),
+        "{:#?}",
+        loaded.problems
+    );
+}
+
+#[test]
+fn a_symlink_loop_is_one_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", VALID);
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink("..", dir.path().join("sub/loop")).unwrap();
+    let loaded = load_specs(&[dir.path().to_path_buf()]);
+    assert_eq!(loaded.problems.len(), 1, "{:#?}", loaded.problems);
+    let problem = &loaded.problems[0];
+    assert!(
+        problem.message.contains("symbolic link loop")
+            && problem.file == dir.path().join("sub/loop"),
+        "{problem}"
+    );
+    // The spec itself is read once, so it loads.
+    assert_eq!(loaded.resources.len(), 1, "{:#?}", loaded.resources);
 }

@@ -16,7 +16,8 @@ use crate::reconcile::{
 use crate::spec::{SpecProblem, load_specs};
 
 use super::{
-    ExitStatus, context_now, known_names, print_problems, report_unknown_names, select, status_for,
+    ExitStatus, context_now, known_names, print_problems, refuse_several_hosts,
+    report_unknown_names, select, status_for,
 };
 
 /// The JSON document `apply --output json` prints (kind `ApplyReport`).
@@ -76,6 +77,10 @@ impl Progress for StepProgress {
 /// Runs the command.
 pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitStatus> {
     let specs = load_specs(&args.specs.specs);
+    if let Err(message) = refuse_several_hosts(&specs) {
+        eprintln!("error: {message}");
+        return Ok(ExitStatus::Error);
+    }
     let known = known_names(&specs);
     let (pipelines, problems, unknown) = select(specs, &args.names);
     report_unknown_names(&unknown, &args.specs.specs, &known);

@@ -9,7 +9,8 @@ use crate::reconcile::{Observations, diff_pipeline};
 use crate::spec::{SpecProblem, load_specs};
 
 use super::{
-    ExitStatus, context_now, known_names, print_problems, report_unknown_names, select, status_for,
+    ExitStatus, context_now, known_names, print_problems, refuse_several_hosts,
+    report_unknown_names, select, status_for,
 };
 
 /// The JSON document `diff --output json` prints (kind `DiffReport`).
@@ -50,6 +51,10 @@ pub struct PipelineDiff {
 /// Runs the command.
 pub async fn diff(args: &DiffArgs, drivers: &Drivers) -> anyhow::Result<ExitStatus> {
     let specs = load_specs(&args.specs.specs);
+    if let Err(message) = refuse_several_hosts(&specs) {
+        eprintln!("error: {message}");
+        return Ok(ExitStatus::Error);
+    }
     let known = known_names(&specs);
     let (pipelines, problems, unknown) = select(specs, &args.names);
     report_unknown_names(&unknown, &args.specs.specs, &known);

@@ -99,6 +99,25 @@ pub fn select(
     (pipelines, problems, unknown)
 }
 
+/// `diff`, `apply` and `run` act on this host's documents only: a `--specs`
+/// directory holding one directory per host is refused with the hosts it holds,
+/// rather than reconciling another host's volumes here. `validate` checks them all.
+pub fn refuse_several_hosts(specs: &LoadedSpecs) -> Result<(), String> {
+    if specs.hosts.len() < 2 {
+        return Ok(());
+    }
+    let hosts: Vec<String> = specs
+        .hosts
+        .iter()
+        .map(|h| h.display().to_string())
+        .collect();
+    Err(format!(
+        "the specs hold one directory per host ({}); pass this host's with --specs, e.g. --specs {}",
+        hosts.join(", "),
+        hosts[0]
+    ))
+}
+
 /// The names `diff` and `apply` accept: every document's, loaded or not.
 pub fn known_names(specs: &LoadedSpecs) -> Vec<String> {
     let mut names: Vec<String> = specs

@@ -90,22 +90,47 @@ pub struct LoadedSpecs {
     /// Not one document was found: an empty directory, or only files that are not
     /// `*.yaml`. Never a quiet success: the problems say so too.
     pub nothing_found: bool,
+    /// The per-host directories found under a `--specs` directory of hosts, each
+    /// checked on its own; empty when `--specs` named one host's specs.
+    pub hosts: Vec<PathBuf>,
 }
 
 /// Loads every `*.yaml` / `*.yml` file under `paths` (files, or directories walked
-/// recursively in name order, skipping hidden entries).
+/// recursively in name order, following symbolic links, skipping hidden entries).
+///
+/// A directory given in `paths` that holds no spec file itself, only
+/// subdirectories, holds one directory per host (`specs/annex`, `specs/science`):
+/// each subdirectory is checked as a set of its own, so documents of different
+/// hosts may name the same volume. Everything else given in `paths` is one set.
 pub fn load_specs(paths: &[PathBuf]) -> LoadedSpecs {
-    let mut files = Vec::new();
+    let mut shared = Vec::new();
+    let mut sets = Vec::new();
+    let mut hosts = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
-        collect_files(path, &mut files, &mut problems);
+        match host_directories(path) {
+            Some(dirs) => {
+                for dir in dirs {
+                    let mut files = Vec::new();
+                    collect_files(&dir, &mut files, &mut problems);
+                    sets.push(files);
+                    hosts.push(dir);
+                }
+            }
+            None => collect_files(path, &mut shared, &mut problems),
+        }
     }
+    sets.push(shared);
     let mut resources = Vec::new();
-    for file in &files {
-        load_file(file, &mut resources, &mut problems);
+    for files in &sets {
+        let mut set = Vec::new();
+        for file in files {
+            load_file(file, &mut set, &mut problems);
+        }
+        reject_duplicate_names(&mut set, &mut problems);
+        reject_overlapping_paths(&mut set, &mut problems);
+        resources.append(&mut set);
     }
-    reject_duplicate_names(&mut resources, &mut problems);
-    reject_overlapping_paths(&mut resources, &mut problems);
     resources.sort_by(|a, b| a.resource.name().cmp(b.resource.name()));
     let nothing_found = resources.is_empty() && problems.is_empty();
     if nothing_found {
@@ -129,7 +154,40 @@ pub fn load_specs(paths: &[PathBuf]) -> LoadedSpecs {
         resources,
         problems,
         nothing_found,
+        hosts,
     }
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'))
+}
+
+fn is_spec_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+/// The per-host subdirectories of `path`, when it is a directory that holds no spec
+/// file of its own but (non-hidden) subdirectories; `None` otherwise.
+fn host_directories(path: &Path) -> Option<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(path).ok()? {
+        let entry = entry.ok()?.path();
+        if is_hidden(&entry) {
+            continue;
+        }
+        if entry.is_dir() {
+            dirs.push(entry);
+        } else if is_spec_file(&entry) {
+            return None;
+        }
+    }
+    dirs.sort();
+    (!dirs.is_empty()).then_some(dirs)
 }
 
 fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<SpecProblem>) {
@@ -148,36 +206,44 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<SpecP
         files.push(path.to_path_buf());
         return;
     }
-    let mut entries = match std::fs::read_dir(path) {
-        Ok(rd) => rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .collect::<Vec<_>>(),
-        Err(e) => {
-            problems.push(file_problem(
-                path,
-                format!("cannot list spec directory: {e}"),
-                "check the directory's permissions",
-            ));
-            return;
-        }
-    };
-    entries.sort();
-    for entry in entries {
-        let hidden = entry
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_none_or(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if entry.is_dir() {
-            collect_files(&entry, files, problems);
-        } else if matches!(
-            entry.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            files.push(entry);
+    // walkdir follows links as the operator's shell would, and stops at a link
+    // that leads back to a directory above it: one problem, not one per lap.
+    let walk = walkdir::WalkDir::new(path)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !is_hidden(e.path()));
+    for entry in walk {
+        match entry {
+            Ok(entry) => {
+                if entry.file_type().is_file() && is_spec_file(entry.path()) {
+                    files.push(entry.into_path());
+                }
+            }
+            Err(e) => {
+                let at = e.path().unwrap_or(path).to_path_buf();
+                let problem = match e.loop_ancestor() {
+                    Some(ancestor) => file_problem(
+                        &at,
+                        format!(
+                            "symbolic link loop: {} leads back to {}, which is already being read; not followed",
+                            at.display(),
+                            ancestor.display()
+                        ),
+                        "remove the link or point it outside the specs directory",
+                    ),
+                    None => file_problem(
+                        &at,
+                        format!(
+                            "cannot read spec path: {}",
+                            e.io_error()
+                                .map_or_else(|| e.to_string(), ToString::to_string)
+                        ),
+                        "check the path and its permissions",
+                    ),
+                };
+                problems.push(problem);
+            }
         }
     }
 }
