@@ -428,3 +428,38 @@ fn validate_from_the_repository_root_checks_each_host_on_its_own() {
         );
     }
 }
+
+#[test]
+fn validate_shows_the_yaml_around_a_problem_but_json_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = spec(
+        dir.path(),
+        "typo.yaml",
+        &BROKEN
+            .replace("30 parsecs", "30d")
+            .replace("{keep: 3}", "{keep: 3, minimumRedundancy: -1}"),
+    );
+    let out = reconciler(&["validate", "--specs", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{file}:7:43: retention.minimumRedundancy must be a whole number from 1 to 4294967295 (got -1)\n  hint: "
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("--> {file}:7:43")), "{stderr}");
+    assert!(
+        stderr.contains("7 |   retention: {keep: 3, minimumRedundancy: -1}"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("^"), "{stderr}");
+    // JSON output carries the problem, without the snippet.
+    let out = reconciler(&["diff", "--output", "json", "--specs", &file]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problem = &report["problems"][0];
+    assert_eq!(problem["line"], 7);
+    assert!(problem.get("snippet").is_none(), "{problem}");
+    assert!(!text(&out.stdout).contains(" | "), "{}", text(&out.stdout));
+}

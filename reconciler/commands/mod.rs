@@ -166,10 +166,14 @@ pub fn status_for(plans: &[&Plan], problems: usize) -> ExitStatus {
     }
 }
 
-/// Prints spec problems on stderr, one `file:line:col: message` each.
+/// Prints spec problems on stderr, one `file:line:col: message` each with its hint,
+/// then the YAML around it with a caret under the spot when the parser showed it.
 pub fn print_problems(problems: &[SpecProblem]) {
     for problem in problems {
         eprintln!("{problem}");
+        if let Some(snippet) = &problem.snippet {
+            eprintln!("{snippet}");
+        }
     }
 }
 

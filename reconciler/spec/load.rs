@@ -61,6 +61,10 @@ pub struct SpecProblem {
     /// The pipeline the problem stops, when its name could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
+    /// The YAML around the problem with a caret under it, for people (`validate`'s
+    /// text output); never in JSON.
+    #[serde(skip)]
+    pub snippet: Option<String>,
 }
 
 impl fmt::Display for SpecProblem {
@@ -148,6 +152,7 @@ pub fn load_specs(paths: &[PathBuf]) -> LoadedSpecs {
                     .to_string(),
             ),
             pipeline: None,
+            snippet: None,
         });
     }
     LoadedSpecs {
@@ -256,6 +261,7 @@ fn file_problem(path: &Path, message: String, hint: &str) -> SpecProblem {
         message,
         hint: Some(hint.to_string()),
         pipeline: None,
+        snippet: None,
     }
 }
 
@@ -313,9 +319,15 @@ pub fn load_text(
                 line: document.first_line,
                 resource,
             }),
-            Err(mut problem) => {
+            Err(failure) => {
+                let Failure {
+                    mut problem,
+                    parse_error,
+                } = *failure;
                 problem.file = file.to_path_buf();
                 problem.line += document.first_line - 1;
+                problem.snippet =
+                    parse_error.and_then(|e| snippet(&e, file, document.first_line - 1));
                 problems.push(problem);
             }
         }
@@ -414,9 +426,40 @@ struct NameOnly {
     name: Option<String>,
 }
 
-fn parse_document(text: &str) -> Result<Resource, SpecProblem> {
+/// Why a document did not load: the problem, and the parser's error when the
+/// parser found it (it can show the YAML around it).
+struct Failure {
+    problem: SpecProblem,
+    parse_error: Option<serde_saphyr::Error>,
+}
+
+impl From<SpecProblem> for Box<Failure> {
+    fn from(problem: SpecProblem) -> Self {
+        Box::new(Failure {
+            problem,
+            parse_error: None,
+        })
+    }
+}
+
+/// The parser's rendering of the lines around the error with a caret under it,
+/// without its first line (the message, which the problem already says).
+fn snippet(error: &serde_saphyr::Error, file: &Path, lines_before: u64) -> Option<String> {
+    let name = file.display().to_string();
+    let rendered = error.render_with_options(serde_saphyr::render_options! {
+        line_offset: lines_before,
+        source_name: Some(name.as_str()),
+    });
+    let (_, context) = rendered.split_once('\n')?;
+    context
+        .trim_start()
+        .starts_with("-->")
+        .then(|| context.trim_end().to_string())
+}
+
+fn parse_document(text: &str) -> Result<Resource, Box<Failure>> {
     let meta: TypeMeta = serde_saphyr::from_str_with_options(text, parse_options())
-        .map_err(|e| yaml_problem(&e, None))?;
+        .map_err(|e| yaml_problem(e, None))?;
     let pipeline_name = meta.metadata.and_then(|m| m.name);
     let start = Location::UNKNOWN;
     let api_version = meta.api_version.ok_or_else(|| {
@@ -433,7 +476,8 @@ fn parse_document(text: &str) -> Result<Resource, SpecProblem> {
             format!("unsupported apiVersion `{}`", api_version.value),
             format!("use `apiVersion: {API_VERSION}`"),
             pipeline_name,
-        ));
+        )
+        .into());
     }
     let kind = meta.kind.ok_or_else(|| {
         located(
@@ -447,7 +491,7 @@ fn parse_document(text: &str) -> Result<Resource, SpecProblem> {
         "BackupPipeline" => {
             let pipeline =
                 serde_saphyr::from_str_with_options::<BackupPipeline>(text, parse_options())
-                    .map_err(|e| yaml_problem(&e, pipeline_name.clone()))?;
+                    .map_err(|e| yaml_problem(e, pipeline_name.clone()))?;
             pipeline.check_placement().map_err(|(section, message)| {
                 located(
                     section_location(text, section),
@@ -461,7 +505,7 @@ fn parse_document(text: &str) -> Result<Resource, SpecProblem> {
         "RestoreTarget" => {
             let target =
                 serde_saphyr::from_str_with_options::<RestoreTarget>(text, parse_options())
-                    .map_err(|e| yaml_problem(&e, pipeline_name.clone()))?;
+                    .map_err(|e| yaml_problem(e, pipeline_name.clone()))?;
             target.check_placement().map_err(|(section, message)| {
                 located(
                     section_location(text, section),
@@ -478,7 +522,8 @@ fn parse_document(text: &str) -> Result<Resource, SpecProblem> {
             format!("unknown kind `{other}`"),
             "the known kinds are: BackupPipeline, RestoreTarget".into(),
             pipeline_name,
-        )),
+        )
+        .into()),
     }
 }
 
@@ -500,12 +545,13 @@ fn located(
         message,
         hint: Some(hint),
         pipeline,
+        snippet: None,
     }
 }
 
 /// Turns a parser error into a problem: the message without its location suffix
 /// (the location goes in front), plus a hint chosen from the kind of mistake.
-fn yaml_problem(error: &serde_saphyr::Error, pipeline: Option<String>) -> SpecProblem {
+fn yaml_problem(error: serde_saphyr::Error, pipeline: Option<String>) -> Box<Failure> {
     let location = error.location().unwrap_or(Location::UNKNOWN);
     let mut message = error.without_snippet().to_string();
     if location != Location::UNKNOWN {
@@ -514,14 +560,41 @@ fn yaml_problem(error: &serde_saphyr::Error, pipeline: Option<String>) -> SpecPr
             message = stripped.to_string();
         }
     }
-    let message = plain_message(message.trim().to_string());
+    let mut message = plain_message(message.trim().to_string());
+    if let Some(near) = closest_expected(&message) {
+        message = format!("{message}; did you mean `{near}`?");
+    }
     let hint = hint_for(&message);
-    located(location, message, hint, pipeline)
+    Box::new(Failure {
+        problem: located(location, message, hint, pipeline),
+        parse_error: Some(error),
+    })
+}
+
+/// For serde's "unknown field `x`, expected one of a, b" (or "unknown variant"):
+/// the expected name closest to `x`, when one is close enough to be a typo of it.
+fn closest_expected(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let expected = rest.strip_prefix(", expected ")?;
+    let expected = expected.strip_prefix("one of ").unwrap_or(expected);
+    let unknown = unknown.to_lowercase();
+    expected
+        .split(", ")
+        .flat_map(|part| part.split(" or "))
+        .map(|name| name.trim().trim_matches('`'))
+        .filter(|name| !name.is_empty())
+        .map(|name| (strsim::jaro_winkler(&unknown, &name.to_lowercase()), name))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name)
 }
 
 fn hint_for(message: &str) -> String {
     // First match wins; the messages come from serde and the YAML parser.
-    const HINTS: [(&str, &str); 9] = [
+    const HINTS: [(&str, &str); 10] = [
         (
             "unknown field",
             "remove the field or fix its spelling; `reconciler schema` lists every field",
@@ -536,6 +609,10 @@ fn hint_for(message: &str) -> String {
             "write the document out plainly, without deep nesting or repeated aliases",
         ),
         ("unknown variant", "use one of the values listed"),
+        (
+            "must be a whole number",
+            "write a whole number in that range, without quotes, e.g. `3`",
+        ),
         ("invalid u", "write a whole number, e.g. `3`"),
         (
             "invalid",
@@ -593,6 +670,7 @@ fn reject_duplicate_names(pipelines: &mut Vec<LoadedResource>, problems: &mut Ve
                             .into(),
                     ),
                     pipeline: Some(name.clone()),
+                    snippet: None,
                 });
                 duplicated.insert(name);
             }
@@ -673,6 +751,7 @@ fn reject_overlapping_paths(pipelines: &mut Vec<LoadedResource>, problems: &mut 
                 ),
                 hint: Some("keep the volume and the starport in separate directories".into()),
                 pipeline: Some(name.clone()),
+                snippet: None,
             });
             rejected.insert(name.clone());
         }
@@ -695,6 +774,7 @@ fn reject_overlapping_paths(pipelines: &mut Vec<LoadedResource>, problems: &mut 
                             ),
                             hint: Some("give each pipeline its own volume and starport target; both are ignored until then".into()),
                             pipeline: Some(other.clone()),
+                            snippet: None,
                         });
                         rejected.insert(name.clone());
                         rejected.insert(other);
