@@ -12,14 +12,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// specs; 2 = error (a spec could not be loaded for diff/apply, something could not be
 /// observed, bad arguments).
 #[derive(Debug, Parser)]
-#[command(name = "reconciler", version, about, long_about)]
+#[command(name = "reconciler", version = VERSION, about, long_about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-    /// Log level on stderr (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info", env = "RECONCILER_LOG")]
-    pub log_level: String,
+    /// Log level on stderr; RUST_LOG overrides it.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "LEVEL",
+        default_value_t = LogLevel::Info,
+        env = "RECONCILER_LOG"
+    )]
+    pub log_level: LogLevel,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -43,6 +50,114 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the JSON Schema of a kind (`BackupPipeline` unless `--kind` says).
     Schema(SchemaArgs),
+    /// Print a shell completion script, e.g.
+    /// `reconciler completions bash > /etc/bash_completion.d/reconciler`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), e.g. `reconciler man | man -l -`, or write a
+    /// page per subcommand too with `--dir`.
+    Man(ManArgs),
+}
+
+/// `reconciler man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `reconciler.1` and a `reconciler-SUBCOMMAND.1` per subcommand into this
+    /// directory instead of printing `reconciler.1`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// The version `--version` prints: the package's, and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RECONCILER_COMMIT"),
+    ")"
+);
+
+/// `reconciler completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Log levels, quietest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Failures only.
+    Error,
+    /// Failures and what may become one.
+    Warn,
+    /// What the reconciler does (the default).
+    Info,
+    /// Also what it observes and decides.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The level as a tracing filter directive.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// `--max-parallel`: a whole number, at least 1.
+fn parse_max_parallel(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1: with 0 no step could ever run".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number (at least 1)")),
+    }
+}
+
+/// `--listen`: `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`, a host name being resolved
+/// (its first address is used).
+pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "`{text}` has no port; write HOST:PORT, e.g. 127.0.0.1:9187 or localhost:9187"
+        ));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!(
+            "`{text}` is not HOST:PORT (a port is 0 to 65535), e.g. 127.0.0.1:9187 or localhost:9187"
+        ));
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addresses) => addresses
+            .next()
+            .ok_or_else(|| format!("host `{host}` has no address")),
+        Err(e) => Err(format!("cannot resolve host `{host}`: {e}")),
+    }
+}
+
+/// `--at`: an RFC 3339 instant, or a date alone meaning its midnight UTC.
+pub fn parse_at(text: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(at) = text.parse::<jiff::Timestamp>() {
+        return Ok(at);
+    }
+    match text.parse::<jiff::civil::Date>() {
+        Ok(date) if !text.contains(['T', 't', ' ']) => jiff::tz::TimeZone::UTC
+            .to_timestamp(date.at(0, 0, 0, 0))
+            .map_err(|e| e.to_string()),
+        _ => Err(format!(
+            "`{text}` is neither an instant (RFC 3339, e.g. 2026-11-27T17:00:00Z) nor a date (e.g. 2026-11-27, its midnight UTC)"
+        )),
+    }
 }
 
 /// `reconciler schema`.
@@ -74,13 +189,14 @@ pub struct RunArgs {
     /// Where status files and the instance lock live.
     pub state: StateDirArgs,
     /// Address of /metrics, /healthz and /status. Loopback unless you mean otherwise.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:19187")]
+    /// `HOST:PORT`; a host name is resolved.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:19187", value_parser = parse_listen)]
     pub listen: std::net::SocketAddr,
     /// Look at every pipeline at least this often, e.g. `5m`.
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub resync: String,
     /// At most this many pipelines run steps at once.
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_max_parallel)]
     pub max_parallel: usize,
     /// After SIGTERM, wait at most this long for running steps to stop cleanly.
     #[arg(long, value_name = "DURATION", default_value = "15m")]
@@ -131,9 +247,9 @@ pub struct DiffArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    /// Evaluate at this instant instead of now (RFC 3339, e.g. 2026-11-27T17:00:00Z):
-    /// "what will have drifted by Friday".
-    #[arg(long, value_name = "RFC3339")]
+    /// Evaluate at this instant instead of now (RFC 3339, e.g. 2026-11-27T17:00:00Z,
+    /// or a date, 2026-11-27, meaning its midnight UTC): "what will have drifted by Friday".
+    #[arg(long, value_name = "RFC3339", value_parser = parse_at)]
     pub at: Option<jiff::Timestamp>,
     /// Only these pipelines (default: all).
     #[arg(value_name = "NAME")]

@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 fn init_tracing(cli: &Cli) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cli.log_level))
+        .or_else(|_| EnvFilter::try_new(cli.log_level.as_str()))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -43,6 +43,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match &cli.command {
         Command::Validate(args) => Ok(commands::validate::validate(args)),
         Command::Schema(args) => commands::schema::schema(args),
+        Command::Completions(args) => Ok(commands::completions::completions(args)),
+        Command::Man(args) => commands::completions::man(args),
         Command::Status(args) => commands::status::status(args),
         Command::Diff(args) => runtime()?.block_on(async {
             commands::diff::diff(args, &Drivers::local(CancellationToken::new())).await

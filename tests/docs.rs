@@ -51,6 +51,8 @@ fn subcommands() -> Vec<String> {
         .to_string();
     listed
         .lines()
+        // A name is indented by two; wrapped descriptions by more.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next())
         .filter(|w| *w != "help" && w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
         .map(String::from)

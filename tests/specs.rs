@@ -64,6 +64,11 @@ fn every_checked_in_spec_and_example_is_valid() {
         assert_eq!(loaded.resources.len(), 1, "{}", file.display());
     }
     for (set, expected) in [
+        // The whole specs directory: one directory per host, each checked alone.
+        (
+            vec![root().join("specs")],
+            vec!["montagu", "montagu-science"],
+        ),
         (vec![root().join("specs/annex")], vec!["montagu"]),
         (vec![root().join("specs/science")], vec!["montagu-science"]),
         (
@@ -154,8 +159,15 @@ fn valid_spec_loads() {
 fn broken_specs_are_located_and_explained() {
     let cases: Vec<(&str, String, &str)> = vec![
         ("bad yaml", VALID.replace("    keep: 3", "    keep: [3"), "12:"),
-        ("unknown field", VALID.replace("    keep: 3", "    keep: 3\n    keepp: 4"), "12:5: unknown field `keepp`"),
-        ("wrong type", VALID.replace("keep: 3", "keep: three"), "11:11: "),
+        ("unknown field", VALID.replace("    keep: 3", "    keep: 3\n    keepp: 4"), "12:5: unknown field `keepp`, expected one of keep, recoveryWindow, minimumRedundancy; did you mean `keep`?"),
+        ("misspelt field", VALID.replace("maxAge: 30d", "maxAgee: 30d"), "9:5: unknown field `maxAgee`, expected one of maxAge, startWindow, timeout; did you mean `maxAge`?"),
+        ("field in the wrong case", VALID.replace("postgresBin:", "postgresbin:"), "did you mean `postgresBin`?"),
+        ("wrong type", VALID.replace("keep: 3", "keep: three"), "11:11: retention.keep must be a whole number from 1 to 4294967295 (got \"three\")"),
+        ("negative keep", VALID.replace("keep: 3", "keep: -2"), "11:11: retention.keep must be a whole number from 1 to 4294967295 (got -2)"),
+        ("fractional keep", VALID.replace("keep: 3", "keep: 2.5"), "11:11: retention.keep must be a whole number from 1 to 4294967295 (got 2.5)"),
+        ("zero floor", VALID.replace("    keep: 3", "    keep: 3\n    minimumRedundancy: 0"), "12:24: retention.minimumRedundancy must be a whole number from 1 to 4294967295 (got 0)"),
+        ("huge floor", VALID.replace("    keep: 3", "    keep: 3\n    minimumRedundancy: 99999999999"), "retention.minimumRedundancy must be a whole number from 1 to 4294967295 (got 99999999999)"),
+        ("mirror port out of range", format!("{VALID}  starport:\n    root: /srv/starport\n    target: t\n    mirrors:\n    - {{name: off, ssh: {{host: a, user: u, identityFile: /k, port: 70000}}, root: /srv/m}}\n"), "21:67: ssh.port must be a whole number from 1 to 65535 (got 70000)"),
         ("bad duration", VALID.replace("maxAge: 30d", "maxAge: thirty days"), "9:13: `thirty days` is not a duration"),
         ("negative duration", VALID.replace("maxAge: 30d", "maxAge: -30d"), "9:13: duration `-30d` is negative"),
         ("absurd duration", VALID.replace("maxAge: 30d", "maxAge: 500y"), "longer than 10 years"),
@@ -173,7 +185,7 @@ fn broken_specs_are_located_and_explained() {
         ("missing kind", VALID.replace("kind: BackupPipeline\n", ""), "1:1: document has no kind"),
         ("bad time of day", VALID.replace("maxAge: 30d", "maxAge: 30d\n    startWindow: {start: \"25:00\", end: \"06:00\"}"), "`25:00` is not a time of day"),
         ("bad time zone", VALID.replace("maxAge: 30d", "maxAge: 30d\n    startWindow: {start: \"00:00\", end: \"06:00\", timeZone: Mars/Base}"), "`Mars/Base` is not a known time zone"),
-        ("zero keep", VALID.replace("keep: 3", "keep: 0"), "keep must be at least 1"),
+        ("zero keep", VALID.replace("keep: 3", "keep: 0"), "11:11: retention.keep must be a whole number from 1 to 4294967295 (got 0)"),
         ("alias bomb", format!("{VALID}x: &a [1,1,1,1,1,1,1,1,1,1]\ny: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nz: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nw: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\nv: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"), "expands too many aliases"),
         ("reserved replay setting", VALID.replace("postgresBin: /usr/lib/postgresql/15/bin", "postgresBin: /usr/lib/postgresql/15/bin\n      settings: {listen_addresses: '*'}"), "`listen_addresses` is set by the reconciler"),
         ("volume inside starport", format!("{VALID}  starport: {{root: /srv/nightly, target: t}}\n").replace("path: /srv/nightly/montagu_db_volume", "path: /srv/nightly/t/vol"), "overlap"),
@@ -231,6 +243,8 @@ fn restore_targets_load_and_their_mistakes_are_located() {
         ("unknown field", RESTORE.replace("  maxAge: 48h", "  maxAge: 48h\n  stopForRestore: true"), "13:3: unknown field `stopForRestore`"),
         ("missing maxAge", RESTORE.replace("  maxAge: 48h\n", ""), "missing field `maxAge`"),
         ("relative source", RESTORE.replace("root: /srv/starport", "root: starport"), "7:11: path `starport` is relative"),
+        ("negative ssh port", RESTORE.replace("    volumeName: montagu_db_volume", "    volumeName: montagu_db_volume\n    ssh: {host: annex, user: u, identityFile: /k, port: -1}"), "ssh.port must be a whole number from 1 to 65535 (got -1)"),
+        ("misspelt consumers field", RESTORE.replace("containers:", "containrs:"), "14:5: unknown field `containrs`"),
     ];
     let mut failures = Vec::new();
     for (name, text, expected) in &cases {
@@ -369,4 +383,127 @@ fn huge_and_missing_files_are_refused_without_reading() {
         messages.iter().any(|m| m.contains("cannot read spec path")),
         "{messages:?}"
     );
+}
+
+#[test]
+fn a_directory_of_hosts_is_checked_host_by_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h1, h2) = (dir.path().join("h1"), dir.path().join("h2"));
+    std::fs::create_dir_all(&h1).unwrap();
+    std::fs::create_dir_all(h2.join("nested")).unwrap();
+    // Two documents for one volume on ONE host: both rejected.
+    write(&h1, "a.yaml", VALID);
+    write(
+        &h1,
+        "b.yaml",
+        &VALID.replace("name: montagu", "name: annex"),
+    );
+    // Another host may use the same volume and name; its own set is fine, and
+    // files below its directory belong to it.
+    write(&h2.join("nested"), "c.yaml", VALID);
+    let loaded = load_specs(&[dir.path().to_path_buf()]);
+    let names: Vec<&str> = loaded
+        .resources
+        .iter()
+        .map(|r| r.resource.name().as_str())
+        .collect();
+    assert_eq!(names, vec!["montagu"], "{:#?}", loaded.problems);
+    assert!(loaded.resources[0].file.starts_with(&h2));
+    assert_eq!(loaded.problems.len(), 1, "{:#?}", loaded.problems);
+    assert!(
+        loaded.problems[0]
+            .message
+            .contains("where pipeline `montagu`")
+            && loaded.problems[0].file.starts_with(&h1),
+        "{}",
+        loaded.problems[0]
+    );
+    assert_eq!(loaded.hosts, vec![h1.clone(), h2]);
+
+    // A spec file beside the subdirectories makes it one host's directory again:
+    // everything in it is one set, and the clash across subdirectories is caught.
+    write(dir.path(), "top.yaml", RESTORE);
+    let loaded = load_specs(&[dir.path().to_path_buf()]);
+    assert!(loaded.hosts.is_empty());
+    assert!(
+        loaded
+            .problems
+            .iter()
+            .any(|p| p.message.contains("has the name of the pipeline")),
+        "{:#?}",
+        loaded.problems
+    );
+}
+
+#[test]
+fn a_symlink_loop_is_one_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", VALID);
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink("..", dir.path().join("sub/loop")).unwrap();
+    let loaded = load_specs(&[dir.path().to_path_buf()]);
+    assert_eq!(loaded.problems.len(), 1, "{:#?}", loaded.problems);
+    let problem = &loaded.problems[0];
+    assert!(
+        problem.message.contains("symbolic link loop")
+            && problem.file == dir.path().join("sub/loop"),
+        "{problem}"
+    );
+    // The spec itself is read once, so it loads.
+    assert_eq!(loaded.resources.len(), 1, "{:#?}", loaded.resources);
+}
+
+#[test]
+fn no_suggestion_for_a_field_like_none_allowed() {
+    let got = problem_of(&format!("{VALID}status: {{}}\n"));
+    assert!(got.contains("unknown field `status`"), "{got}");
+    assert!(!got.contains("did you mean"), "{got}");
+    let got = problem_of(&RESTORE.replace("containers:", "containrs:"));
+    assert!(got.contains("did you mean `containers`?"), "{got}");
+}
+
+#[test]
+fn parser_problems_carry_a_snippet_with_file_lines() {
+    // The second document of a file: the snippet counts lines from the top.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "two.yaml",
+        &format!("{RESTORE}---\n{}", VALID.replace("keep: 3", "keep: -2")),
+    );
+    let loaded = load_specs(std::slice::from_ref(&file));
+    assert_eq!(loaded.problems.len(), 1, "{:#?}", loaded.problems);
+    let problem = &loaded.problems[0];
+    assert_eq!((problem.line, problem.column), (26, 11));
+    let snippet = problem.snippet.as_deref().expect("a snippet");
+    assert!(
+        snippet
+            .trim_start()
+            .starts_with(&format!("--> {}:26:11", file.display())),
+        "{snippet}"
+    );
+    assert!(snippet.contains("26 |     keep: -2"), "{snippet}");
+    let caret = snippet
+        .lines()
+        .find(|l| l.contains('^'))
+        .unwrap_or_else(|| panic!("{snippet}"));
+    let keep_line = snippet.lines().find(|l| l.contains("keep: -2")).unwrap();
+    assert_eq!(
+        caret.find('^'),
+        keep_line.find("-2"),
+        "the caret is under the value:\n{snippet}"
+    );
+    // Not in JSON.
+    let json = serde_json::to_value(problem).unwrap();
+    assert!(json.get("snippet").is_none(), "{json}");
+    // Problems found after parsing have none.
+    let loaded = load_specs(&[write(
+        dir.path(),
+        "one.yaml",
+        &VALID.replace(
+            "    maxAge: 24h\n",
+            "    maxAge: 24h\n    dockerVolume: montagu_db_volume\n",
+        ),
+    )]);
+    assert_eq!(loaded.problems[0].snippet, None);
 }

@@ -15,7 +15,10 @@ use crate::reconcile::{
 };
 use crate::spec::{SpecProblem, load_specs};
 
-use super::{ExitStatus, context_now, print_problems, select, status_for};
+use super::{
+    ExitStatus, context_now, known_names, print_problems, refuse_several_hosts,
+    report_unknown_names, select, status_for,
+};
 
 /// The JSON document `apply --output json` prints (kind `ApplyReport`).
 #[derive(Debug, Serialize)]
@@ -73,13 +76,14 @@ impl Progress for StepProgress {
 
 /// Runs the command.
 pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitStatus> {
-    let (pipelines, problems, unknown) = select(load_specs(&args.specs.specs), &args.names);
-    for name in &unknown {
-        eprintln!(
-            "error: no pipeline named `{name}` in {:?}",
-            args.specs.specs
-        );
+    let specs = load_specs(&args.specs.specs);
+    if let Err(message) = refuse_several_hosts(&specs) {
+        eprintln!("error: {message}");
+        return Ok(ExitStatus::Error);
     }
+    let known = known_names(&specs);
+    let (pipelines, problems, unknown) = select(specs, &args.names);
+    report_unknown_names(&unknown, &args.specs.specs, &known);
     let mut reports = Vec::new();
     if args.dry_run {
         let cx = context_now();

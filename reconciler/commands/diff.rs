@@ -8,7 +8,10 @@ use crate::plan::{Plan, PlanContext, render_text};
 use crate::reconcile::{Observations, diff_pipeline};
 use crate::spec::{SpecProblem, load_specs};
 
-use super::{ExitStatus, context_now, print_problems, select, status_for};
+use super::{
+    ExitStatus, context_now, known_names, print_problems, refuse_several_hosts,
+    report_unknown_names, select, status_for,
+};
 
 /// The JSON document `diff --output json` prints (kind `DiffReport`).
 #[derive(Debug, Serialize)]
@@ -47,13 +50,14 @@ pub struct PipelineDiff {
 
 /// Runs the command.
 pub async fn diff(args: &DiffArgs, drivers: &Drivers) -> anyhow::Result<ExitStatus> {
-    let (pipelines, problems, unknown) = select(load_specs(&args.specs.specs), &args.names);
-    for name in &unknown {
-        eprintln!(
-            "error: no pipeline named `{name}` in {:?}",
-            args.specs.specs
-        );
+    let specs = load_specs(&args.specs.specs);
+    if let Err(message) = refuse_several_hosts(&specs) {
+        eprintln!("error: {message}");
+        return Ok(ExitStatus::Error);
     }
+    let known = known_names(&specs);
+    let (pipelines, problems, unknown) = select(specs, &args.names);
+    report_unknown_names(&unknown, &args.specs.specs, &known);
     let mut cx = context_now();
     if let Some(at) = args.at {
         cx = PlanContext { now: at, ..cx };

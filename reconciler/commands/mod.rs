@@ -19,6 +19,7 @@ macro_rules! outln {
 }
 
 pub mod apply;
+pub mod completions;
 pub mod diff;
 pub mod run;
 pub mod schema;
@@ -98,6 +99,56 @@ pub fn select(
     (pipelines, problems, unknown)
 }
 
+/// `diff`, `apply` and `run` act on this host's documents only: a `--specs`
+/// directory holding one directory per host is refused with the hosts it holds,
+/// rather than reconciling another host's volumes here. `validate` checks them all.
+pub fn refuse_several_hosts(specs: &LoadedSpecs) -> Result<(), String> {
+    if specs.hosts.len() < 2 {
+        return Ok(());
+    }
+    let hosts: Vec<String> = specs
+        .hosts
+        .iter()
+        .map(|h| h.display().to_string())
+        .collect();
+    Err(format!(
+        "the specs hold one directory per host ({}); pass this host's with --specs, e.g. --specs {}",
+        hosts.join(", "),
+        hosts[0]
+    ))
+}
+
+/// The names `diff` and `apply` accept: every document's, loaded or not.
+pub fn known_names(specs: &LoadedSpecs) -> Vec<String> {
+    let mut names: Vec<String> = specs
+        .resources
+        .iter()
+        .map(|r| r.resource.name().to_string())
+        .chain(specs.problems.iter().filter_map(|p| p.pipeline.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Says on stderr that a name matched nothing, where it was looked for, and which
+/// names there are: `error: no pipeline named `x` under specs/annex (known: montagu)`.
+pub fn report_unknown_names(unknown: &[String], paths: &[std::path::PathBuf], known: &[String]) {
+    let under = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let known = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    };
+    for name in unknown {
+        eprintln!("error: no pipeline named `{name}` under {under} (known: {known})");
+    }
+}
+
 /// The exit status for a set of plans: error when anything is unknown or a spec is
 /// broken, failure on drift, success otherwise.
 pub fn status_for(plans: &[&Plan], problems: usize) -> ExitStatus {
@@ -115,10 +166,14 @@ pub fn status_for(plans: &[&Plan], problems: usize) -> ExitStatus {
     }
 }
 
-/// Prints spec problems on stderr, one `file:line:col: message` each.
+/// Prints spec problems on stderr, one `file:line:col: message` each with its hint,
+/// then the YAML around it with a caret under the spot when the parser showed it.
 pub fn print_problems(problems: &[SpecProblem]) {
     for problem in problems {
         eprintln!("{problem}");
+        if let Some(snippet) = &problem.snippet {
+            eprintln!("{snippet}");
+        }
     }
 }
 

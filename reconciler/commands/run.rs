@@ -17,6 +17,8 @@ fn duration(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
 
 /// Runs the command until SIGTERM or SIGINT.
 pub async fn run(args: &RunArgs) -> anyhow::Result<ExitStatus> {
+    super::refuse_several_hosts(&crate::spec::load_specs(&args.specs.specs))
+        .map_err(anyhow::Error::msg)?;
     let config = RunConfig {
         specs: args.specs.specs.clone(),
         state_dir: args.state.state_dir.clone(),

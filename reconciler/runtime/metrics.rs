@@ -79,7 +79,7 @@ struct BuildLabels {
 }
 
 /// The git commit this binary was built from (`build.rs`), or "unknown".
-pub const GIT_COMMIT: &str = env!("RECONCILER_GIT_COMMIT");
+pub const GIT_COMMIT: &str = env!("RECONCILER_COMMIT");
 
 fn epoch_seconds(at: Timestamp) -> f64 {
     at.as_millisecond() as f64 / 1000.0

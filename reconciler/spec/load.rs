@@ -61,6 +61,10 @@ pub struct SpecProblem {
     /// The pipeline the problem stops, when its name could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
+    /// The YAML around the problem with a caret under it, for people (`validate`'s
+    /// text output); never in JSON.
+    #[serde(skip)]
+    pub snippet: Option<String>,
 }
 
 impl fmt::Display for SpecProblem {
@@ -90,22 +94,47 @@ pub struct LoadedSpecs {
     /// Not one document was found: an empty directory, or only files that are not
     /// `*.yaml`. Never a quiet success: the problems say so too.
     pub nothing_found: bool,
+    /// The per-host directories found under a `--specs` directory of hosts, each
+    /// checked on its own; empty when `--specs` named one host's specs.
+    pub hosts: Vec<PathBuf>,
 }
 
 /// Loads every `*.yaml` / `*.yml` file under `paths` (files, or directories walked
-/// recursively in name order, skipping hidden entries).
+/// recursively in name order, following symbolic links, skipping hidden entries).
+///
+/// A directory given in `paths` that holds no spec file itself, only
+/// subdirectories, holds one directory per host (`specs/annex`, `specs/science`):
+/// each subdirectory is checked as a set of its own, so documents of different
+/// hosts may name the same volume. Everything else given in `paths` is one set.
 pub fn load_specs(paths: &[PathBuf]) -> LoadedSpecs {
-    let mut files = Vec::new();
+    let mut shared = Vec::new();
+    let mut sets = Vec::new();
+    let mut hosts = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
-        collect_files(path, &mut files, &mut problems);
+        match host_directories(path) {
+            Some(dirs) => {
+                for dir in dirs {
+                    let mut files = Vec::new();
+                    collect_files(&dir, &mut files, &mut problems);
+                    sets.push(files);
+                    hosts.push(dir);
+                }
+            }
+            None => collect_files(path, &mut shared, &mut problems),
+        }
     }
+    sets.push(shared);
     let mut resources = Vec::new();
-    for file in &files {
-        load_file(file, &mut resources, &mut problems);
+    for files in &sets {
+        let mut set = Vec::new();
+        for file in files {
+            load_file(file, &mut set, &mut problems);
+        }
+        reject_duplicate_names(&mut set, &mut problems);
+        reject_overlapping_paths(&mut set, &mut problems);
+        resources.append(&mut set);
     }
-    reject_duplicate_names(&mut resources, &mut problems);
-    reject_overlapping_paths(&mut resources, &mut problems);
     resources.sort_by(|a, b| a.resource.name().cmp(b.resource.name()));
     let nothing_found = resources.is_empty() && problems.is_empty();
     if nothing_found {
@@ -123,13 +152,47 @@ pub fn load_specs(paths: &[PathBuf]) -> LoadedSpecs {
                     .to_string(),
             ),
             pipeline: None,
+            snippet: None,
         });
     }
     LoadedSpecs {
         resources,
         problems,
         nothing_found,
+        hosts,
     }
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'))
+}
+
+fn is_spec_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+/// The per-host subdirectories of `path`, when it is a directory that holds no spec
+/// file of its own but (non-hidden) subdirectories; `None` otherwise.
+fn host_directories(path: &Path) -> Option<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(path).ok()? {
+        let entry = entry.ok()?.path();
+        if is_hidden(&entry) {
+            continue;
+        }
+        if entry.is_dir() {
+            dirs.push(entry);
+        } else if is_spec_file(&entry) {
+            return None;
+        }
+    }
+    dirs.sort();
+    (!dirs.is_empty()).then_some(dirs)
 }
 
 fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<SpecProblem>) {
@@ -148,36 +211,44 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<SpecP
         files.push(path.to_path_buf());
         return;
     }
-    let mut entries = match std::fs::read_dir(path) {
-        Ok(rd) => rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .collect::<Vec<_>>(),
-        Err(e) => {
-            problems.push(file_problem(
-                path,
-                format!("cannot list spec directory: {e}"),
-                "check the directory's permissions",
-            ));
-            return;
-        }
-    };
-    entries.sort();
-    for entry in entries {
-        let hidden = entry
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_none_or(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if entry.is_dir() {
-            collect_files(&entry, files, problems);
-        } else if matches!(
-            entry.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            files.push(entry);
+    // walkdir follows links as the operator's shell would, and stops at a link
+    // that leads back to a directory above it: one problem, not one per lap.
+    let walk = walkdir::WalkDir::new(path)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !is_hidden(e.path()));
+    for entry in walk {
+        match entry {
+            Ok(entry) => {
+                if entry.file_type().is_file() && is_spec_file(entry.path()) {
+                    files.push(entry.into_path());
+                }
+            }
+            Err(e) => {
+                let at = e.path().unwrap_or(path).to_path_buf();
+                let problem = match e.loop_ancestor() {
+                    Some(ancestor) => file_problem(
+                        &at,
+                        format!(
+                            "symbolic link loop: {} leads back to {}, which is already being read; not followed",
+                            at.display(),
+                            ancestor.display()
+                        ),
+                        "remove the link or point it outside the specs directory",
+                    ),
+                    None => file_problem(
+                        &at,
+                        format!(
+                            "cannot read spec path: {}",
+                            e.io_error()
+                                .map_or_else(|| e.to_string(), ToString::to_string)
+                        ),
+                        "check the path and its permissions",
+                    ),
+                };
+                problems.push(problem);
+            }
         }
     }
 }
@@ -190,6 +261,7 @@ fn file_problem(path: &Path, message: String, hint: &str) -> SpecProblem {
         message,
         hint: Some(hint.to_string()),
         pipeline: None,
+        snippet: None,
     }
 }
 
@@ -247,9 +319,15 @@ pub fn load_text(
                 line: document.first_line,
                 resource,
             }),
-            Err(mut problem) => {
+            Err(failure) => {
+                let Failure {
+                    mut problem,
+                    parse_error,
+                } = *failure;
                 problem.file = file.to_path_buf();
                 problem.line += document.first_line - 1;
+                problem.snippet =
+                    parse_error.and_then(|e| snippet(&e, file, document.first_line - 1));
                 problems.push(problem);
             }
         }
@@ -348,9 +426,40 @@ struct NameOnly {
     name: Option<String>,
 }
 
-fn parse_document(text: &str) -> Result<Resource, SpecProblem> {
+/// Why a document did not load: the problem, and the parser's error when the
+/// parser found it (it can show the YAML around it).
+struct Failure {
+    problem: SpecProblem,
+    parse_error: Option<serde_saphyr::Error>,
+}
+
+impl From<SpecProblem> for Box<Failure> {
+    fn from(problem: SpecProblem) -> Self {
+        Box::new(Failure {
+            problem,
+            parse_error: None,
+        })
+    }
+}
+
+/// The parser's rendering of the lines around the error with a caret under it,
+/// without its first line (the message, which the problem already says).
+fn snippet(error: &serde_saphyr::Error, file: &Path, lines_before: u64) -> Option<String> {
+    let name = file.display().to_string();
+    let rendered = error.render_with_options(serde_saphyr::render_options! {
+        line_offset: lines_before,
+        source_name: Some(name.as_str()),
+    });
+    let (_, context) = rendered.split_once('\n')?;
+    context
+        .trim_start()
+        .starts_with("-->")
+        .then(|| context.trim_end().to_string())
+}
+
+fn parse_document(text: &str) -> Result<Resource, Box<Failure>> {
     let meta: TypeMeta = serde_saphyr::from_str_with_options(text, parse_options())
-        .map_err(|e| yaml_problem(&e, None))?;
+        .map_err(|e| yaml_problem(e, None))?;
     let pipeline_name = meta.metadata.and_then(|m| m.name);
     let start = Location::UNKNOWN;
     let api_version = meta.api_version.ok_or_else(|| {
@@ -367,7 +476,8 @@ fn parse_document(text: &str) -> Result<Resource, SpecProblem> {
             format!("unsupported apiVersion `{}`", api_version.value),
             format!("use `apiVersion: {API_VERSION}`"),
             pipeline_name,
-        ));
+        )
+        .into());
     }
     let kind = meta.kind.ok_or_else(|| {
         located(
@@ -381,7 +491,7 @@ fn parse_document(text: &str) -> Result<Resource, SpecProblem> {
         "BackupPipeline" => {
             let pipeline =
                 serde_saphyr::from_str_with_options::<BackupPipeline>(text, parse_options())
-                    .map_err(|e| yaml_problem(&e, pipeline_name.clone()))?;
+                    .map_err(|e| yaml_problem(e, pipeline_name.clone()))?;
             pipeline.check_placement().map_err(|(section, message)| {
                 located(
                     section_location(text, section),
@@ -395,7 +505,7 @@ fn parse_document(text: &str) -> Result<Resource, SpecProblem> {
         "RestoreTarget" => {
             let target =
                 serde_saphyr::from_str_with_options::<RestoreTarget>(text, parse_options())
-                    .map_err(|e| yaml_problem(&e, pipeline_name.clone()))?;
+                    .map_err(|e| yaml_problem(e, pipeline_name.clone()))?;
             target.check_placement().map_err(|(section, message)| {
                 located(
                     section_location(text, section),
@@ -412,7 +522,8 @@ fn parse_document(text: &str) -> Result<Resource, SpecProblem> {
             format!("unknown kind `{other}`"),
             "the known kinds are: BackupPipeline, RestoreTarget".into(),
             pipeline_name,
-        )),
+        )
+        .into()),
     }
 }
 
@@ -434,12 +545,13 @@ fn located(
         message,
         hint: Some(hint),
         pipeline,
+        snippet: None,
     }
 }
 
 /// Turns a parser error into a problem: the message without its location suffix
 /// (the location goes in front), plus a hint chosen from the kind of mistake.
-fn yaml_problem(error: &serde_saphyr::Error, pipeline: Option<String>) -> SpecProblem {
+fn yaml_problem(error: serde_saphyr::Error, pipeline: Option<String>) -> Box<Failure> {
     let location = error.location().unwrap_or(Location::UNKNOWN);
     let mut message = error.without_snippet().to_string();
     if location != Location::UNKNOWN {
@@ -448,14 +560,41 @@ fn yaml_problem(error: &serde_saphyr::Error, pipeline: Option<String>) -> SpecPr
             message = stripped.to_string();
         }
     }
-    let message = plain_message(message.trim().to_string());
+    let mut message = plain_message(message.trim().to_string());
+    if let Some(near) = closest_expected(&message) {
+        message = format!("{message}; did you mean `{near}`?");
+    }
     let hint = hint_for(&message);
-    located(location, message, hint, pipeline)
+    Box::new(Failure {
+        problem: located(location, message, hint, pipeline),
+        parse_error: Some(error),
+    })
+}
+
+/// For serde's "unknown field `x`, expected one of a, b" (or "unknown variant"):
+/// the expected name closest to `x`, when one is close enough to be a typo of it.
+fn closest_expected(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let expected = rest.strip_prefix(", expected ")?;
+    let expected = expected.strip_prefix("one of ").unwrap_or(expected);
+    let unknown = unknown.to_lowercase();
+    expected
+        .split(", ")
+        .flat_map(|part| part.split(" or "))
+        .map(|name| name.trim().trim_matches('`'))
+        .filter(|name| !name.is_empty())
+        .map(|name| (strsim::jaro_winkler(&unknown, &name.to_lowercase()), name))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name)
 }
 
 fn hint_for(message: &str) -> String {
     // First match wins; the messages come from serde and the YAML parser.
-    const HINTS: [(&str, &str); 9] = [
+    const HINTS: [(&str, &str); 10] = [
         (
             "unknown field",
             "remove the field or fix its spelling; `reconciler schema` lists every field",
@@ -470,6 +609,10 @@ fn hint_for(message: &str) -> String {
             "write the document out plainly, without deep nesting or repeated aliases",
         ),
         ("unknown variant", "use one of the values listed"),
+        (
+            "must be a whole number",
+            "write a whole number in that range, without quotes, e.g. `3`",
+        ),
         ("invalid u", "write a whole number, e.g. `3`"),
         (
             "invalid",
@@ -527,6 +670,7 @@ fn reject_duplicate_names(pipelines: &mut Vec<LoadedResource>, problems: &mut Ve
                             .into(),
                     ),
                     pipeline: Some(name.clone()),
+                    snippet: None,
                 });
                 duplicated.insert(name);
             }
@@ -607,6 +751,7 @@ fn reject_overlapping_paths(pipelines: &mut Vec<LoadedResource>, problems: &mut 
                 ),
                 hint: Some("keep the volume and the starport in separate directories".into()),
                 pipeline: Some(name.clone()),
+                snippet: None,
             });
             rejected.insert(name.clone());
         }
@@ -629,6 +774,7 @@ fn reject_overlapping_paths(pipelines: &mut Vec<LoadedResource>, problems: &mut 
                             ),
                             hint: Some("give each pipeline its own volume and starport target; both are ignored until then".into()),
                             pipeline: Some(other.clone()),
+                            snippet: None,
                         });
                         rejected.insert(name.clone());
                         rejected.insert(other);

@@ -244,14 +244,21 @@ pub enum RetentionPolicy {
 #[schemars(extend("oneOf" = [{"required": ["keep"]}, {"required": ["recoveryWindow"]}]))]
 pub struct RetentionFields {
     /// Keep the newest N DONE backups. Give either this or `recoveryWindow`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "values::whole::keep"
+    )]
     #[schemars(range(min = 1), example = 3)]
     pub keep: Option<u32>,
     /// Keep every backup needed to recover to any point in this window, e.g. `3 months`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_window: Option<HumanDuration>,
     /// Never keep fewer DONE backups than this (at least 1). Default 1.
-    #[serde(default = "default_minimum_redundancy")]
+    #[serde(
+        default = "default_minimum_redundancy",
+        deserialize_with = "values::whole::minimum_redundancy"
+    )]
     #[schemars(range(min = 1))]
     pub minimum_redundancy: u32,
 }
@@ -619,7 +626,11 @@ pub struct SshSpec {
     /// The remote account.
     pub user: ObjectName,
     /// The ssh port.
-    #[serde(default = "default_ssh_port")]
+    #[serde(
+        default = "default_ssh_port",
+        deserialize_with = "values::whole::ssh_port"
+    )]
+    #[schemars(range(min = 1))]
     pub port: u16,
     /// The private key (no passphrase: the reconciler runs unattended).
     pub identity_file: AbsolutePath,

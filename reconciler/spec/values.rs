@@ -488,3 +488,114 @@ mod tests {
         }
     }
 }
+
+/// Deserializers for the spec's whole numbers. A value out of range or of the wrong
+/// type is reported with the field's name and the range, e.g.
+/// `retention.keep must be a whole number from 1 to 4294967295 (got -2)`, where
+/// serde alone would say `invalid u32`.
+pub(crate) mod whole {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{self, Visitor};
+
+    /// What the YAML held instead of a number in range, as the message shows it.
+    enum Got {
+        Number(i128),
+        Null,
+        Other(String),
+    }
+
+    struct WholeNumber;
+
+    impl<'de> Visitor<'de> for WholeNumber {
+        type Value = Got;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Got, E> {
+            Ok(Got::Number(v.into()))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Got, E> {
+            Ok(Got::Number(v.into()))
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<Got, E> {
+            Ok(Got::Number(v))
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<Got, E> {
+            Ok(i128::try_from(v).map_or_else(|_| Got::Other(v.to_string()), Got::Number))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Got, E> {
+            Ok(Got::Other(v.to_string()))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Got, E> {
+            Ok(Got::Other(v.to_string()))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Got, E> {
+            Ok(Got::Other(format!("{v:?}")))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Got, E> {
+            Ok(Got::Null)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Got, E> {
+            Ok(Got::Null)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Got, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Got, A::Error> {
+            Ok(Got::Other("a list".into()))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Got, A::Error> {
+            Ok(Got::Other("a mapping".into()))
+        }
+    }
+
+    /// A whole number from `min` to `max` in `field`; `None` for an empty value
+    /// when `optional`.
+    fn read<'de, D: Deserializer<'de>>(
+        d: D,
+        field: &str,
+        min: u64,
+        max: u64,
+        optional: bool,
+    ) -> Result<Option<u64>, D::Error> {
+        let got = match d.deserialize_any(WholeNumber)? {
+            Got::Null if optional => return Ok(None),
+            Got::Number(n) => match u64::try_from(n) {
+                Ok(n) if (min..=max).contains(&n) => return Ok(Some(n)),
+                _ => n.to_string(),
+            },
+            Got::Null => "nothing".to_string(),
+            Got::Other(text) => text,
+        };
+        Err(de::Error::custom(format!(
+            "{field} must be a whole number from {min} to {max} (got {got})"
+        )))
+    }
+
+    fn required<'de, D: Deserializer<'de>>(
+        d: D,
+        field: &str,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, D::Error> {
+        read(d, field, min, max, false)?
+            .ok_or_else(|| de::Error::custom(format!("{field} must be a whole number")))
+    }
+
+    /// `retention.keep`: 1 to u32::MAX, optional.
+    pub fn keep<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        Ok(read(d, "retention.keep", 1, u32::MAX.into(), true)?.map(|n| n as u32))
+    }
+
+    /// `retention.minimumRedundancy`: 1 to u32::MAX.
+    pub fn minimum_redundancy<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        Ok(required(d, "retention.minimumRedundancy", 1, u32::MAX.into())? as u32)
+    }
+
+    /// An ssh `port`: 1 to 65535.
+    pub fn ssh_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+        Ok(required(d, "ssh.port", 1, u16::MAX.into())? as u16)
+    }
+}
