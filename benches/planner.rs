@@ -3,7 +3,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use jiff::{Timestamp, tz::TimeZone};
-use reconciler::observe::{
+use reconciler::observed::{
     Backup, BackupStatus, BarmanState, Observation, Observed, StarportMetadata, StarportState,
     VolumeMarker, VolumeState,
 };

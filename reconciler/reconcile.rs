@@ -9,10 +9,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::drivers::Drivers;
+use crate::errors::error_chain;
 use crate::execute::{execute_restore_step, execute_step};
-use crate::observe::{
-    Observed, RestoreObserved, TakenBackup, error_chain, observe, observe_restore,
-};
+use crate::observe::{observe, observe_restore};
+use crate::observed::{Observed, RestoreObserved, TakenBackup};
 use crate::plan::{Plan, PlanContext, PlannedStep, plan, plan_restore};
 use crate::spec::Resource;
 
@@ -304,7 +304,7 @@ mod tests {
 
     use super::*;
     use crate::drivers::barman::{BarmanDriver, BarmanError};
-    use crate::observe::{Backup, BackupStatus};
+    use crate::observed::{Backup, BackupStatus};
     use crate::spec::BarmanSpec;
 
     /// A barman whose backups succeed at once and whose recoveries fail.
@@ -341,8 +341,8 @@ mod tests {
         async fn backup_activity(
             &self,
             _: &BarmanSpec,
-        ) -> Result<crate::observe::BackupActivity, BarmanError> {
-            Ok(crate::observe::BackupActivity::default())
+        ) -> Result<crate::observed::BackupActivity, BarmanError> {
+            Ok(crate::observed::BackupActivity::default())
         }
         async fn take_backup(&self, _: &BarmanSpec, _: Duration) -> Result<String, BarmanError> {
             let mut taken = self.taken.lock().unwrap();
@@ -368,7 +368,7 @@ mod tests {
         async fn wal_health(
             &self,
             _: &BarmanSpec,
-        ) -> Result<crate::observe::WalHealth, BarmanError> {
+        ) -> Result<crate::observed::WalHealth, BarmanError> {
             Err(BarmanError::Failed {
                 action: "check",
                 message: "not in this test".to_string(),

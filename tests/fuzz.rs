@@ -15,7 +15,7 @@ use jiff::{Timestamp, tz::TimeZone};
 use proptest::prelude::*;
 use reconciler::drivers::barman::{parse_backup_result, parse_delete_result, parse_list_backups};
 use reconciler::drivers::command::CommandOutput;
-use reconciler::observe::{
+use reconciler::observed::{
     Backup, BackupStatus, BarmanState, Observation, Observed, StarportState, VolumeState,
 };
 use reconciler::plan::{PlanContext, Step, plan};

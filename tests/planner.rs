@@ -2,7 +2,7 @@
 //! to the observed state (in a simulated world) yields a converged plan.
 
 use jiff::{Timestamp, ToSpan, tz::TimeZone};
-use reconciler::observe::{
+use reconciler::observed::{
     Backup, BackupStatus, BarmanState, CheckItem, MirrorObservation, Observation, Observed,
     StarportMetadata, StarportState, StrayReplay, VolumeMarker, VolumeState, VolumeUser, WalHealth,
 };
@@ -1426,7 +1426,7 @@ fn step_by_step_replanning_converges_in_as_many_steps_as_planned() {
 
 mod restore_target {
     use super::*;
-    use reconciler::observe::{
+    use reconciler::observed::{
         ConsumerState, RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState,
     };
     use reconciler::plan::plan_restore;

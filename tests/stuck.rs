@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp, tz::TimeZone};
-use reconciler::observe::{
+use reconciler::observed::{
     Backup, BackupActivity, BackupStatus, BarmanState, Observation, Observed, TakenBackup,
     VolumeState,
 };

@@ -28,9 +28,7 @@ pub mod validate;
 
 use std::process::ExitCode;
 
-use jiff::tz::TimeZone;
-
-use crate::plan::{ConditionStatus, Plan, PlanContext};
+use crate::plan::{ConditionStatus, Plan};
 use crate::spec::{LoadedResource, LoadedSpecs, SpecProblem};
 
 /// How a command ended, mapped onto the process exit code.
@@ -54,13 +52,7 @@ impl From<ExitStatus> for ExitCode {
     }
 }
 
-/// The plan context for the real now.
-pub fn context_now() -> PlanContext {
-    PlanContext {
-        now: jiff::Timestamp::now(),
-        local_time_zone: TimeZone::system(),
-    }
-}
+pub use crate::clock::context_now;
 
 /// Keeps the pipelines (and the problems) the user named; all when none named.
 /// Names that match nothing are returned as problems of their own.

@@ -15,8 +15,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::barman::BarmanError;
-use crate::observe::BackupActivity;
+use crate::observed::BackupActivity;
 
 /// The probe, run by `python3` (barman's own interpreter, so it exists wherever
 /// barman runs) with the lock file and the base backups directory as arguments.
@@ -80,22 +79,19 @@ impl BarmanPaths {
 }
 
 /// Reads the two paths from `barman -f json show-server SERVER`.
-pub fn parse_show_server(server: &str, json: &str) -> Result<BarmanPaths, BarmanError> {
-    let unexpected = |problem: String| BarmanError::Unparsable {
-        action: "show-server",
-        problem,
-    };
-    let value: Value = serde_json::from_str(json)
-        .map_err(|e| unexpected(format!("not JSON ({e}): {}", first_line(json))))?;
+/// An error is what was wrong with the output, for the caller to report.
+pub fn parse_show_server(server: &str, json: &str) -> Result<BarmanPaths, String> {
+    let value: Value =
+        serde_json::from_str(json).map_err(|e| format!("not JSON ({e}): {}", first_line(json)))?;
     let entry = value
         .get(server)
-        .ok_or_else(|| unexpected(format!("no entry for server {server}")))?;
+        .ok_or_else(|| format!("no entry for server {server}"))?;
     let text = |key: &str| entry.get(key).and_then(Value::as_str).map(str::to_string);
-    let basebackups_directory = text("basebackups_directory")
-        .ok_or_else(|| unexpected("no basebackups_directory".to_string()))?;
+    let basebackups_directory =
+        text("basebackups_directory").ok_or_else(|| "no basebackups_directory".to_string())?;
     let lock_directory = text("barman_lock_directory")
         .or_else(|| text("barman_home"))
-        .ok_or_else(|| unexpected("no barman_lock_directory nor barman_home".to_string()))?;
+        .ok_or_else(|| "no barman_lock_directory nor barman_home".to_string())?;
     Ok(BarmanPaths {
         lock_directory,
         basebackups_directory,
@@ -103,7 +99,8 @@ pub fn parse_show_server(server: &str, json: &str) -> Result<BarmanPaths, Barman
 }
 
 /// Reads the probe's one line of JSON.
-pub fn parse_probe(stdout: &str) -> Result<BackupActivity, BarmanError> {
+/// An error is what was wrong with the output, for the caller to report.
+pub fn parse_probe(stdout: &str) -> Result<BackupActivity, String> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Answer {
@@ -111,10 +108,7 @@ pub fn parse_probe(stdout: &str) -> Result<BackupActivity, BarmanError> {
         copying: Vec<String>,
     }
     let answer: Answer =
-        serde_json::from_str(stdout.trim()).map_err(|e| BarmanError::Unparsable {
-            action: "backup-activity probe",
-            problem: format!("{e}: {}", first_line(stdout)),
-        })?;
+        serde_json::from_str(stdout.trim()).map_err(|e| format!("{e}: {}", first_line(stdout)))?;
     Ok(BackupActivity {
         lock_held: answer.lock_held,
         copying: answer.copying,

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::command::{CommandError, CommandLine, CommandOutput, CommandRunner, OnCancel, RunAs};
 use super::docker::{DockerEngine, DockerExec};
-use crate::observe::{Backup, BackupActivity, BackupStatus, CheckItem, WalHealth};
+use crate::observed::{Backup, BackupActivity, BackupStatus, CheckItem, WalHealth};
 use crate::spec::BarmanSpec;
 
 /// barman's Python start-up alone takes ~0.4 s; a catalogue read that takes a
@@ -307,7 +307,13 @@ impl BarmanDriver for BarmanCli {
         if !out.success() {
             return Err(failure("show-server", &out));
         }
-        let paths = super::backup_activity::parse_show_server(server, &out.stdout)?;
+        let paths =
+            super::backup_activity::parse_show_server(server, &out.stdout).map_err(|problem| {
+                BarmanError::Unparsable {
+                    action: "show-server",
+                    problem,
+                }
+            })?;
         let probe = CommandLine::new("python3", QUICK_CALL_TIMEOUT)
             .args(["-c", super::backup_activity::PROBE])
             .arg(paths.backup_lock(server))
@@ -316,7 +322,12 @@ impl BarmanDriver for BarmanCli {
         if !out.success() {
             return Err(failure("backup-activity probe", &out));
         }
-        super::backup_activity::parse_probe(&out.stdout)
+        super::backup_activity::parse_probe(&out.stdout).map_err(|problem| {
+            BarmanError::Unparsable {
+                action: "backup-activity probe",
+                problem,
+            }
+        })
     }
 
     async fn take_backup(

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::command::{CommandLine, CommandRunner};
 use super::starport::{CopyStats, StarportError, StarportPaths};
-use crate::observe::{StarportMetadata, StarportState};
+use crate::observed::{StarportMetadata, StarportState};
 use crate::spec::{MirrorSpec, SshSpec, StarportSpec};
 
 /// How long a metadata transfer may take.

@@ -27,12 +27,10 @@ use super::docker::{
     ContainerMount, ContainerSpec, DockerEngine, DockerError, DockerExec, PIPELINE_LABEL,
     ROLE_LABEL, ShortLivedContainer,
 };
-use crate::observe::StrayReplay;
+use crate::observed::StrayReplay;
 use crate::spec::{RecoveredVolumeSpec, ReplayContainerSpec, ReplaySpec, VolumeLocation};
 
-/// The replay's private socket directory starts with this, which is how a replay
-/// left running by a killed reconciler is recognised on the next start.
-pub const SOCKET_DIR_PREFIX: &str = "reconciler-replay-";
+pub use super::volume::SOCKET_DIR_PREFIX;
 /// The port only names the socket file; nothing listens on TCP.
 const REPLAY_PORT: &str = "5432";
 /// How often replay progress is probed.
@@ -370,7 +368,7 @@ impl LocalReplay {
                 }
                 Ok(out) if out.success() => last_probe = out.stdout.trim().to_string(),
                 Ok(out) => last_probe = out.last_words(),
-                Err(e) => last_probe = crate::observe::error_chain(&e),
+                Err(e) => last_probe = crate::errors::error_chain(&e),
             }
             tokio::select! {
                 () = tokio::time::sleep(PROBE_INTERVAL) => {}

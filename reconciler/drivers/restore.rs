@@ -24,7 +24,7 @@ use super::volume::{
     LocalVolume, MARKER_FILE, RESTORE_MARKER_FILE, VolumeError, VolumeLock, is_wipeable,
     postmaster_running,
 };
-use crate::observe::{RestoreMarker, RestoreVolumeState, StarportState};
+use crate::observed::{RestoreMarker, RestoreVolumeState, StarportState};
 use crate::spec::{RestoreSourceSpec, RestoreVolumeSpec, VolumeLocation};
 
 /// The starport copy a restore target reads.

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use super::command::{CommandError, CommandLine, CommandRunner};
 use super::fsutil::{blocking, remove_durably, write_atomically};
 use super::volume::STAGING_DIR;
-use crate::observe::{StarportMetadata, StarportState};
+use crate::observed::{StarportMetadata, StarportState};
 use crate::spec::StarportSpec;
 
 /// What can go wrong with the starport.

@@ -21,8 +21,12 @@ use jiff::Timestamp;
 use super::command::RunAs;
 use super::docker::{DockerEngine, DockerError, MountingContainer, PIPELINE_LABEL, ROLE_LABEL};
 use super::fsutil::{blocking, remove_durably, sync_dir, write_atomically};
-use crate::observe::{StrayReplay, VolumeMarker, VolumeState, VolumeUser};
+use crate::observed::{StrayReplay, VolumeMarker, VolumeState, VolumeUser};
 use crate::spec::{RecoveredVolumeSpec, VolumeLocation};
+
+/// The replay's private socket directory starts with this, which is how a replay
+/// left running by a killed reconciler is recognised on the next start.
+pub const SOCKET_DIR_PREFIX: &str = "reconciler-replay-";
 
 /// The marker's file name, at the root of the volume.
 pub const MARKER_FILE: &str = ".reconciler-volume.json";
@@ -467,7 +471,7 @@ pub fn stray_replay(data_dir: &Path) -> Option<i32> {
     let ours = socket_dir
         .file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(super::replay::SOCKET_DIR_PREFIX));
+        .is_some_and(|n| n.starts_with(SOCKET_DIR_PREFIX));
     (ours && postmaster_running(data_dir) && works_in(pid, data_dir)).then_some(pid)
 }
 
@@ -494,7 +498,7 @@ fn is_replay_socket_dir(dir: &Path) -> bool {
         && dir
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(super::replay::SOCKET_DIR_PREFIX))
+            .is_some_and(|n| n.starts_with(SOCKET_DIR_PREFIX))
 }
 
 /// Removes a replay's socket directory (with the replay's log in it) once no live
@@ -840,7 +844,7 @@ mod tests {
     #[test]
     fn a_reused_pid_is_never_taken_for_a_stray_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let socket_dir = format!("/tmp/{}test", super::super::replay::SOCKET_DIR_PREFIX);
+        let socket_dir = format!("/tmp/{}test", super::SOCKET_DIR_PREFIX);
         let pid_file =
             |pid: u32| format!("{pid}\n{}\n0\n5432\n{socket_dir}\n", dir.path().display());
         // This test process is alive, but works elsewhere.
@@ -887,7 +891,7 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let ours = parent
             .path()
-            .join(format!("{}test", super::super::replay::SOCKET_DIR_PREFIX));
+            .join(format!("{}test", super::SOCKET_DIR_PREFIX));
         fs::create_dir(&ours).unwrap();
         fs::write(ours.join("postgres.log"), "log").unwrap();
         let lock = ours.join(".s.PGSQL.5432.lock");

@@ -20,7 +20,7 @@ use crate::drivers::pause::pause_point;
 use crate::drivers::replay::ReplayError;
 use crate::drivers::starport::StarportError;
 use crate::drivers::volume::VolumeError;
-use crate::observe::{BackupStatus, Observed, StarportMetadata, VolumeMarker, VolumeState};
+use crate::observed::{BackupStatus, Observed, StarportMetadata, VolumeMarker, VolumeState};
 use crate::plan::{BackupRef, GenerationRef, Step};
 use crate::spec::{BackupPipeline, RecoveredVolumeSpec};
 
@@ -272,7 +272,7 @@ async fn recover_volume(
         .switch_wal(&pipeline.spec.barman, SWITCH_WAL_TIMEOUT)
         .await
     {
-        tracing::warn!(error = %crate::observe::error_chain(&e), "could not archive the current WAL segment; recovering what is archived");
+        tracing::warn!(error = %crate::errors::error_chain(&e), "could not archive the current WAL segment; recovering what is archived");
     }
     let path = drivers
         .volume
@@ -369,7 +369,7 @@ async fn starport_holding(
     };
     let volume_name = pipeline.starport_volume_name().unwrap_or_default();
     match drivers.starport.inspect(starport, &volume_name).await? {
-        crate::observe::StarportState::Synced { metadata }
+        crate::observed::StarportState::Synced { metadata }
             if metadata.generation.as_deref() == Some(generation) =>
         {
             Ok(metadata)

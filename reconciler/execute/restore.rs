@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use super::{ExecuteError, StepDetail};
 use crate::drivers::Drivers;
 use crate::drivers::pause::pause_point;
-use crate::observe::{
+use crate::observed::{
     RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState, StarportMetadata,
     StarportState,
 };
@@ -219,7 +219,7 @@ async fn undo_before_copy(
             tracing::warn!(
                 restore_target = %target.name(),
                 container = %name,
-                error = %crate::observe::error_chain(&e),
+                error = %crate::errors::error_chain(&e),
                 "a consumer stopped for a failed restore did not start again"
             );
             if !still_owed.contains(name) {
@@ -235,7 +235,7 @@ async fn undo_before_copy(
     if let Err(e) = drivers.restore_volume.write_marker(path, &marker).await {
         tracing::warn!(
             restore_target = %target.name(),
-            error = %crate::observe::error_chain(&e),
+            error = %crate::errors::error_chain(&e),
             "the marker of a restore that copied nothing could not be put back"
         );
     }

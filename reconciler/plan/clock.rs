@@ -18,7 +18,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
 use super::{CLOCK_SKEW_TOLERANCE_SECONDS, human_seconds};
-use crate::observe::TakenBackup;
+use crate::observed::TakenBackup;
 use crate::spec::HumanDuration;
 
 /// Local offsets span UTC−12 to UTC+14: a barman id read in the wrong zone is

@@ -9,7 +9,7 @@
 //! STARTED is dead: nothing will ever finish it, and waiting for it would stall
 //! the pipeline for ever.
 
-use crate::observe::{Backup, BackupActivity, BackupStatus, BarmanState, Observation};
+use crate::observed::{Backup, BackupActivity, BackupStatus, BarmanState, Observation};
 
 /// What the planner makes of one unfinished entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@ pub mod stalled;
 use jiff::{Timestamp, ToSpan, tz::TimeZone};
 use serde::{Deserialize, Serialize};
 
-use crate::observe::{
+use crate::observed::{
     Backup, BackupStatus, Observation, Observed, StarportState, StrayReplay, VolumeState,
     VolumeUser,
 };
@@ -1308,8 +1308,8 @@ fn plan_wal_streaming(p: &mut Planner<'_>) -> Option<Condition> {
         }
         Some(Observation::Observed { value }) => value,
     };
-    let failed = |item: &Option<crate::observe::CheckItem>| item.as_ref().is_some_and(|c| !c.ok);
-    let hint = |item: &Option<crate::observe::CheckItem>| {
+    let failed = |item: &Option<crate::observed::CheckItem>| item.as_ref().is_some_and(|c| !c.ok);
+    let hint = |item: &Option<crate::observed::CheckItem>| {
         item.as_ref()
             .map(|c| c.hint.clone())
             .filter(|h| !h.is_empty())

@@ -13,7 +13,7 @@ use super::{
     CLOCK_SKEW_TOLERANCE_SECONDS, ConditionStatus, ConditionType, Deadline, Plan, PlanContext,
     PlannedStep, Step, condition, human_age, human_from_now, ready_condition,
 };
-use crate::observe::{
+use crate::observed::{
     ConsumerState, Observation, RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState,
     StarportState,
 };

@@ -6,7 +6,7 @@
 
 use jiff::Timestamp;
 
-use crate::observe::Backup;
+use crate::observed::Backup;
 use crate::spec::{RetentionPolicy, RetentionSpec};
 
 /// The verdict on a list of DONE backups.

@@ -13,10 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{Condition, ConditionStatus, ConditionType, Plan, human_seconds};
 
-/// How long one wait may last before the pipeline counts as stalled, when the spec
-/// says nothing: longer than a 757 GiB base backup (about two hours) and its
-/// replay, short enough that the morning shift hears of it.
-pub const DEFAULT_STALLED_AFTER: SignedDuration = SignedDuration::from_hours(6);
+pub use crate::spec::DEFAULT_STALLED_AFTER;
 
 /// Failed runs in a row that make a pipeline stalled: one is a blip, two may be,
 /// three with backoff in between are not.

@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::observe::{
+use crate::observed::{
     BackupStatus, Observed, RestoreObserved, RestoreState, RestoreVolumeState, StarportState,
     VolumeState,
 };
@@ -741,7 +741,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::{Backup, BarmanState, Observation};
+    use crate::observed::{Backup, BarmanState, Observation};
     use crate::plan::{PlanContext, plan};
     use crate::reconcile::StepRecord;
 
@@ -919,7 +919,7 @@ spec:
 
     fn synced(last_backup: &str) -> Observation<StarportState> {
         Observation::observed(StarportState::Synced {
-            metadata: crate::observe::StarportMetadata {
+            metadata: crate::observed::StarportMetadata {
                 last_backup: last_backup.to_string(),
                 instance_guid: Some("m".to_string()),
                 generation: Some("g1".to_string()),
@@ -935,7 +935,7 @@ spec:
         let p = pipeline("montagu");
         let mut o = observed(Some(one_done_backup()));
         o.volume = Observation::observed(VolumeState::Marked {
-            marker: crate::observe::VolumeMarker {
+            marker: crate::observed::VolumeMarker {
                 generation: "g1".to_string(),
                 backup_id: "20261124T100000".to_string(),
                 backup_end_time: Some("2026-11-24T10:00:00Z".parse().expect("timestamp")),
@@ -949,11 +949,11 @@ spec:
         });
         o.starport = Some(synced("2026-11-24T11:05:00+00:00"));
         o.mirrors = vec![
-            crate::observe::MirrorObservation {
+            crate::observed::MirrorObservation {
                 name: "offsite".to_string(),
                 state: synced("2026-11-24T11:10:00+00:00"),
             },
-            crate::observe::MirrorObservation {
+            crate::observed::MirrorObservation {
                 name: "unread".to_string(),
                 state: Observation::unavailable(&std::io::Error::other("ssh failed")),
             },
@@ -1023,7 +1023,7 @@ spec:
         )
         .expect("test restore target parses");
         let metrics = Metrics::new();
-        let marker = |state| crate::observe::RestoreMarker {
+        let marker = |state| crate::observed::RestoreMarker {
             state,
             generation: "g1".to_string(),
             recovered_at: Some("2026-11-24T11:00:00Z".parse().expect("timestamp")),

@@ -42,9 +42,9 @@ use self::schedule::{Scheduler, Wake};
 use self::status::{
     InProgress, PipelineStatus, git_commit, merge_conditions, spec_digest, write_status,
 };
-use crate::commands::context_now;
+use crate::clock::context_now;
 use crate::drivers::Drivers;
-use crate::observe::TakenBackup;
+use crate::observed::TakenBackup;
 use crate::plan::stalled::waiting_since;
 use crate::plan::{
     ConditionStatus, ConditionType, Plan, PlannedStep, StallHistory, stalled_condition,

@@ -24,6 +24,11 @@ pub use restore::{
 };
 pub use values::{AbsolutePath, DataPath, HumanDuration, ObjectName, PipelineName, TimeOfDay};
 
+/// How long one wait may last before `run` reports a document `Stalled`, when its
+/// spec says nothing: longer than a 757 GiB base backup (about two hours) and its
+/// replay, short enough that the morning shift hears of it.
+pub const DEFAULT_STALLED_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_hours(6);
+
 /// The API version every document must declare.
 pub const API_VERSION: &str = "reconciler.montagu/v1alpha1";
 
@@ -790,7 +795,7 @@ impl Resource {
             Resource::RestoreTarget(t) => t.spec.stalled_after,
         };
         spec.and_then(|d| jiff::SignedDuration::try_from(d.to_std()).ok())
-            .unwrap_or(crate::plan::stalled::DEFAULT_STALLED_AFTER)
+            .unwrap_or(DEFAULT_STALLED_AFTER)
     }
 
     /// The backup pipeline, if this is one.
