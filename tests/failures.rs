@@ -10,45 +10,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// An ssh server on loopback (`testenv sshd-up`), stopped when dropped.
-struct Sshd {
-    dir: PathBuf,
-    port: String,
-}
-
-impl Sshd {
-    fn up(dir: PathBuf) -> Self {
-        let out = Command::new(common::repo().join("scripts/testenv"))
-            .arg("sshd-up")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sshd-up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Sshd { dir, port }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = Command::new(common::repo().join("scripts/testenv"))
-            .arg("sshd-down")
-            .arg(&self.dir)
-            .arg("--rm")
-            .output();
-    }
-}
-
-/// A loopback port nothing listens on (bound, then released).
-fn refused_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// One failure: the spec's extra lines, the condition that must show it, and
 /// what its line in `diff` must say.
 struct Row {
@@ -130,11 +91,11 @@ fn diff_shows_why_each_real_failure_happened() {
         .prefix("reconciler-failures-")
         .tempdir()
         .unwrap();
-    let sshd = Sshd::up(root.path().join("sshd"));
+    let sshd = common::Sshd::up(root.path().join("sshd"));
     let key = sshd.dir.join("id_ed25519");
     let known_hosts = sshd.dir.join("known_hosts");
     let missing_key = sshd.dir.join("no_such_key");
-    let free = refused_port().to_string();
+    let free = common::free_port().to_string();
 
     let rows = vec![
         Row {

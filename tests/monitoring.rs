@@ -17,14 +17,6 @@ use serde_json::Value;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A process this test started, stopped by its PID when the guard drops (also when
 /// an assertion failed): SIGTERM, then SIGKILL if it has not exited within 30 s.
 struct Guard {
@@ -110,7 +102,7 @@ fn wait_for<T>(
 }
 
 fn start_run(p: &TestPipeline, state: &Path) -> (Guard, u16) {
-    let port = free_port();
+    let port = common::free_port();
     let log = p.root.join("monitoring-run.log");
     let child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
         .arg("run")
@@ -181,7 +173,7 @@ scrape_configs:
         ),
     )
     .unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let log = dir.join("prometheus.log");
     let child = Command::new(PROMETHEUS)
         .arg(format!(

@@ -350,43 +350,6 @@ fn a_dead_receive_wal_makes_wal_streaming_false_until_barman_cron_restarts_it() 
     assert_eq!(condition(first(&report), "WalStreaming")["status"], "True");
 }
 
-/// An ssh server on loopback (`testenv sshd-up`), stopped when dropped.
-struct Sshd {
-    dir: std::path::PathBuf,
-    port: String,
-}
-
-impl Sshd {
-    fn up(dir: std::path::PathBuf) -> Self {
-        let out = Command::new(common::repo().join("scripts/testenv"))
-            .arg("sshd-up")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sshd-up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Sshd { dir, port }
-    }
-
-    fn down(&self) {
-        let _ = Command::new(common::repo().join("scripts/testenv"))
-            .arg("sshd-down")
-            .arg(&self.dir)
-            .output();
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        self.down();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// rsync's list of what differs between two trees (empty: identical).
 fn differences(from: &std::path::Path, to: &std::path::Path) -> String {
     let out = Command::new("rsync")
@@ -401,7 +364,7 @@ fn differences(from: &std::path::Path, to: &std::path::Path) -> String {
 #[test]
 fn an_off_site_mirror_follows_the_starport_over_ssh() {
     let p = TestPipeline::new("mirror", "{keep: 3}");
-    let sshd = Sshd::up(p.root.join("sshd"));
+    let sshd = common::Sshd::up(p.root.join("sshd"));
     let mirror_root = p.root.join("offsite");
     let spec = p.specs.join("pipeline.yaml");
     let text = std::fs::read_to_string(&spec).unwrap();
@@ -503,7 +466,7 @@ fn a_restore_target_pulls_the_complete_copy_over_ssh_and_postgres_serves_it() {
     assert_eq!(code, 0, "the backup host converges: {report:#}");
 
     // The consumer host reaches the starport only over ssh.
-    let sshd = Sshd::up(p.root.join("sshd"));
+    let sshd = common::Sshd::up(p.root.join("sshd"));
     let consumer = p.root.join("consumer");
     let specs = consumer.join("specs");
     std::fs::create_dir_all(&specs).unwrap();

@@ -19,20 +19,12 @@ struct Running {
     port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_run(p: &TestPipeline, state: &Path, extra_env: &[(&str, &str)]) -> Running {
     start_run_on(&p.specs, state, extra_env, "10m")
 }
 
 fn start_run_on(specs: &Path, state: &Path, extra_env: &[(&str, &str)], resync: &str) -> Running {
-    let port = free_port();
+    let port = common::free_port();
     let log = state.with_extension(format!("{port}.log"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconciler"));
     cmd.arg("run")
@@ -215,7 +207,7 @@ fn run_converges_reports_and_follows_spec_edits() {
         .arg(&p.specs)
         .arg("--state-dir")
         .arg(&state)
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--listen", &format!("127.0.0.1:{}", common::free_port())])
         .output()
         .unwrap();
     assert_eq!(second.status.code(), Some(2));
@@ -369,7 +361,7 @@ spec:
 ",
     )
     .unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let log = dir.path().join("run.log");
     let child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
         .arg("run")

@@ -613,3 +613,50 @@ pub fn apply_until_paused(
     }
     child
 }
+
+/// An ssh server on loopback (`testenv sshd-up`), stopped when dropped.
+pub struct Sshd {
+    pub dir: PathBuf,
+    pub port: String,
+}
+
+impl Sshd {
+    pub fn up(dir: PathBuf) -> Self {
+        let out = Command::new(repo().join("scripts/testenv"))
+            .arg("sshd-up")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sshd-up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Sshd { dir, port }
+    }
+
+    pub fn down(&self) {
+        let _ = Command::new(repo().join("scripts/testenv"))
+            .arg("sshd-down")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.down();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free loopback port (bound, then released): for a server to start on, or to
+/// stand for a port nothing listens on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
