@@ -16,7 +16,7 @@
 //! 1. [`reconcile`]: the one code path `diff`, `apply` and `run` share, in about a
 //!    hundred lines: observe, plan, run one step, observe again.
 //! 2. [`plan`]: the only place that decides. [`plan::plan`] is a pure function of
-//!    (spec, observed, now); its tests (`tests/planner.rs`, `tests/stuck.rs`) read
+//!    (spec, observed, now); its tests (`tests/planner_*.rs`, `tests/stuck.rs`) read
 //!    as a table of situations and answers.
 //! 3. [`observed`]: the plain data the planner reads, and [`spec`]: the documents.
 //! 4. [`execute`] and [`drivers`]: how a step is carried out, and the only code

@@ -1,0 +1,284 @@
+//! Each step is a fixed sequence whose order is the safety argument: the journal
+//! of the fake world shows the order, and the world at each moment shows what a
+//! crash there would leave.
+
+use reconciler::observed::RestoreState;
+use reconciler::plan::Step;
+use reconciler::reconcile::StepOutcome;
+
+use super::{Drift, Test, check_converged, check_invariants, newest_done};
+
+#[tokio::test]
+async fn a_recovery_invalidates_the_marker_first_and_marks_only_after_a_clean_replay() {
+    let t = Test::converged().await;
+    Drift::StaleVolume.apply(&mut t.world.state());
+    t.world.during("barman.recover", |s| {
+        assert!(s.volume.marker.is_none(), "barman recovers under a marker");
+    });
+    t.world.during("replay.replay", |s| {
+        assert!(s.volume.marker.is_none(), "replay runs under a marker");
+    });
+
+    let report = t.apply(&t.pipeline).await;
+
+    assert!(report.converged, "{report:#?}");
+    let invalidated = t.position("volume.invalidate_marker", "");
+    let recovered = t.position("barman.recover", "");
+    let promoted = t.position("volume.promote_staging", "");
+    let replayed = t.position("replay.replay", "");
+    let marked = t.position("volume.write_marker", "");
+    assert!(
+        invalidated < recovered && recovered < promoted && promoted < replayed,
+        "{}",
+        t.journal_text()
+    );
+    assert!(
+        replayed < marked,
+        "marker before replay: {}",
+        t.journal_text()
+    );
+    let s = t.world.state();
+    assert!(!s.volume.postgres_running);
+    check_invariants(&s, &newest_done(&s), "after the recovery");
+}
+
+#[tokio::test]
+async fn a_sync_removes_the_starport_metadata_before_rsync_and_writes_it_after_checking_the_volume()
+{
+    let t = Test::converged().await;
+    Drift::StaleStarport.apply(&mut t.world.state());
+    t.world.during("starport.copy", |s| {
+        assert!(s.starport.metadata.is_none(), "rsync under metadata");
+    });
+
+    let report = t.apply(&t.pipeline).await;
+
+    assert!(report.converged, "{report:#?}");
+    let invalidated = t.position("starport.invalidate_metadata", "");
+    let copied = t.position("starport.copy", "");
+    let written = t.position("starport.write_metadata", "");
+    assert!(
+        invalidated < copied && copied < written,
+        "{}",
+        t.journal_text()
+    );
+    let checked = t.world.journal()[copied..written]
+        .iter()
+        .any(|c| c.op == "volume.inspect");
+    assert!(
+        checked,
+        "the volume is not looked at between rsync and the metadata: {}",
+        t.journal_text()
+    );
+    check_converged(&t.world.state(), "after the sync");
+}
+
+#[tokio::test]
+async fn a_volume_recovered_again_under_rsync_leaves_the_starport_without_metadata() {
+    let t = Test::converged().await;
+    Drift::StaleStarport.apply(&mut t.world.state());
+    // Another recovery replaces the volume's data and marker while rsync runs.
+    t.world.during("starport.copy", |s| {
+        s.last_serial += 1;
+        let serial = s.last_serial;
+        let data = s.volume.data.as_mut().expect("volume data");
+        data.serial = serial;
+        let marker = s.volume.marker.as_mut().expect("marker");
+        marker.generation = "recovered-meanwhile".to_string();
+        s.generations.insert(marker.generation.clone(), serial);
+    });
+
+    let report = t.apply(&t.pipeline).await;
+
+    let sync = report
+        .steps
+        .iter()
+        .find(|r| matches!(r.planned.step, Step::SyncStarport { .. }))
+        .expect("a sync ran");
+    assert_eq!(sync.outcome, StepOutcome::Failed, "{report:#?}");
+    assert!(sync.detail.contains("generation"), "{}", sync.detail);
+    assert!(!t.called("starport.write_metadata"), "{}", t.journal_text());
+    let s = t.world.state();
+    assert!(s.starport.metadata.is_none());
+    check_invariants(
+        &s,
+        &newest_done(&s),
+        "after a sync the volume changed under",
+    );
+}
+
+#[tokio::test]
+async fn a_mirror_loses_its_metadata_before_rsync_and_gets_it_after_checking_the_starport() {
+    let t = Test::converged().await;
+    Drift::StaleMirror.apply(&mut t.world.state());
+    t.world.during("mirror.copy", |s| {
+        assert!(
+            s.mirrors["offsite"].metadata.is_none(),
+            "rsync under the mirror's metadata"
+        );
+    });
+
+    let report = t.apply(&t.pipeline).await;
+
+    assert!(report.converged, "{report:#?}");
+    let invalidated = t.position("mirror.invalidate_metadata", "offsite");
+    let copied = t.position("mirror.copy", "offsite");
+    let written = t.position("mirror.write_metadata", "offsite");
+    assert!(
+        invalidated < copied && copied < written,
+        "{}",
+        t.journal_text()
+    );
+    let checked = t.world.journal()[copied..written]
+        .iter()
+        .any(|c| c.op == "starport.inspect");
+    assert!(checked, "{}", t.journal_text());
+    check_converged(&t.world.state(), "after the mirror sync");
+}
+
+#[tokio::test]
+async fn a_starport_synced_again_under_the_mirror_copy_leaves_the_mirror_without_metadata() {
+    let t = Test::converged().await;
+    Drift::StaleMirror.apply(&mut t.world.state());
+    t.world.during("mirror.copy", |s| {
+        // The local starport is being rewritten: its metadata goes, its data mixes.
+        s.starport.metadata = None;
+        s.starport.data = super::fake::Content::Partial;
+    });
+
+    let report = t.apply(&t.pipeline).await;
+
+    let sync = report
+        .steps
+        .iter()
+        .find(|r| matches!(r.planned.step, Step::SyncMirror { .. }))
+        .expect("a mirror sync ran");
+    assert_eq!(sync.outcome, StepOutcome::Failed, "{report:#?}");
+    assert!(!t.called("mirror.write_metadata"), "{}", t.journal_text());
+    let s = t.world.state();
+    assert!(s.mirrors["offsite"].metadata.is_none());
+    check_invariants(&s, &newest_done(&s), "after a mirror sync");
+}
+
+#[tokio::test]
+async fn a_restore_marks_restoring_before_stopping_consumers_and_copying_and_restored_after() {
+    let t = Test::converged().await;
+    Drift::LostMarker.apply(&mut t.world.state());
+    assert!(t.apply(&t.pipeline).await.converged);
+    let generation = t.world.state().starport_generation().expect("a generation");
+    t.world.state().journal.clear();
+    t.world.during("restore_source.copy", |s| {
+        let marker = s.restore_volume.marker.as_ref().expect("a marker");
+        assert_eq!(
+            marker.state,
+            RestoreState::Restoring,
+            "copy under `restored`"
+        );
+        assert!(
+            s.consumers.values().all(|running| !running),
+            "copy under a running consumer"
+        );
+    });
+
+    let report = t.apply(&t.target).await;
+
+    assert!(report.converged, "{report:#?}");
+    let restoring = t.position("restore_volume.write_marker", "restoring");
+    let stopped = t.position("consumers.stop", "montagu-db");
+    let copied = t.position("restore_source.copy", "");
+    let restored = t.position(
+        "restore_volume.write_marker",
+        &format!("restored {generation}"),
+    );
+    let started = t.position("consumers.start", "montagu-db");
+    assert!(
+        restoring < stopped && stopped < copied && copied < restored && restored < started,
+        "{}",
+        t.journal_text()
+    );
+    check_converged(&t.world.state(), "after the restore");
+}
+
+/// A stale backup with two DONE ones and keep 2: the plan takes a backup, then
+/// deletes the oldest, which only the new backup makes due.
+async fn due_after_a_new_backup() -> Test {
+    let t = Test::converged().await;
+    Drift::ExtraBackups.apply(&mut t.world.state());
+    t.world.state().backups.remove(0);
+    Drift::StaleBackup.apply(&mut t.world.state());
+    assert_eq!(t.world.state().backups.len(), 2);
+    t
+}
+
+#[tokio::test]
+async fn deletes_made_due_by_a_new_backup_run_only_once_it_is_done() {
+    let t = due_after_a_new_backup().await;
+    let oldest = t.world.state().backups[0].id.clone();
+
+    let report = t.apply(&t.pipeline).await;
+
+    assert!(report.converged, "{report:#?}");
+    let taken = t.position("barman.take_backup", "");
+    let deleted = t.position("barman.delete_backup", &oldest);
+    assert!(taken < deleted, "{}", t.journal_text());
+}
+
+#[tokio::test]
+async fn a_failed_backup_stops_apply_before_any_delete() {
+    let t = due_after_a_new_backup().await;
+    let before = t.world.state().backups.clone();
+    t.world.state().backup_fails = true;
+
+    let report = t.apply(&t.pipeline).await;
+
+    assert!(
+        !t.called("barman.delete_backup"),
+        "deleted after a failed backup: {}",
+        t.journal_text()
+    );
+    assert_eq!(t.world.state().backups, before);
+    assert_eq!(report.steps.len(), 1, "{report:#?}");
+    assert_eq!(report.steps[0].planned.step, Step::TakeBaseBackup);
+    assert_eq!(report.steps[0].outcome, StepOutcome::Failed);
+}
+
+#[tokio::test]
+async fn nothing_starts_after_a_shutdown_during_a_step() {
+    let t = Test::converged().await;
+    Drift::StaleBackup.apply(&mut t.world.state());
+    t.world.state().cancel_on = Some("barman.take_backup");
+
+    let report = t.apply(&t.pipeline).await;
+
+    let taken = t.position("barman.take_backup", "");
+    let after: Vec<_> = t.world.journal()[taken + 1..]
+        .iter()
+        .filter(|c| !c.is_read())
+        .cloned()
+        .collect();
+    assert!(after.is_empty(), "started after the shutdown: {after:?}");
+    assert_eq!(report.steps.len(), 1, "{report:#?}");
+}
+
+#[tokio::test]
+async fn nothing_starts_after_a_shutdown_before_apply() {
+    let t = Test::converged().await;
+    Drift::LostMarker.apply(&mut t.world.state());
+    t.world.cancel.cancel();
+
+    let mut reports = Vec::new();
+    for resource in [&t.pipeline, &t.target] {
+        reports.push(t.apply(resource).await);
+    }
+    let started: Vec<_> = t
+        .world
+        .journal()
+        .into_iter()
+        .filter(|c| !c.is_read())
+        .collect();
+    assert!(
+        started.is_empty(),
+        "started after the shutdown: {started:?}"
+    );
+    assert!(reports.iter().all(|r| r.steps.is_empty()), "{reports:#?}");
+}
