@@ -425,7 +425,7 @@ fn condition_of(plan: &Plan, kind: ConditionType) -> (ConditionStatus, String, S
         .iter()
         .find(|c| c.kind == kind)
         .unwrap_or_else(|| panic!("no {kind} in {plan:#?}"));
-    (c.status, c.reason.clone(), c.message.clone())
+    (c.status, c.reason.to_string(), c.message.clone())
 }
 
 #[test]

@@ -100,7 +100,7 @@ fn activity(lock_held: bool, copying: &[&str]) -> Option<Observation<BackupActiv
 
 fn condition(plan: &Plan, kind: ConditionType) -> (ConditionStatus, String, String) {
     let c = plan.condition(kind).expect("condition present");
-    (c.status, c.reason.clone(), c.message.clone())
+    (c.status, c.reason.to_string(), c.message.clone())
 }
 
 fn steps(plan: &Plan) -> Vec<Step> {

@@ -6,7 +6,7 @@ use jiff::{Timestamp, ToSpan, tz::TimeZone};
 
 use super::liveness::{Liveness, unfinished};
 use super::{
-    ConditionStatus, ConditionType, Planner, Step, clock, condition, human_age, human_ago,
+    ConditionStatus, ConditionType, Planner, Reason, Step, clock, condition, human_age, human_ago,
     human_from_now,
 };
 use crate::observed::{Backup, BackupStatus, Observation};
@@ -46,7 +46,7 @@ pub(super) fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
             p.plan.conditions.push(condition(
                 ConditionType::BaseBackupFresh,
                 Unknown,
-                "BarmanUnavailable",
+                Reason::BarmanUnavailable,
                 format!("barman could not be observed: {reason}"),
             ));
             p.wait(format!("barman to answer ({reason})"));
@@ -71,12 +71,16 @@ pub(super) fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
         .collect();
 
     let (fresh, reason, message) = match &newest_done {
-        None => (false, "NoBackup", "barman has no DONE backup".to_string()),
+        None => (
+            false,
+            Reason::NoBackup,
+            "barman has no DONE backup".to_string(),
+        ),
         Some(Backup {
             id, end_time: None, ..
         }) => (
             false,
-            "EndTimeUnknown",
+            Reason::EndTimeUnknown,
             format!("newest DONE backup {id} has no end time"),
         ),
         Some(Backup {
@@ -85,7 +89,7 @@ pub(super) fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
             ..
         }) if p.is_from_the_future(*end) => (
             false,
-            "BackupFromTheFuture",
+            Reason::BackupFromTheFuture,
             format!(
                 "newest DONE backup {id} ends {}; check the clocks of this host and barman's",
                 human_from_now(p.cx.now, *end)
@@ -108,7 +112,7 @@ pub(super) fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
             if p.cx.now >= expires
                 && let Some(skew) = skew
             {
-                (false, "ClockSkew", skew)
+                (false, Reason::ClockSkew, skew)
             } else if p.cx.now < expires {
                 p.deadline(
                     expires,
@@ -116,7 +120,7 @@ pub(super) fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
                 );
                 (
                     true,
-                    "Fresh",
+                    Reason::Fresh,
                     format!(
                         "newest DONE backup {id} ended {} (maxAge {max_age})",
                         human_ago(*end, p.cx.now)
@@ -125,7 +129,7 @@ pub(super) fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
             } else {
                 (
                     false,
-                    "Stale",
+                    Reason::Stale,
                     format!(
                         "newest DONE backup {id} ended {} ago, older than maxAge {max_age}",
                         human_age(*end, p.cx.now)
@@ -148,24 +152,24 @@ pub(super) fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
     p.plan.conditions.push(condition(
         ConditionType::BaseBackupFresh,
         if fresh { True } else { False },
-        reason,
+        reason.clone(),
         message.clone(),
     ));
     let mut outcome = BackupOutcome {
         newest_done,
         new_backup_planned: false,
         stale_and_running: false,
-        clock_skew: reason == "ClockSkew",
+        clock_skew: reason == Reason::ClockSkew,
         barman_observed: true,
     };
     if fresh {
         return outcome;
     }
-    if reason == "BackupFromTheFuture" {
+    if reason == Reason::BackupFromTheFuture {
         p.wait("the clocks to agree: a backup ends in the future".to_string());
         return outcome;
     }
-    if reason == "ClockSkew" {
+    if reason == Reason::ClockSkew {
         // Another backup would look just as old: taking one would only churn.
         p.wait(format!(
             "the clocks to agree before another base backup is taken ({message})"

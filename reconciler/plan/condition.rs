@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Reason;
+
 /// A condition, in the Kubernetes style.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -13,8 +15,8 @@ pub struct Condition {
     pub kind: ConditionType,
     /// True, False or Unknown.
     pub status: ConditionStatus,
-    /// A CamelCase word, stable for alerting.
-    pub reason: String,
+    /// A CamelCase word, stable for alerting (serialized as the word).
+    pub reason: Reason,
     /// A sentence for a human.
     pub message: String,
     /// What the condition is about when a pipeline has several of its type (the
@@ -82,13 +84,13 @@ pub enum ConditionStatus {
 pub(super) fn condition(
     kind: ConditionType,
     status: ConditionStatus,
-    reason: &str,
+    reason: Reason,
     message: String,
 ) -> Condition {
     Condition {
         kind,
         status,
-        reason: reason.to_string(),
+        reason,
         message,
         subject: None,
     }
@@ -100,7 +102,7 @@ pub(super) fn ready_condition(conditions: &[Condition]) -> Condition {
         return condition(
             ConditionType::Ready,
             True,
-            "Converged",
+            Reason::Converged,
             "every condition holds".to_string(),
         );
     }
@@ -113,7 +115,7 @@ pub(super) fn ready_condition(conditions: &[Condition]) -> Condition {
     condition(
         ConditionType::Ready,
         status,
-        "NotConverged",
+        Reason::NotConverged,
         format!("not holding: {}", names.join(", ")),
     )
 }

@@ -21,6 +21,7 @@ mod backup;
 pub mod clock;
 mod condition;
 pub mod liveness;
+mod reason;
 mod render;
 mod restore;
 pub mod retention;
@@ -38,6 +39,7 @@ use crate::spec::BackupPipeline;
 
 pub use backup::window_opens;
 pub use condition::{Condition, ConditionStatus, ConditionType};
+pub use reason::Reason;
 pub use render::render_text;
 pub use restore::plan_restore;
 pub use stalled::{StallHistory, stalled_condition};

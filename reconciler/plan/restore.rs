@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use super::{
     CLOCK_SKEW_TOLERANCE_SECONDS, ConditionStatus, ConditionType, Deadline, Plan, PlanContext,
-    PlannedStep, Step, condition, human_age, human_from_now, ready_condition,
+    PlannedStep, Reason, Step, condition, human_age, human_from_now, ready_condition,
 };
 use crate::observed::{
     ConsumerState, Observation, RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState,
@@ -94,7 +94,7 @@ fn plan_source(
             plan.conditions.push(condition(
                 ConditionType::SourceComplete,
                 Unknown,
-                "SourceUnavailable",
+                Reason::SourceUnavailable,
                 format!("the starport {name} could not be read: {reason}"),
             ));
             plan.waiting_on
@@ -107,7 +107,7 @@ fn plan_source(
             plan.conditions.push(condition(
                 ConditionType::SourceComplete,
                 False,
-                "NoCompleteCopy",
+                Reason::NoCompleteCopy,
                 format!(
                     "{name} holds no complete copy ({reason}): a sync is running or never finished"
                 ),
@@ -130,7 +130,7 @@ fn plan_source(
     let (status, reason, message) = match copy.recovered_at {
         None => (
             False,
-            "AgeUnknown",
+            Reason::AgeUnknown,
             format!(
                 "{name} holds generation {}, but its metadata gives no time to check against maxAge {max_age}",
                 copy.generation
@@ -138,7 +138,7 @@ fn plan_source(
         ),
         Some(at) if at.as_second() > cx.now.as_second() + CLOCK_SKEW_TOLERANCE_SECONDS => (
             False,
-            "FromTheFuture",
+            Reason::FromTheFuture,
             format!(
                 "{name} says generation {} was recovered {}; check the clocks of both hosts",
                 copy.generation,
@@ -154,7 +154,7 @@ fn plan_source(
                 });
                 (
                     True,
-                    "Complete",
+                    Reason::Complete,
                     format!(
                         "{name} holds generation {}, recovered {} (maxAge {max_age})",
                         copy.generation,
@@ -164,7 +164,7 @@ fn plan_source(
             } else {
                 (
                     False,
-                    "SourceStale",
+                    Reason::SourceStale,
                     format!(
                         "{name}'s newest generation {} was recovered {} ago, older than maxAge {max_age}",
                         copy.generation,
@@ -175,7 +175,7 @@ fn plan_source(
         }
     };
     copy.current = status == True;
-    copy.dated = copy.recovered_at.is_some() && reason != "FromTheFuture";
+    copy.dated = copy.recovered_at.is_some() && reason != Reason::FromTheFuture;
     if status != True {
         plan.waiting_on.push(format!(
             "the backup host to publish a newer generation: {message}"
@@ -204,7 +204,7 @@ fn plan_volume(
             plan.conditions.push(condition(
                 ConditionType::VolumeRestored,
                 Unknown,
-                "VolumeUnavailable",
+                Reason::VolumeUnavailable,
                 format!("the volume could not be inspected: {reason}"),
             ));
             plan.waiting_on
@@ -219,7 +219,7 @@ fn plan_volume(
             plan.conditions.push(condition(
                 ConditionType::VolumeRestored,
                 False,
-                "ForeignData",
+                Reason::ForeignData,
                 format!("{location} holds files that are not a PostgreSQL data directory"),
             ));
             plan.waiting_on.push(format!(
@@ -235,9 +235,11 @@ fn plan_volume(
         } => (marker.as_ref(), &used_by[..], *postmaster_running),
     };
     let (status, reason, message) = match (state, marker, source) {
-        (RestoreVolumeState::Missing, _, _) => {
-            (False, "VolumeMissing", format!("{location} does not exist"))
-        }
+        (RestoreVolumeState::Missing, _, _) => (
+            False,
+            Reason::VolumeMissing,
+            format!("{location} does not exist"),
+        ),
         (_, None, _) => {
             let why = match state {
                 RestoreVolumeState::Present {
@@ -248,13 +250,13 @@ fn plan_volume(
             };
             (
                 False,
-                "NoValidMarker",
+                Reason::NoValidMarker,
                 format!("{location} holds no restored copy ({why})"),
             )
         }
         (_, Some(m), _) if m.state == RestoreState::Restoring => (
             False,
-            "RestoreInterrupted",
+            Reason::RestoreInterrupted,
             format!(
                 "a restore of generation {} into {location} did not finish: its data is incomplete",
                 m.generation
@@ -262,7 +264,7 @@ fn plan_volume(
         ),
         (_, Some(m), Some(copy)) if copy.older_than(m) => (
             True,
-            "Restored",
+            Reason::Restored,
             format!(
                 "{location} holds generation {}, newer than the starport's {}: never replaced by older data",
                 m.generation, copy.generation
@@ -270,7 +272,7 @@ fn plan_volume(
         ),
         (_, Some(m), Some(copy)) if m.generation != copy.generation => (
             False,
-            "OutOfDate",
+            Reason::OutOfDate,
             format!(
                 "{location} holds generation {}, the starport {}",
                 m.generation, copy.generation
@@ -278,7 +280,7 @@ fn plan_volume(
         ),
         (_, Some(m), copy) => (
             True,
-            "Restored",
+            Reason::Restored,
             format!(
                 "{location} holds generation {}{}{}",
                 m.generation,

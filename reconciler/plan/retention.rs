@@ -12,7 +12,7 @@ use jiff::Timestamp;
 
 use super::backup::{BackupOutcome, done_backups_newest_first};
 use super::liveness::{Liveness, lock_held, unfinished};
-use super::{ConditionStatus, ConditionType, PlannedStep, Planner, Step, condition};
+use super::{ConditionStatus, ConditionType, PlannedStep, Planner, Reason, Step, condition};
 use crate::observed::{Backup, BackupStatus};
 use crate::spec::{RetentionPolicy, RetentionSpec};
 
@@ -96,7 +96,7 @@ pub(super) fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
         p.plan.conditions.push(condition(
             ConditionType::RetentionSatisfied,
             Unknown,
-            "BarmanUnavailable",
+            Reason::BarmanUnavailable,
             "barman could not be observed".to_string(),
         ));
         return;
@@ -131,7 +131,7 @@ pub(super) fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
         let ids: Vec<&str> = dead.iter().map(|b| b.id.as_str()).collect();
         (
             False,
-            "DeadBackups",
+            Reason::DeadBackups,
             format!(
                 "{} STARTED but no barman backup runs {} (its lock is free, no pg_basebackup writes it): it died mid-copy and is deleted",
                 ids.join(", "),
@@ -141,19 +141,19 @@ pub(super) fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
     } else if future {
         (
             Unknown,
-            "BackupFromTheFuture",
+            Reason::BackupFromTheFuture,
             "a DONE backup ends in the future; retention waits for the clocks to agree".to_string(),
         )
     } else if outcome.clock_skew {
         (
             Unknown,
-            "ClockSkew",
+            Reason::ClockSkew,
             "the primary's and this host's clocks disagree (see BaseBackupFresh); retention waits for them to agree".to_string(),
         )
     } else if obsolete_now.is_empty() && failed.is_empty() {
         (
             True,
-            "Satisfied",
+            Reason::Satisfied,
             format!("{} DONE backups kept ({})", done.len(), now_verdict.rule),
         )
     } else {
@@ -169,9 +169,9 @@ pub(super) fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
             parts.push(format!("{} FAILED", failed.len()));
         }
         let reason = if obsolete_now.is_empty() {
-            "FailedBackups"
+            Reason::FailedBackups
         } else {
-            "ObsoleteBackups"
+            Reason::ObsoleteBackups
         };
         (
             False,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Condition, ConditionStatus, ConditionType, Plan, human_seconds};
+use super::{Condition, ConditionStatus, ConditionType, Plan, Reason, human_seconds};
 
 pub use crate::spec::DEFAULT_STALLED_AFTER;
 
@@ -61,16 +61,16 @@ pub fn stalled_condition(
     if converged {
         return None;
     }
-    let stalled = |reason: &str, message: String| Condition {
+    let stalled = |reason: Reason, message: String| Condition {
         kind: ConditionType::Stalled,
         status: ConditionStatus::True,
-        reason: reason.to_string(),
+        reason,
         message,
         subject: None,
     };
     if history.consecutive_failures >= FAILURES_BEFORE_STALLED {
         return Some(stalled(
-            "RepeatedFailures",
+            Reason::RepeatedFailures,
             format!(
                 "{} runs failed in a row; the last: {}",
                 history.consecutive_failures,
@@ -97,7 +97,7 @@ pub fn stalled_condition(
         return None;
     }
     Some(stalled(
-        "WaitingTooLong",
+        Reason::WaitingTooLong,
         format!(
             "waiting for {} since {} ({}, longer than stalledAfter {})",
             longest.0,

@@ -3,7 +3,7 @@
 //! to is never copied, a starport another host owns never written, and a mirror
 //! follows only a complete, current starport generation.
 
-use super::{ConditionStatus, ConditionType, GenerationRef, Planner, Step, condition};
+use super::{ConditionStatus, ConditionType, GenerationRef, Planner, Reason, Step, condition};
 use crate::observed::{Observation, StarportState, VolumeState};
 
 pub(super) fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
@@ -12,7 +12,7 @@ pub(super) fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
         p.plan.conditions.push(condition(
             ConditionType::StarportInSync,
             True,
-            "NotConfigured",
+            Reason::NotConfigured,
             "the pipeline has no starport".to_string(),
         ));
         return;
@@ -24,7 +24,7 @@ pub(super) fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
             p.plan.conditions.push(condition(
                 ConditionType::StarportInSync,
                 Unknown,
-                "StarportUnavailable",
+                Reason::StarportUnavailable,
                 format!("the starport could not be inspected: {reason}"),
             ));
             p.wait(format!("the starport to be readable ({reason})"));
@@ -34,7 +34,7 @@ pub(super) fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
             p.plan.conditions.push(condition(
                 ConditionType::StarportInSync,
                 Unknown,
-                "NotObserved",
+                Reason::NotObserved,
                 "the starport was not observed".to_string(),
             ));
             return;
@@ -52,7 +52,7 @@ pub(super) fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
     let (status, reason, message) = match state {
         StarportState::NoMetadata { reason } => (
             False,
-            "NoMetadata",
+            Reason::NoMetadata,
             format!("{target} has no valid metadata ({reason})"),
         ),
         StarportState::Synced { metadata } => {
@@ -67,7 +67,7 @@ pub(super) fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
                 p.plan.conditions.push(condition(
                     ConditionType::StarportInSync,
                     False,
-                    "OwnedByAnotherHost",
+                    Reason::OwnedByAnotherHost,
                     format!("{target} was written by host {theirs}, this host is {ours}"),
                 ));
                 p.wait(format!(
@@ -78,7 +78,7 @@ pub(super) fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
             match (&metadata.generation, &volume_generation) {
                 (Some(theirs), Some(ours)) if theirs == ours && !recovery_planned => (
                     True,
-                    "InSync",
+                    Reason::InSync,
                     format!(
                         "{target} holds generation {ours} (copied {})",
                         metadata.last_backup
@@ -86,7 +86,7 @@ pub(super) fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
                 ),
                 (theirs, _) => (
                     False,
-                    "OutOfSync",
+                    Reason::OutOfSync,
                     format!(
                         "{target} holds generation {}, the volume {}",
                         theirs.as_deref().unwrap_or("(none)"),
@@ -152,14 +152,14 @@ pub(super) fn plan_mirrors(p: &mut Planner<'_>) {
         let (status, reason, message) = match (observed, &source) {
             (None, _) => (
                 Unknown,
-                "NotObserved",
+                Reason::NotObserved,
                 "the mirror was not looked at".to_string(),
             ),
             (Some(Observation::Unavailable { reason }), _) => {
                 p.wait(format!("mirror {name} to answer ({reason})"));
                 (
                     Unknown,
-                    "MirrorUnavailable",
+                    Reason::MirrorUnavailable,
                     format!("the mirror could not be inspected: {reason}"),
                 )
             }
@@ -171,7 +171,7 @@ pub(super) fn plan_mirrors(p: &mut Planner<'_>) {
                 match (held, source) {
                     (Some(held), Some(source)) if &held == source => (
                         True,
-                        "InSync",
+                        Reason::InSync,
                         format!("holds the starport's generation {source}"),
                     ),
                     (held, Some(source)) => {
@@ -187,7 +187,7 @@ pub(super) fn plan_mirrors(p: &mut Planner<'_>) {
                         );
                         (
                             False,
-                            "OutOfSync",
+                            Reason::OutOfSync,
                             format!("holds {what}, the starport {source}"),
                         )
                     }
@@ -197,7 +197,7 @@ pub(super) fn plan_mirrors(p: &mut Planner<'_>) {
                         ));
                         (
                             False,
-                            "WaitingForStarport",
+                            Reason::WaitingForStarport,
                             "the starport does not hold a complete, current generation yet"
                                 .to_string(),
                         )

@@ -4,8 +4,8 @@
 
 use super::backup::BackupOutcome;
 use super::{
-    BackupRef, ConditionStatus, ConditionType, Planner, Step, condition, human_age, human_ago,
-    human_from_now,
+    BackupRef, ConditionStatus, ConditionType, Planner, Reason, Step, condition, human_age,
+    human_ago, human_from_now,
 };
 use crate::observed::{Observation, VolumeState, VolumeUser};
 
@@ -18,7 +18,7 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
             p.plan.conditions.push(condition(
                 ConditionType::VolumeFresh,
                 Unknown,
-                "VolumeUnavailable",
+                Reason::VolumeUnavailable,
                 format!("the volume could not be inspected: {reason}"),
             ));
             p.wait(format!("the volume to be readable ({reason})"));
@@ -34,7 +34,7 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
     };
     let (reason, message, in_use) = match state {
         VolumeState::Missing => (
-            "VolumeMissing",
+            Reason::VolumeMissing,
             format!("{} does not exist", spec.location()),
             false,
         ),
@@ -46,7 +46,7 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
             p.plan.conditions.push(condition(
                 ConditionType::VolumeFresh,
                 False,
-                "ForeignData",
+                Reason::ForeignData,
                 format!("{} {reason}", spec.location()),
             ));
             p.wait(format!(
@@ -56,7 +56,7 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
             return false;
         }
         VolumeState::Unmarked { reason, in_use, .. } => (
-            "NoValidMarker",
+            Reason::NoValidMarker,
             format!(
                 "{} holds no valid recovery marker ({reason})",
                 spec.location()
@@ -68,7 +68,7 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
             in_use: true,
             ..
         } => (
-            "VolumeInUse",
+            Reason::VolumeInUse,
             format!(
                 "{}, so it no longer holds recovery {} as marked",
                 writers(users, &location),
@@ -81,7 +81,7 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
             let expires = spec.max_age.after(marker.recovered_at);
             if p.is_from_the_future(marker.recovered_at) {
                 (
-                    "MarkerFromTheFuture",
+                    Reason::MarkerFromTheFuture,
                     format!(
                         "the marker says the recovery finished {}; check this host's clock",
                         human_from_now(p.cx.now, marker.recovered_at)
@@ -92,7 +92,7 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
                 p.plan.conditions.push(condition(
                     ConditionType::VolumeFresh,
                     True,
-                    "Fresh",
+                    Reason::Fresh,
                     format!(
                         "backup {} recovered and replayed to {} {} (maxAge {})",
                         marker.backup_id,
@@ -108,7 +108,7 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
                 return false;
             } else {
                 (
-                    "Stale",
+                    Reason::Stale,
                     format!(
                         "backup {} was recovered {} ago, older than maxAge {}",
                         marker.backup_id,

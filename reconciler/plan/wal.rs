@@ -2,7 +2,7 @@
 //! receive-wal is down, and a replication slot reset only when the spec opts in.
 //! Pure: it never resets a slot on its own initiative.
 
-use super::{Condition, ConditionStatus, ConditionType, Planner, Step, condition};
+use super::{Condition, ConditionStatus, ConditionType, Planner, Reason, Step, condition};
 use crate::observed::{CheckItem, Observation};
 
 /// The `WalStreaming` condition, and the repair it needs: `barman cron` when
@@ -15,7 +15,7 @@ pub(super) fn plan_wal_streaming(p: &mut Planner<'_>) -> Option<Condition> {
             return Some(condition(
                 ConditionType::WalStreaming,
                 Unknown,
-                "NotObserved",
+                Reason::NotObserved,
                 "barman check was not run".to_string(),
             ));
         }
@@ -24,7 +24,7 @@ pub(super) fn plan_wal_streaming(p: &mut Planner<'_>) -> Option<Condition> {
             return Some(condition(
                 ConditionType::WalStreaming,
                 Unknown,
-                "BarmanUnavailable",
+                Reason::BarmanUnavailable,
                 format!("barman check could not be observed: {reason}"),
             ));
         }
@@ -53,14 +53,14 @@ pub(super) fn plan_wal_streaming(p: &mut Planner<'_>) -> Option<Condition> {
             hint(&health.postgresql_streaming)
         );
         p.wait(format!("the primary to accept streaming again: {message}"));
-        ("PrimaryNotStreaming", message)
+        (Reason::PrimaryNotStreaming, message)
     } else if failed(&health.receive_wal_running) && !slot_broken {
         p.step(
             Step::RunBarmanCron,
             format!("receive-wal is not running for {server}; barman cron starts it"),
         );
         (
-            "ReceiveWalStopped",
+            Reason::ReceiveWalStopped,
             format!(
                 "receive-wal is not running{}",
                 hint(&health.receive_wal_running)
@@ -85,7 +85,7 @@ pub(super) fn plan_wal_streaming(p: &mut Planner<'_>) -> Option<Condition> {
                 "an operator to repair the replication slot of {server} (or walStreaming.resetBrokenSlot: true): {message}"
             ));
         }
-        ("SlotBroken", message)
+        (Reason::SlotBroken, message)
     } else if failed(&health.archiver_errors) {
         let message = format!(
             "barman reports archiver errors{}",
@@ -94,23 +94,23 @@ pub(super) fn plan_wal_streaming(p: &mut Planner<'_>) -> Option<Condition> {
         p.wait(format!(
             "an operator to clear the archiver errors: {message}"
         ));
-        ("ArchiverErrors", message)
+        (Reason::ArchiverErrors, message)
     } else if failed(&health.wal_maximum_age) {
         let message = format!("no WAL received recently{}", hint(&health.wal_maximum_age));
         p.wait(format!("WAL to arrive: {message}"));
-        ("WalTooOld", message)
+        (Reason::WalTooOld, message)
     } else if health.receive_wal_running.is_none() {
         return Some(condition(
             ConditionType::WalStreaming,
             Unknown,
-            "NotReported",
+            Reason::NotReported,
             "barman check did not report receive_wal_running (streaming_archiver off?)".to_string(),
         ));
     } else {
         return Some(condition(
             ConditionType::WalStreaming,
             True,
-            "Streaming",
+            Reason::Streaming,
             "receive-wal runs, its replication slot is active".to_string(),
         ));
     };

@@ -560,7 +560,7 @@ impl Metrics {
             plan.conditions.iter().any(|c| {
                 c.kind.to_string() == labels.r#type
                     && c.subject.as_deref().unwrap_or("") == labels.subject
-                    && c.reason == labels.reason
+                    && c.reason == labels.reason.as_str()
             })
         };
         if let Ok(mut seen) = self.seen.lock() {
@@ -587,7 +587,7 @@ impl Metrics {
                 pipeline: label.pipeline.clone(),
                 r#type: c.kind.to_string(),
                 subject: c.subject.clone().unwrap_or_default(),
-                reason: c.reason.clone(),
+                reason: c.reason.to_string(),
             };
             self.condition_reason.get_or_create(&reason).set(1);
             if let Ok(mut seen) = self.seen.lock() {
@@ -850,7 +850,7 @@ spec:
             crate::plan::Condition {
                 kind: crate::plan::ConditionType::Stalled,
                 status: crate::plan::ConditionStatus::True,
-                reason: "WaitingTooLong".to_string(),
+                reason: crate::plan::Reason::WaitingTooLong,
                 message: String::new(),
                 subject: None,
             },
