@@ -172,19 +172,32 @@ impl Planner<'_> {
     }
 
     fn deadline(&mut self, at: Timestamp, what: String) {
-        if at <= self.cx.now {
-            return;
-        }
-        let earlier = self.plan.next_deadline.as_ref().is_none_or(|d| at < d.at);
-        if earlier {
-            self.plan.next_deadline = Some(Deadline { at, what });
-        }
+        deadline(&mut self.plan, self.cx.now, at, what);
     }
 
     fn is_from_the_future(&self, t: Timestamp) -> bool {
-        t.as_second() > self.cx.now.as_second() + CLOCK_SKEW_TOLERANCE_SECONDS
+        is_from_the_future(t, self.cx.now)
     }
 }
+
+/// Records `at` as the plan's next deadline when it lies after `now` and before
+/// the one recorded (the earliest wins).
+fn deadline(plan: &mut Plan, now: Timestamp, at: Timestamp, what: String) {
+    if at <= now {
+        return;
+    }
+    let earlier = plan.next_deadline.as_ref().is_none_or(|d| at < d.at);
+    if earlier {
+        plan.next_deadline = Some(Deadline { at, what });
+    }
+}
+
+/// True when `t` lies further ahead of `now` than [`CLOCK_SKEW_TOLERANCE_SECONDS`]:
+/// a date from the future, not the noise of two hosts' clocks.
+fn is_from_the_future(t: Timestamp, now: Timestamp) -> bool {
+    t.as_second() > now.as_second() + CLOCK_SKEW_TOLERANCE_SECONDS
+}
+
 /// Plans one pipeline. Pure: see the module docs.
 pub fn plan(pipeline: &BackupPipeline, observed: &Observed, cx: &PlanContext) -> Plan {
     let mut planner = Planner {

@@ -10,8 +10,8 @@
 use jiff::Timestamp;
 
 use super::{
-    CLOCK_SKEW_TOLERANCE_SECONDS, ConditionStatus, ConditionType, Deadline, Plan, PlanContext,
-    PlannedStep, Reason, Step, condition, human_age, human_from_now, ready_condition,
+    ConditionStatus, ConditionType, Plan, PlanContext, PlannedStep, Reason, Step, condition,
+    deadline, human_age, human_from_now, is_from_the_future, ready_condition,
 };
 use crate::observed::{
     ConsumerState, Observation, RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState,
@@ -136,7 +136,7 @@ fn plan_source(
                 copy.generation
             ),
         ),
-        Some(at) if at.as_second() > cx.now.as_second() + CLOCK_SKEW_TOLERANCE_SECONDS => (
+        Some(at) if is_from_the_future(at, cx.now) => (
             False,
             Reason::FromTheFuture,
             format!(
@@ -148,10 +148,12 @@ fn plan_source(
         Some(at) => {
             let expires = max_age.after(at);
             if cx.now < expires {
-                plan.next_deadline = Some(Deadline {
-                    at: expires,
-                    what: format!("the starport's generation turns older than {max_age}"),
-                });
+                deadline(
+                    plan,
+                    cx.now,
+                    expires,
+                    format!("the starport's generation turns older than {max_age}"),
+                );
                 (
                     True,
                     Reason::Complete,
