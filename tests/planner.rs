@@ -7,7 +7,7 @@ use reconciler::observed::{
     StarportMetadata, StarportState, StrayReplay, VolumeMarker, VolumeState, VolumeUser, WalHealth,
 };
 use reconciler::plan::{
-    BackupRef, ConditionStatus, ConditionType, GenerationRef, Plan, PlanContext, Step, plan,
+    BackupRef, ConditionStatus, ConditionType, GenerationRef, PipelineStep, Plan, PlanContext, plan,
 };
 use reconciler::spec::BackupPipeline;
 
@@ -159,10 +159,10 @@ impl World {
     }
 
     /// Carries out a step the way the real executor would, on the simulated world.
-    fn apply(&mut self, step: &Step, now: Timestamp) {
+    fn apply(&mut self, step: &PipelineStep, now: Timestamp) {
         let o = &mut self.observed;
         match step {
-            Step::RunBarmanCron => {
+            PipelineStep::RunBarmanCron => {
                 let health = match &mut o.wal {
                     Some(Observation::Observed { value }) => value,
                     other => panic!("cron planned without WAL health: {other:?}"),
@@ -171,7 +171,7 @@ impl World {
                 // receive-wal re-activates its slot unless the slot itself is broken.
                 return;
             }
-            Step::ResetReplicationSlot => {
+            PipelineStep::ResetReplicationSlot => {
                 let health = match &mut o.wal {
                     Some(Observation::Observed { value }) => value,
                     other => panic!("slot reset planned without WAL health: {other:?}"),
@@ -189,13 +189,13 @@ impl World {
             }
         };
         match step {
-            Step::TakeBaseBackup => backups.push(Backup {
+            PipelineStep::TakeBaseBackup => backups.push(Backup {
                 id: now.strftime("%Y%m%dT%H%M%S").to_string(),
                 status: BackupStatus::Done,
                 end_time: Some(now),
                 size_bytes: Some(1),
             }),
-            Step::DeleteBackup { backup_id } => {
+            PipelineStep::DeleteBackup { backup_id } => {
                 let before = backups.len();
                 backups.retain(|b| &b.id != backup_id);
                 assert_eq!(
@@ -204,7 +204,7 @@ impl World {
                     "deleted a backup that does not exist: {backup_id}"
                 );
             }
-            Step::RecoverVolume { backup } => {
+            PipelineStep::RecoverVolume { backup } => {
                 let id = match backup {
                     BackupRef::Existing(id) => id.clone(),
                     BackupRef::NewBackup => backups
@@ -235,7 +235,7 @@ impl World {
                     users: vec![],
                 });
             }
-            Step::StopStrayReplay { replay } => match &mut o.volume {
+            PipelineStep::StopStrayReplay { replay } => match &mut o.volume {
                 Observation::Observed {
                     value:
                         VolumeState::Unmarked {
@@ -252,7 +252,7 @@ impl World {
                 }
                 other => panic!("stopping a stray replay on {other:?}"),
             },
-            Step::SyncStarport { generation } => {
+            PipelineStep::SyncStarport { generation } => {
                 let current = match o.volume.value() {
                     Some(VolumeState::Marked { marker, .. }) => marker.generation.clone(),
                     other => panic!("sync planned without a marked volume: {other:?}"),
@@ -262,7 +262,7 @@ impl World {
                 }
                 o.starport = Some(Observation::observed(synced(&current, MACHINE)));
             }
-            Step::SyncMirror { mirror, generation } => {
+            PipelineStep::SyncMirror { mirror, generation } => {
                 let starport = match o.starport.as_ref().and_then(|s| s.value()) {
                     Some(StarportState::Synced { metadata }) => metadata.generation.clone(),
                     other => panic!("mirror sync planned without a synced starport: {other:?}"),
@@ -275,9 +275,8 @@ impl World {
                     .expect("the mirror was observed");
                 m.state = Observation::observed(synced(generation, MACHINE));
             }
-            Step::RunBarmanCron | Step::ResetReplicationSlot => unreachable!("handled above"),
-            Step::RestoreVolume { .. } | Step::StartConsumers { .. } => {
-                panic!("a backup pipeline planned a restore target's step: {step}")
+            PipelineStep::RunBarmanCron | PipelineStep::ResetReplicationSlot => {
+                unreachable!("handled above")
             }
         }
     }
@@ -315,7 +314,7 @@ fn a_mirror_follows_the_starport_once_it_holds_a_complete_generation() {
     let p = plan(&with_mirror(), &world.observed, &cx(NOW));
     assert_eq!(
         steps(&p),
-        [Step::SyncMirror {
+        [PipelineStep::SyncMirror {
             mirror: "offsite".into(),
             generation: "g1".into()
         }]
@@ -339,7 +338,7 @@ fn a_mirror_follows_the_starport_once_it_holds_a_complete_generation() {
     assert!(
         !steps(&p)
             .iter()
-            .any(|s| matches!(s, Step::SyncMirror { .. }))
+            .any(|s| matches!(s, PipelineStep::SyncMirror { .. }))
     );
     assert_eq!(
         condition_of(&p, ConditionType::MirrorInSync).1,
@@ -377,7 +376,7 @@ fn from_nothing_the_mirror_is_synced_last_replanning_after_each_step() {
         executed.push(first.step.clone());
     }
     assert!(
-        matches!(executed.last(), Some(Step::SyncMirror { .. })),
+        matches!(executed.last(), Some(PipelineStep::SyncMirror { .. })),
         "{executed:?}"
     );
     assert_eq!(
@@ -419,7 +418,10 @@ fn watching_wal(reset_broken_slot: bool) -> BackupPipeline {
     p
 }
 
-fn condition_of(plan: &Plan, kind: ConditionType) -> (ConditionStatus, String, String) {
+fn condition_of<S: std::fmt::Debug>(
+    plan: &Plan<S>,
+    kind: ConditionType,
+) -> (ConditionStatus, String, String) {
     let c = plan
         .conditions
         .iter()
@@ -474,7 +476,7 @@ fn wal_streaming_table() {
         bool,
         ConditionStatus,
         &'static str,
-        Vec<Step>,
+        Vec<PipelineStep>,
         bool,
     );
     let cases: Vec<Case> = vec![
@@ -493,7 +495,7 @@ fn wal_streaming_table() {
             false,
             False,
             "ReceiveWalStopped",
-            vec![Step::RunBarmanCron],
+            vec![PipelineStep::RunBarmanCron],
             false,
         ),
         (
@@ -511,7 +513,10 @@ fn wal_streaming_table() {
             true,
             False,
             "SlotBroken",
-            vec![Step::ResetReplicationSlot, Step::RunBarmanCron],
+            vec![
+                PipelineStep::ResetReplicationSlot,
+                PipelineStep::RunBarmanCron,
+            ],
             false,
         ),
         (
@@ -533,7 +538,10 @@ fn wal_streaming_table() {
             true,
             False,
             "SlotBroken",
-            vec![Step::ResetReplicationSlot, Step::RunBarmanCron],
+            vec![
+                PipelineStep::ResetReplicationSlot,
+                PipelineStep::RunBarmanCron,
+            ],
             false,
         ),
         (
@@ -584,7 +592,7 @@ fn wal_repairs_come_before_a_backup_that_needs_wal() {
     let plan = reconciler::plan::plan(&watching_wal(false), &world.observed, &cx(NOW));
     assert_eq!(
         steps(&plan)[..2],
-        [Step::RunBarmanCron, Step::TakeBaseBackup],
+        [PipelineStep::RunBarmanCron, PipelineStep::TakeBaseBackup],
         "{plan:#?}"
     );
     let mut world = world;
@@ -595,16 +603,16 @@ fn wal_repairs_come_before_a_backup_that_needs_wal() {
     assert!(after.is_converged(), "{after:#?}");
 }
 
-fn steps(plan: &Plan) -> Vec<Step> {
+fn steps<S: Clone>(plan: &Plan<S>) -> Vec<S> {
     plan.steps.iter().map(|s| s.step.clone()).collect()
 }
 
-fn status(plan: &Plan, kind: ConditionType) -> ConditionStatus {
+fn status<S>(plan: &Plan<S>, kind: ConditionType) -> ConditionStatus {
     plan.condition(kind).expect("condition present").status
 }
 
-fn delete(id: &str) -> Step {
-    Step::DeleteBackup {
+fn delete(id: &str) -> PipelineStep {
+    PipelineStep::DeleteBackup {
         backup_id: id.to_string(),
     }
 }
@@ -617,11 +625,11 @@ fn empty_world_takes_a_backup_then_recovers_then_syncs() {
     assert_eq!(
         steps(&plan),
         vec![
-            Step::TakeBaseBackup,
-            Step::RecoverVolume {
+            PipelineStep::TakeBaseBackup,
+            PipelineStep::RecoverVolume {
                 backup: BackupRef::NewBackup
             },
-            Step::SyncStarport {
+            PipelineStep::SyncStarport {
                 generation: GenerationRef::FromRecovery
             },
         ]
@@ -663,16 +671,16 @@ fn planning_at_a_later_instant_shows_future_drift() {
     assert_eq!(
         steps(&friday),
         vec![
-            Step::RecoverVolume {
+            PipelineStep::RecoverVolume {
                 backup: BackupRef::Existing("20261120T000000".into())
             },
-            Step::SyncStarport {
+            PipelineStep::SyncStarport {
                 generation: GenerationRef::FromRecovery
             },
         ]
     );
     let in_a_month = plan(&pipeline(), &world.observed, &cx("2026-12-21T00:00:00Z"));
-    assert_eq!(steps(&in_a_month)[0], Step::TakeBaseBackup);
+    assert_eq!(steps(&in_a_month)[0], PipelineStep::TakeBaseBackup);
     assert_eq!(
         in_a_month
             .condition(ConditionType::BaseBackupFresh)
@@ -716,7 +724,7 @@ fn deletes_made_due_by_a_new_backup_come_after_it() {
     let plan = plan(&pipeline(), &world.observed, &cx(NOW));
     assert_eq!(
         steps(&plan),
-        vec![Step::TakeBaseBackup, delete("20260801T000000")]
+        vec![PipelineStep::TakeBaseBackup, delete("20260801T000000")]
     );
     assert!(
         plan.steps[1].reason.contains("once the new backup is DONE"),
@@ -754,11 +762,11 @@ fn a_running_backup_means_wait_not_a_second_backup_nor_deletes() {
         done("20261001T000000", "2026-10-01T01:00:00Z"),
     ]);
     let plan = plan(&pipeline(), &world.observed, &cx(NOW));
-    assert!(!steps(&plan).contains(&Step::TakeBaseBackup));
+    assert!(!steps(&plan).contains(&PipelineStep::TakeBaseBackup));
     assert!(
         !steps(&plan)
             .iter()
-            .any(|s| matches!(s, Step::DeleteBackup { .. }))
+            .any(|s| matches!(s, PipelineStep::DeleteBackup { .. }))
     );
     assert!(
         plan.waiting_on
@@ -795,7 +803,7 @@ fn barman_unavailable_is_unknown_and_touches_nothing_of_barmans() {
     assert!(steps(&later).is_empty(), "{:?}", steps(&later));
 }
 
-fn plan_at(world: &World, now: &str) -> Plan {
+fn plan_at(world: &World, now: &str) -> Plan<PipelineStep> {
     plan(&pipeline(), &world.observed, &cx(now))
 }
 
@@ -807,11 +815,11 @@ fn a_closed_start_window_waits_until_it_opens() {
     );
     let world = World::empty();
     let closed = plan(&windowed, &world.observed, &cx("2026-11-23T12:00:00Z"));
-    assert!(!steps(&closed).contains(&Step::TakeBaseBackup));
+    assert!(!steps(&closed).contains(&PipelineStep::TakeBaseBackup));
     assert!(closed.waiting_on.iter().any(|w| w.contains("start window")));
     assert_eq!(closed.next_deadline.unwrap().at, t("2026-11-24T00:00:00Z"));
     let open = plan(&windowed, &world.observed, &cx("2026-11-24T03:00:00Z"));
-    assert_eq!(steps(&open)[0], Step::TakeBaseBackup);
+    assert_eq!(steps(&open)[0], PipelineStep::TakeBaseBackup);
     // In summer, London's midnight is 23:00 UTC.
     let summer = plan(&windowed, &world.observed, &cx("2026-07-01T12:00:00Z"));
     assert_eq!(summer.next_deadline.unwrap().at, t("2026-07-01T23:00:00Z"));
@@ -830,10 +838,10 @@ fn a_lost_marker_recovers_the_newest_backup_and_resyncs() {
     assert_eq!(
         steps(&plan),
         vec![
-            Step::RecoverVolume {
+            PipelineStep::RecoverVolume {
                 backup: BackupRef::Existing("20261120T000000".into())
             },
-            Step::SyncStarport {
+            PipelineStep::SyncStarport {
                 generation: GenerationRef::FromRecovery
             },
         ]
@@ -850,7 +858,7 @@ fn a_stale_starport_is_synced_from_the_current_generation() {
     let plan = plan(&pipeline(), &world.observed, &cx(NOW));
     assert_eq!(
         steps(&plan),
-        vec![Step::SyncStarport {
+        vec![PipelineStep::SyncStarport {
             generation: GenerationRef::Existing("g1".into())
         }]
     );
@@ -903,7 +911,7 @@ fn a_volume_in_use_or_holding_foreign_files_is_never_overwritten() {
         assert!(
             !steps(&plan)
                 .iter()
-                .any(|s| matches!(s, Step::RecoverVolume { .. })),
+                .any(|s| matches!(s, PipelineStep::RecoverVolume { .. })),
             "{reason}"
         );
         assert_eq!(
@@ -991,7 +999,7 @@ fn who_uses_the_volume_is_named_and_only_a_writer_makes_it_stale() {
     assert!(
         !steps(&planned)
             .iter()
-            .any(|s| matches!(s, Step::RecoverVolume { .. })),
+            .any(|s| matches!(s, PipelineStep::RecoverVolume { .. })),
         "{:?}",
         steps(&planned)
     );
@@ -1070,13 +1078,13 @@ fn a_replay_left_running_by_a_killed_run_is_stopped_then_redone() {
     assert_eq!(
         steps(&plan),
         vec![
-            Step::StopStrayReplay {
+            PipelineStep::StopStrayReplay {
                 replay: StrayReplay::Process { pid: 4242 },
             },
-            Step::RecoverVolume {
+            PipelineStep::RecoverVolume {
                 backup: BackupRef::Existing("20261120T000000".into())
             },
-            Step::SyncStarport {
+            PipelineStep::SyncStarport {
                 generation: GenerationRef::FromRecovery
             },
         ]
@@ -1164,9 +1172,9 @@ fn a_recovery_window_never_deletes_below_the_minimum_redundancy() {
     ];
     let world = World::converged().backups(backups.clone());
     let plan = plan(&windowed, &world.observed, &cx(NOW));
-    let deleted: Vec<Step> = steps(&plan)
+    let deleted: Vec<PipelineStep> = steps(&plan)
         .into_iter()
-        .filter(|s| matches!(s, Step::DeleteBackup { .. }))
+        .filter(|s| matches!(s, PipelineStep::DeleteBackup { .. }))
         .collect();
     assert_eq!(
         deleted,
@@ -1194,11 +1202,11 @@ fn the_floor_and_the_newest_backup_are_never_deleted() {
                 let spec =
                     pipeline_with(&format!("{{keep: {keep}, minimumRedundancy: {floor}}}"), "");
                 let world = World::converged().backups(backups[..count].to_vec());
-                let deletes = |plan: &Plan| -> Vec<usize> {
+                let deletes = |plan: &Plan<PipelineStep>| -> Vec<usize> {
                     plan.steps
                         .iter()
                         .enumerate()
-                        .filter(|(_, s)| matches!(s.step, Step::DeleteBackup { .. }))
+                        .filter(|(_, s)| matches!(s.step, PipelineStep::DeleteBackup { .. }))
                         .map(|(i, _)| i)
                         .collect()
                 };
@@ -1217,7 +1225,7 @@ fn the_floor_and_the_newest_backup_are_never_deleted() {
                 let stale = plan(&spec, &world.observed, &cx("2026-12-25T00:00:00Z"));
                 let take = steps(&stale)
                     .iter()
-                    .position(|s| *s == Step::TakeBaseBackup)
+                    .position(|s| *s == PipelineStep::TakeBaseBackup)
                     .expect(&case);
                 let before: Vec<usize> =
                     deletes(&stale).into_iter().filter(|i| *i < take).collect();
@@ -1277,7 +1285,7 @@ fn failed_and_already_obsolete_backups_are_deleted_before_a_new_backup() {
         [
             delete("20261122T000000"),
             delete("20260701T000000"),
-            Step::TakeBaseBackup,
+            PipelineStep::TakeBaseBackup,
             delete("20260801T000000")
         ]
     );
@@ -1429,7 +1437,7 @@ mod restore_target {
     use reconciler::observed::{
         ConsumerState, RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState,
     };
-    use reconciler::plan::plan_restore;
+    use reconciler::plan::{RestoreStep, plan_restore};
     use reconciler::spec::RestoreTarget;
 
     const NOW: &str = "2026-11-24T12:00:00Z";
@@ -1507,15 +1515,15 @@ spec:
         }
     }
 
-    fn restore(generation: &str, stop: &[&str]) -> Step {
-        Step::RestoreVolume {
+    fn restore(generation: &str, stop: &[&str]) -> RestoreStep {
+        RestoreStep::RestoreVolume {
             generation: generation.to_string(),
             stop_consumers: stop.iter().map(|s| s.to_string()).collect(),
         }
     }
 
     /// Applies a step to the observed world as the executor would.
-    fn apply(o: &mut RestoreObserved, step: &Step) {
+    fn apply(o: &mut RestoreObserved, step: &RestoreStep) {
         let to_start = match o.volume.value() {
             Some(RestoreVolumeState::Present {
                 marker: Some(m), ..
@@ -1527,7 +1535,7 @@ spec:
             Observation::Unavailable { .. } => panic!("acted without seeing the consumers"),
         };
         match step {
-            Step::RestoreVolume {
+            RestoreStep::RestoreVolume {
                 generation,
                 stop_consumers,
             } => {
@@ -1546,7 +1554,7 @@ spec:
                 marker.consumers_to_start = to_start;
                 o.volume = volume(Some(marker), &[]);
             }
-            Step::StartConsumers { containers } => {
+            RestoreStep::StartConsumers { containers } => {
                 for c in consumers.iter_mut() {
                     if containers.contains(&c.container) {
                         c.state = Some("running".into());
@@ -1562,7 +1570,6 @@ spec:
                     m.consumers_to_start.clear();
                 }
             }
-            other => panic!("a restore target planned a pipeline's step: {other}"),
         }
     }
 
@@ -1671,7 +1678,7 @@ spec:
         let plan = plan_restore(&target(true), &o, &cx(NOW));
         assert_eq!(
             steps(&plan),
-            vec![Step::StartConsumers {
+            vec![RestoreStep::StartConsumers {
                 containers: vec!["montagu-db".into()]
             }],
             "the consumer the interrupted restore stopped is started again"
@@ -1770,7 +1777,7 @@ spec:
         let plan = plan_restore(&target(true), &o, &cx(NOW));
         assert_eq!(
             steps(&plan),
-            vec![Step::StartConsumers {
+            vec![RestoreStep::StartConsumers {
                 containers: vec!["montagu-db".into()]
             }]
         );
@@ -1796,7 +1803,7 @@ spec:
         let plan = plan_restore(&target(true), &o, &cx(NOW));
         assert_eq!(
             steps(&plan),
-            vec![Step::StartConsumers {
+            vec![RestoreStep::StartConsumers {
                 containers: vec!["old-db".into()]
             }]
         );
@@ -1946,7 +1953,7 @@ fn an_unreachable_mirror_holds_up_nothing_but_itself() {
     assert!(
         steps(&p)
             .iter()
-            .any(|s| matches!(s, Step::SyncMirror { .. })),
+            .any(|s| matches!(s, PipelineStep::SyncMirror { .. })),
         "{p:#?}"
     );
 

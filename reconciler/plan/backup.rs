@@ -6,8 +6,8 @@ use jiff::{Timestamp, ToSpan, tz::TimeZone};
 
 use super::liveness::{Liveness, unfinished};
 use super::{
-    ConditionStatus, ConditionType, Planner, Reason, Step, clock, condition, human_age, human_ago,
-    human_from_now,
+    ConditionStatus, ConditionType, PipelineStep, Planner, Reason, clock, condition, human_age,
+    human_ago, human_from_now,
 };
 use crate::observed::{Backup, BackupStatus, Observation};
 use crate::spec::StartWindow;
@@ -207,7 +207,7 @@ pub(super) fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
         }
     }
     outcome.new_backup_planned = true;
-    p.step(Step::TakeBaseBackup, message);
+    p.step(PipelineStep::TakeBaseBackup, message);
     outcome
 }
 

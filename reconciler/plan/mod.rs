@@ -43,7 +43,7 @@ pub use reason::Reason;
 pub use render::render_text;
 pub use restore::plan_restore;
 pub use stalled::{StallHistory, stalled_condition};
-pub use step::{BackupRef, GenerationRef, PlannedStep, Step};
+pub use step::{BackupRef, GenerationRef, PipelineStep, PlannedStep, RestoreStep, Step};
 
 use self::condition::{condition, ready_condition};
 
@@ -61,17 +61,19 @@ pub struct PlanContext {
     pub local_time_zone: TimeZone,
 }
 
-/// The planner's answer for one pipeline.
+/// The planner's answer for one document: `Plan<PipelineStep>` for a
+/// `BackupPipeline`, `Plan<RestoreStep>` for a `RestoreTarget`, `Plan` (of
+/// [`Step`]) where either may come.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Plan {
+pub struct Plan<S = Step> {
     /// The pipeline.
     pub pipeline: String,
     /// The conditions, always in the same order (`WalStreaming` only when the
     /// pipeline watches it), `Ready` last.
     pub conditions: Vec<Condition>,
     /// The steps to converge, in order.
-    pub steps: Vec<PlannedStep>,
+    pub steps: Vec<PlannedStep<S>>,
     /// What the plan waits on instead of acting.
     pub waiting_on: Vec<String>,
     /// Those of `waiting_on` that end by the clock (a start window): a schedule,
@@ -83,7 +85,21 @@ pub struct Plan {
     pub next_deadline: Option<Deadline>,
 }
 
-impl Plan {
+impl<S: Into<Step>> Plan<S> {
+    /// The same plan, its steps as steps of either kind.
+    pub fn into_any(self) -> Plan {
+        Plan {
+            pipeline: self.pipeline,
+            conditions: self.conditions,
+            steps: self.steps.into_iter().map(PlannedStep::into_any).collect(),
+            waiting_on: self.waiting_on,
+            scheduled: self.scheduled,
+            next_deadline: self.next_deadline,
+        }
+    }
+}
+
+impl<S> Plan<S> {
     /// True when every condition holds: nothing to do, nothing to wait for.
     pub fn is_converged(&self) -> bool {
         self.steps.is_empty()
@@ -152,11 +168,11 @@ struct Planner<'a> {
     pipeline: &'a BackupPipeline,
     observed: &'a Observed,
     cx: &'a PlanContext,
-    plan: Plan,
+    plan: Plan<PipelineStep>,
 }
 
 impl Planner<'_> {
-    fn step(&mut self, step: Step, reason: String) {
+    fn step(&mut self, step: PipelineStep, reason: String) {
         self.plan.steps.push(PlannedStep { step, reason });
     }
 
@@ -182,7 +198,7 @@ impl Planner<'_> {
 
 /// Records `at` as the plan's next deadline when it lies after `now` and before
 /// the one recorded (the earliest wins).
-fn deadline(plan: &mut Plan, now: Timestamp, at: Timestamp, what: String) {
+fn deadline<S>(plan: &mut Plan<S>, now: Timestamp, at: Timestamp, what: String) {
     if at <= now {
         return;
     }
@@ -199,7 +215,11 @@ fn is_from_the_future(t: Timestamp, now: Timestamp) -> bool {
 }
 
 /// Plans one pipeline. Pure: see the module docs.
-pub fn plan(pipeline: &BackupPipeline, observed: &Observed, cx: &PlanContext) -> Plan {
+pub fn plan(
+    pipeline: &BackupPipeline,
+    observed: &Observed,
+    cx: &PlanContext,
+) -> Plan<PipelineStep> {
     let mut planner = Planner {
         pipeline,
         observed,

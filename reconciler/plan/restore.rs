@@ -10,7 +10,7 @@
 use jiff::Timestamp;
 
 use super::{
-    ConditionStatus, ConditionType, Plan, PlanContext, PlannedStep, Reason, Step, condition,
+    ConditionStatus, ConditionType, Plan, PlanContext, PlannedStep, Reason, RestoreStep, condition,
     deadline, human_age, human_from_now, is_from_the_future, ready_condition,
 };
 use crate::observed::{
@@ -54,7 +54,11 @@ impl SourceCopy {
 }
 
 /// Plans one restore target. Pure: no I/O, no clock.
-pub fn plan_restore(target: &RestoreTarget, observed: &RestoreObserved, cx: &PlanContext) -> Plan {
+pub fn plan_restore(
+    target: &RestoreTarget,
+    observed: &RestoreObserved,
+    cx: &PlanContext,
+) -> Plan<RestoreStep> {
     let mut plan = Plan {
         pipeline: target.name().to_string(),
         conditions: Vec::new(),
@@ -84,7 +88,7 @@ fn plan_source(
     target: &RestoreTarget,
     observed: &RestoreObserved,
     cx: &PlanContext,
-    plan: &mut Plan,
+    plan: &mut Plan<RestoreStep>,
 ) -> Option<SourceCopy> {
     use ConditionStatus::*;
     let name = source_name(target);
@@ -197,7 +201,7 @@ fn plan_volume(
     observed: &RestoreObserved,
     source: Option<&SourceCopy>,
     cx: &PlanContext,
-    plan: &mut Plan,
+    plan: &mut Plan<RestoreStep>,
 ) {
     use ConditionStatus::*;
     let location = target.spec.volume.location();
@@ -391,7 +395,7 @@ fn plan_volume(
             )
         };
         plan.steps.push(PlannedStep {
-            step: Step::RestoreVolume {
+            step: RestoreStep::RestoreVolume {
                 generation: copy.generation.clone(),
                 stop_consumers: running,
             },
@@ -408,7 +412,7 @@ fn settle_owed(
     marker: Option<&RestoreMarker>,
     consumers: &[ConsumerState],
     location: &impl std::fmt::Display,
-    plan: &mut Plan,
+    plan: &mut Plan<RestoreStep>,
 ) {
     let Some(marker) = marker.filter(|m| !m.consumers_to_start.is_empty()) else {
         return;
@@ -426,7 +430,11 @@ fn settle_owed(
 }
 
 /// Starts again what a finished restore stopped.
-fn plan_restarts(marker: Option<&RestoreMarker>, consumers: &[ConsumerState], plan: &mut Plan) {
+fn plan_restarts(
+    marker: Option<&RestoreMarker>,
+    consumers: &[ConsumerState],
+    plan: &mut Plan<RestoreStep>,
+) {
     let Some(marker) = marker.filter(|m| !m.consumers_to_start.is_empty()) else {
         return;
     };
@@ -453,7 +461,7 @@ fn plan_restarts(marker: Option<&RestoreMarker>, consumers: &[ConsumerState], pl
         marker.generation
     );
     plan.steps.push(PlannedStep {
-        step: Step::StartConsumers {
+        step: RestoreStep::StartConsumers {
             containers: stopped,
         },
         reason,

@@ -12,7 +12,9 @@ use jiff::Timestamp;
 
 use super::backup::{BackupOutcome, done_backups_newest_first};
 use super::liveness::{Liveness, lock_held, unfinished};
-use super::{ConditionStatus, ConditionType, PlannedStep, Planner, Reason, Step, condition};
+use super::{
+    ConditionStatus, ConditionType, PipelineStep, PlannedStep, Planner, Reason, condition,
+};
 use crate::observed::{Backup, BackupStatus};
 use crate::spec::{RetentionPolicy, RetentionSpec};
 
@@ -242,7 +244,7 @@ pub(super) fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
         )
     };
     for backup in dead {
-        let step = Step::DeleteBackup {
+        let step = PipelineStep::DeleteBackup {
             backup_id: backup.id.clone(),
         };
         if !done.is_empty() {
@@ -270,7 +272,7 @@ pub(super) fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
     }
     for backup in failed {
         first.push(PlannedStep {
-            step: Step::DeleteBackup {
+            step: PipelineStep::DeleteBackup {
                 backup_id: backup.id.clone(),
             },
             reason: format!(
@@ -283,14 +285,14 @@ pub(super) fn plan_retention(p: &mut Planner<'_>, outcome: &BackupOutcome) {
     for (backup, why) in projected_obsolete.iter().rev() {
         if obsolete_today(&backup.id) {
             first.push(PlannedStep {
-                step: Step::DeleteBackup {
+                step: PipelineStep::DeleteBackup {
                     backup_id: backup.id.clone(),
                 },
                 reason: format!("backup {} is obsolete: {why}", backup.id),
             });
         } else {
             p.step(
-                Step::DeleteBackup {
+                PipelineStep::DeleteBackup {
                     backup_id: backup.id.clone(),
                 },
                 format!(

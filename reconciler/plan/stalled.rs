@@ -32,9 +32,9 @@ pub struct StallHistory {
 
 /// The waits of `plan` that can stall (not scheduled), each with the instant it
 /// was first seen: carried over from `previous`, `now` for a new one.
-pub fn waiting_since(
+pub fn waiting_since<S>(
     previous: &BTreeMap<String, Timestamp>,
-    plan: &Plan,
+    plan: &Plan<S>,
     now: Timestamp,
 ) -> BTreeMap<String, Timestamp> {
     plan.waiting_on
@@ -45,8 +45,8 @@ pub fn waiting_since(
 }
 
 /// The `Stalled` condition, when the pipeline is stalled.
-pub fn stalled_condition(
-    plan: &Plan,
+pub fn stalled_condition<S>(
+    plan: &Plan<S>,
     history: &StallHistory,
     stalled_after: SignedDuration,
     now: Timestamp,

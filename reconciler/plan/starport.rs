@@ -3,7 +3,9 @@
 //! to is never copied, a starport another host owns never written, and a mirror
 //! follows only a complete, current starport generation.
 
-use super::{ConditionStatus, ConditionType, GenerationRef, Planner, Reason, Step, condition};
+use super::{
+    ConditionStatus, ConditionType, GenerationRef, PipelineStep, Planner, Reason, condition,
+};
 use crate::observed::{Observation, StarportState, VolumeState};
 
 pub(super) fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
@@ -107,14 +109,14 @@ pub(super) fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
     }
     if recovery_planned {
         p.step(
-            Step::SyncStarport {
+            PipelineStep::SyncStarport {
                 generation: GenerationRef::FromRecovery,
             },
             format!("{message}; it follows the volume once recovered"),
         );
     } else if let Some(generation) = volume_generation {
         p.step(
-            Step::SyncStarport {
+            PipelineStep::SyncStarport {
                 generation: GenerationRef::Existing(generation),
             },
             message,
@@ -179,7 +181,7 @@ pub(super) fn plan_mirrors(p: &mut Planner<'_>) {
                             format!("generation {g}")
                         });
                         p.step(
-                            Step::SyncMirror {
+                            PipelineStep::SyncMirror {
                                 mirror: name.clone(),
                                 generation: source.clone(),
                             },

@@ -1,5 +1,9 @@
 //! The steps a plan lists: what the executor may be asked to do, and the reason
-//! the planner gives. Plain data with its `Display`: no decision is made here.
+//! the planner gives. A `BackupPipeline`'s steps ([`PipelineStep`]) and a
+//! `RestoreTarget`'s ([`RestoreStep`]) are types apart, so a step can only reach
+//! the executor of its own kind; [`Step`] is either, for what handles both
+//! (reports, status, metrics). Plain data with its `Display`: no decision is made
+//! here.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,17 +12,70 @@ use crate::observed::StrayReplay;
 /// One step with the reason it is needed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PlannedStep {
+pub struct PlannedStep<S = Step> {
     /// What to do.
-    pub step: Step,
+    pub step: S,
     /// Why.
     pub reason: String,
 }
 
-/// An action the executor can carry out.
+impl<S: Into<Step>> PlannedStep<S> {
+    /// The same step, as a step of either kind.
+    pub fn into_any(self) -> PlannedStep {
+        PlannedStep {
+            step: self.step.into(),
+            reason: self.reason,
+        }
+    }
+}
+
+/// A step of either kind: the JSON of each (`{"action": …}`) names its kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Step {
+    /// A `BackupPipeline`'s.
+    Pipeline(PipelineStep),
+    /// A `RestoreTarget`'s.
+    Restore(RestoreStep),
+}
+
+impl From<PipelineStep> for Step {
+    fn from(step: PipelineStep) -> Self {
+        Step::Pipeline(step)
+    }
+}
+
+impl From<RestoreStep> for Step {
+    fn from(step: RestoreStep) -> Self {
+        Step::Restore(step)
+    }
+}
+
+impl PartialEq<PipelineStep> for Step {
+    fn eq(&self, other: &PipelineStep) -> bool {
+        matches!(self, Step::Pipeline(step) if step == other)
+    }
+}
+
+impl PartialEq<RestoreStep> for Step {
+    fn eq(&self, other: &RestoreStep) -> bool {
+        matches!(self, Step::Restore(step) if step == other)
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Pipeline(step) => step.fmt(f),
+            Step::Restore(step) => step.fmt(f),
+        }
+    }
+}
+
+/// An action the executor can carry out on a `BackupPipeline`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "camelCase")]
-pub enum Step {
+pub enum PipelineStep {
     /// `barman backup --wait`.
     TakeBaseBackup,
     /// `barman delete` one backup.
@@ -55,6 +112,12 @@ pub enum Step {
         /// The starport generation to copy.
         generation: String,
     },
+}
+
+/// An action the executor can carry out on a `RestoreTarget`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum RestoreStep {
     /// Mark the restore target's volume `restoring`, stop the listed consumers,
     /// `rsync -a --delete` the starport copy into it, mark it `restored`.
     RestoreVolume {
@@ -76,26 +139,33 @@ pub enum Step {
     },
 }
 
-impl std::fmt::Display for Step {
+impl std::fmt::Display for PipelineStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Step::TakeBaseBackup => write!(f, "take a base backup"),
-            Step::DeleteBackup { backup_id } => write!(f, "delete backup {backup_id}"),
-            Step::RecoverVolume { backup } => {
+            PipelineStep::TakeBaseBackup => write!(f, "take a base backup"),
+            PipelineStep::DeleteBackup { backup_id } => write!(f, "delete backup {backup_id}"),
+            PipelineStep::RecoverVolume { backup } => {
                 write!(f, "recover {backup} into the volume and replay WAL")
             }
-            Step::SyncStarport { generation } => {
+            PipelineStep::SyncStarport { generation } => {
                 write!(f, "sync the starport copy to {generation}")
             }
-            Step::StopStrayReplay { replay } => {
+            PipelineStep::StopStrayReplay { replay } => {
                 write!(f, "stop the stray replay postgres ({replay})")
             }
-            Step::RunBarmanCron => write!(f, "run barman cron"),
-            Step::SyncMirror { mirror, generation } => {
+            PipelineStep::RunBarmanCron => write!(f, "run barman cron"),
+            PipelineStep::SyncMirror { mirror, generation } => {
                 write!(f, "sync mirror {mirror} to generation {generation}")
             }
-            Step::ResetReplicationSlot => write!(f, "reset the replication slot"),
-            Step::RestoreVolume {
+            PipelineStep::ResetReplicationSlot => write!(f, "reset the replication slot"),
+        }
+    }
+}
+
+impl std::fmt::Display for RestoreStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreStep::RestoreVolume {
                 generation,
                 stop_consumers,
             } => {
@@ -105,10 +175,10 @@ impl std::fmt::Display for Step {
                 }
                 Ok(())
             }
-            Step::StartConsumers { containers } if containers.is_empty() => {
+            RestoreStep::StartConsumers { containers } if containers.is_empty() => {
                 write!(f, "forget the consumers recorded as stopped")
             }
-            Step::StartConsumers { containers } => {
+            RestoreStep::StartConsumers { containers } => {
                 write!(f, "start {} again", containers.join(", "))
             }
         }
@@ -149,6 +219,39 @@ impl std::fmt::Display for GenerationRef {
         match self {
             GenerationRef::Existing(g) => write!(f, "generation {g}"),
             GenerationRef::FromRecovery => write!(f, "the recovered generation"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_of_either_kind_reads_back_as_its_kind_with_the_same_json() {
+        let cases: [(Step, &str); 3] = [
+            (
+                PipelineStep::RecoverVolume {
+                    backup: BackupRef::Existing("20261124T100000".to_string()),
+                }
+                .into(),
+                r#"{"action":"recoverVolume","backup":{"kind":"existing","id":"20261124T100000"}}"#,
+            ),
+            (
+                PipelineStep::TakeBaseBackup.into(),
+                r#"{"action":"takeBaseBackup"}"#,
+            ),
+            (
+                RestoreStep::StartConsumers {
+                    containers: vec!["web".to_string()],
+                }
+                .into(),
+                r#"{"action":"startConsumers","containers":["web"]}"#,
+            ),
+        ];
+        for (step, json) in cases {
+            assert_eq!(serde_json::to_string(&step).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Step>(json).unwrap(), step);
         }
     }
 }

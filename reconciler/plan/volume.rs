@@ -4,7 +4,7 @@
 
 use super::backup::BackupOutcome;
 use super::{
-    BackupRef, ConditionStatus, ConditionType, Planner, Reason, Step, condition, human_age,
+    BackupRef, ConditionStatus, ConditionType, PipelineStep, Planner, Reason, condition, human_age,
     human_ago, human_from_now,
 };
 use crate::observed::{Observation, VolumeState, VolumeUser};
@@ -134,7 +134,7 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
         // Restart safety: our own replay, orphaned when a reconciler was killed. The
         // marker was invalidated before it started, so nothing relies on the data.
         p.step(
-            Step::StopStrayReplay {
+            PipelineStep::StopStrayReplay {
                 replay: replay.clone(),
             },
             format!(
@@ -159,7 +159,7 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
         p.wait("a DONE backup to recover from".to_string());
         return false;
     };
-    p.step(Step::RecoverVolume { backup: source }, message);
+    p.step(PipelineStep::RecoverVolume { backup: source }, message);
     true
 }
 

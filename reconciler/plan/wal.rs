@@ -2,7 +2,7 @@
 //! receive-wal is down, and a replication slot reset only when the spec opts in.
 //! Pure: it never resets a slot on its own initiative.
 
-use super::{Condition, ConditionStatus, ConditionType, Planner, Reason, Step, condition};
+use super::{Condition, ConditionStatus, ConditionType, PipelineStep, Planner, Reason, condition};
 use crate::observed::{CheckItem, Observation};
 
 /// The `WalStreaming` condition, and the repair it needs: `barman cron` when
@@ -56,7 +56,7 @@ pub(super) fn plan_wal_streaming(p: &mut Planner<'_>) -> Option<Condition> {
         (Reason::PrimaryNotStreaming, message)
     } else if failed(&health.receive_wal_running) && !slot_broken {
         p.step(
-            Step::RunBarmanCron,
+            PipelineStep::RunBarmanCron,
             format!("receive-wal is not running for {server}; barman cron starts it"),
         );
         (
@@ -73,11 +73,11 @@ pub(super) fn plan_wal_streaming(p: &mut Planner<'_>) -> Option<Condition> {
         );
         if spec.reset_broken_slot {
             p.step(
-                Step::ResetReplicationSlot,
+                PipelineStep::ResetReplicationSlot,
                 format!("{message}; walStreaming.resetBrokenSlot allows a reset"),
             );
             p.step(
-                Step::RunBarmanCron,
+                PipelineStep::RunBarmanCron,
                 "receive-wal was stopped for the slot reset; barman cron starts it".to_string(),
             );
         } else {

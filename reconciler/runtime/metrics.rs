@@ -801,7 +801,7 @@ spec:
             now: now(),
             local_time_zone: jiff::tz::TimeZone::UTC,
         };
-        let plan = plan(pipeline, observed, &cx);
+        let plan = plan(pipeline, observed, &cx).into_any();
         metrics.observe(
             &Resource::BackupPipeline(pipeline.clone()),
             &Observations::BackupPipeline(observed.clone()),
@@ -844,7 +844,7 @@ spec:
         };
         let resource = Resource::BackupPipeline(pipeline.clone());
         let observations = Observations::BackupPipeline(observed.clone());
-        let mut stalled = plan(&pipeline, &observed, &cx);
+        let mut stalled = plan(&pipeline, &observed, &cx).into_any();
         stalled.conditions.insert(
             0,
             crate::plan::Condition {
@@ -863,7 +863,7 @@ spec:
         );
         assert!(text.contains(r#"reason="WaitingTooLong""#), "{text}");
 
-        let calm = plan(&pipeline, &observed, &cx);
+        let calm = plan(&pipeline, &observed, &cx).into_any();
         metrics.observe(&resource, &observations, &calm, now());
         let text = metrics.encode();
         assert!(
