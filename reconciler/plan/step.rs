@@ -185,7 +185,11 @@ impl std::fmt::Display for RestoreStep {
     }
 }
 
-/// Which backup a recovery uses.
+/// Which backup a recovery uses: an existing one, or the one an earlier step of
+/// the same plan takes. The same idea as [`GenerationRef`], kept a type of its
+/// own: their JSON differs in the field (`id`, `generation`) and in the word for
+/// the earlier step's result (`newBackup`, `fromRecovery`), which status files and
+/// `diff --output json` readers already depend on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "id", rename_all = "camelCase")]
 pub enum BackupRef {
@@ -204,7 +208,9 @@ impl std::fmt::Display for BackupRef {
     }
 }
 
-/// Which volume generation a sync copies.
+/// Which volume generation a sync copies: the volume's, or the one an earlier
+/// recovery step of the same plan produces (see [`BackupRef`] for why the two
+/// are apart).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "generation", rename_all = "camelCase")]
 pub enum GenerationRef {
