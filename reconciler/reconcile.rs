@@ -10,11 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::drivers::Drivers;
 use crate::errors::error_chain;
-use crate::execute::{execute_restore_step, execute_step};
+use crate::execute::{ExecuteError, StepDetail, execute_restore_step, execute_step};
 use crate::observe::{observe, observe_restore};
 use crate::observed::{Observed, RestoreObserved, TakenBackup};
-use crate::plan::{Plan, PlanContext, PlannedStep, plan, plan_restore};
-use crate::spec::Resource;
+use crate::plan::{
+    PipelineStep, Plan, PlanContext, PlannedStep, RestoreStep, Step, plan, plan_restore,
+};
+use crate::spec::{BackupPipeline, Resource, RestoreTarget};
 
 /// A safety net against a plan that never converges: a full refresh is at most a
 /// few steps (backup, deletes, recover, sync), so this many means a bug.
@@ -40,17 +42,132 @@ pub async fn diff_pipeline(
     cx: &PlanContext,
     taken: Option<&TakenBackup>,
 ) -> (Observations, Plan) {
+    observe_and_plan(resource, drivers, cx, taken)
+        .await
+        .into_untyped()
+}
+
+/// What was observed of one document and the plan made from it, typed by kind:
+/// a step reaches only the executor of its own kind.
+// One exists at a time, for one pass: boxing would buy nothing but indirection.
+#[allow(clippy::large_enum_variant)]
+enum Planned<'a> {
+    BackupPipeline {
+        pipeline: &'a BackupPipeline,
+        observed: Observed,
+        plan: Plan<PipelineStep>,
+    },
+    RestoreTarget {
+        target: &'a RestoreTarget,
+        observed: RestoreObserved,
+        plan: Plan<RestoreStep>,
+    },
+}
+
+/// The first step of a [`Planned`], with what its executor needs.
+enum NextStep<'a> {
+    BackupPipeline {
+        pipeline: &'a BackupPipeline,
+        observed: &'a Observed,
+        planned: &'a PlannedStep<PipelineStep>,
+    },
+    RestoreTarget {
+        target: &'a RestoreTarget,
+        observed: &'a RestoreObserved,
+        planned: &'a PlannedStep<RestoreStep>,
+    },
+}
+
+async fn observe_and_plan<'a>(
+    resource: &'a Resource,
+    drivers: &Drivers,
+    cx: &PlanContext,
+    taken: Option<&TakenBackup>,
+) -> Planned<'a> {
     match resource {
         Resource::BackupPipeline(pipeline) => {
             let mut observed = observe(pipeline, drivers).await;
             observed.last_backup_taken = taken.cloned();
             let plan = plan(pipeline, &observed, cx);
-            (Observations::BackupPipeline(observed), plan)
+            Planned::BackupPipeline {
+                pipeline,
+                observed,
+                plan,
+            }
         }
         Resource::RestoreTarget(target) => {
             let observed = observe_restore(target, drivers).await;
             let plan = plan_restore(target, &observed, cx);
-            (Observations::RestoreTarget(observed), plan)
+            Planned::RestoreTarget {
+                target,
+                observed,
+                plan,
+            }
+        }
+    }
+}
+
+impl Planned<'_> {
+    fn into_untyped(self) -> (Observations, Plan) {
+        match self {
+            Planned::BackupPipeline { observed, plan, .. } => {
+                (Observations::BackupPipeline(observed), plan.into_any())
+            }
+            Planned::RestoreTarget { observed, plan, .. } => {
+                (Observations::RestoreTarget(observed), plan.into_any())
+            }
+        }
+    }
+
+    fn next_step(&self) -> Option<NextStep<'_>> {
+        match self {
+            Planned::BackupPipeline {
+                pipeline,
+                observed,
+                plan,
+            } => plan.steps.first().map(|planned| NextStep::BackupPipeline {
+                pipeline,
+                observed,
+                planned,
+            }),
+            Planned::RestoreTarget {
+                target,
+                observed,
+                plan,
+            } => plan.steps.first().map(|planned| NextStep::RestoreTarget {
+                target,
+                observed,
+                planned,
+            }),
+        }
+    }
+}
+
+impl NextStep<'_> {
+    /// The step and its reason, as a step of either kind.
+    fn planned(&self) -> PlannedStep {
+        match self {
+            NextStep::BackupPipeline { planned, .. } => (*planned).clone().into_any(),
+            NextStep::RestoreTarget { planned, .. } => (*planned).clone().into_any(),
+        }
+    }
+
+    async fn execute(
+        self,
+        drivers: &Drivers,
+        clock: &(dyn Fn() -> Timestamp + Send + Sync),
+    ) -> Result<StepDetail, ExecuteError> {
+        match self {
+            NextStep::BackupPipeline {
+                pipeline,
+                observed,
+                planned,
+            } => execute_step(pipeline, &planned.step, observed, drivers, clock).await,
+            NextStep::RestoreTarget {
+                target,
+                observed,
+                planned,
+            } => execute_restore_step(target, &planned.step, observed, drivers, clock).await,
         }
     }
 }
@@ -142,9 +259,11 @@ impl ApplyReport {
 }
 
 /// The id of the base backup a step record says it took.
-pub fn taken_backup_id(step: &crate::plan::Step, detail: &str) -> Option<String> {
+pub fn taken_backup_id(step: &Step, detail: &str) -> Option<String> {
     match step {
-        crate::plan::Step::TakeBaseBackup => crate::execute::backup_taken(detail).map(String::from),
+        Step::Pipeline(PipelineStep::TakeBaseBackup) => {
+            crate::execute::backup_taken(detail).map(String::from)
+        }
         _ => None,
     }
 }
@@ -207,17 +326,18 @@ pub async fn apply_pipeline(
     };
     let limit = max_steps.min(MAX_STEPS_PER_APPLY);
     loop {
-        let (observed, plan) = diff_pipeline(pipeline, drivers, &context(), taken.as_ref()).await;
-        let next = plan.steps.first().cloned();
+        let planned_now = observe_and_plan(pipeline, drivers, &context(), taken.as_ref()).await;
         let stop = steps.len() >= limit
             || drivers.cancel.is_cancelled()
             || steps
                 .last()
                 .is_some_and(|s: &StepRecord| s.outcome != StepOutcome::Done);
-        let Some(planned) = next.filter(|_| !stop) else {
+        let next = planned_now.next_step().filter(|_| !stop);
+        let Some(next) = next else {
             if steps.len() >= MAX_STEPS_PER_APPLY {
                 tracing::error!(pipeline = %name, "gave up after {MAX_STEPS_PER_APPLY} steps without converging");
             }
+            let (_, plan) = planned_now.into_untyped();
             return ApplyReport {
                 pipeline: name,
                 converged: plan.is_converged(),
@@ -227,6 +347,7 @@ pub async fn apply_pipeline(
                 failure: None,
             };
         };
+        let planned = next.planned();
         progress.step_started(&name, steps.len(), &planned);
         let started_at = clock();
         let timer = std::time::Instant::now();
@@ -235,19 +356,7 @@ pub async fn apply_pipeline(
             let _guard = span.enter();
             tracing::info!(reason = %planned.reason, "starting");
             drop(_guard);
-            match (pipeline, &observed) {
-                (Resource::BackupPipeline(p), Observations::BackupPipeline(o)) => {
-                    execute_step(p, &planned.step, o, drivers, &clock).await
-                }
-                (Resource::RestoreTarget(t), Observations::RestoreTarget(o)) => {
-                    execute_restore_step(t, &planned.step, o, drivers, &clock).await
-                }
-                // diff_pipeline observes what the kind needs: never reached.
-                _ => Err(crate::execute::ExecuteError::WrongKind {
-                    step: planned.step.to_string(),
-                    kind: pipeline.kind(),
-                }),
-            }
+            next.execute(drivers, &clock).await
         };
         let (outcome, detail) = match result {
             Ok(detail) => (StepOutcome::Done, detail),
@@ -486,7 +595,7 @@ spec:
             again
                 .steps
                 .iter()
-                .all(|s| s.planned.step != crate::plan::Step::TakeBaseBackup),
+                .all(|s| s.planned.step != PipelineStep::TakeBaseBackup),
             "{:#?}",
             again.steps
         );
@@ -523,7 +632,7 @@ spec:
         assert_eq!(report.steps.len(), 1, "{:#?}", report.steps);
         assert_eq!(
             report.steps[0].planned.step,
-            crate::plan::Step::DeleteBackup {
+            PipelineStep::DeleteBackup {
                 backup_id: "20261124T110000".to_string()
             }
         );

@@ -174,6 +174,59 @@ spec:
 }
 
 #[test]
+fn apply_dry_run_prints_what_diff_prints_in_json_too_and_changes_nothing() {
+    common::ensure_installed();
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "apiVersion: reconciler.montagu/v1alpha1
+kind: BackupPipeline
+metadata: {{name: lost}}
+spec:
+  barman: {{server: nowhere, config: {}/no-such-barman.conf}}
+  baseBackup: {{maxAge: 30d}}
+  retention: {{keep: 3}}
+  recoveredVolume: {{path: {}/vol, maxAge: 24h, replay: {{postgresBin: /usr/lib/postgresql/15/bin}}}}
+",
+        dir.path().display(),
+        dir.path().display()
+    );
+    let file = spec(dir.path(), "lost.yaml", &body);
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+
+    let out = reconciler(&["apply", "--dry-run", "--output", "json", "--specs", &file]);
+
+    assert_eq!(out.status.code(), Some(2));
+    let mut report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["kind"], "DiffReport");
+    let pipeline = &report["pipelines"][0];
+    for kind in ["BaseBackupFresh", "RetentionSatisfied", "Ready"] {
+        assert_eq!(
+            common::condition(pipeline, kind)["status"],
+            "Unknown",
+            "{kind}"
+        );
+    }
+    assert_eq!(pipeline["steps"], serde_json::json!([]));
+    assert_eq!(listing(), before, "a dry run creates nothing");
+
+    // The very report `diff` gives, but for the instant it was made.
+    let diff = reconciler(&["diff", "--output", "json", "--specs", &file]);
+    assert_eq!(diff.status.code(), out.status.code());
+    let mut expected: serde_json::Value = serde_json::from_slice(&diff.stdout).unwrap();
+    report["at"] = serde_json::Value::Null;
+    expected["at"] = serde_json::Value::Null;
+    assert_eq!(report, expected);
+}
+
+#[test]
 fn schema_prints_the_checked_in_schema() {
     for (args, file) in [
         (&["schema"][..], "schemas/backup-pipeline.schema.json"),

@@ -18,7 +18,7 @@ use reconciler::drivers::command::CommandOutput;
 use reconciler::observed::{
     Backup, BackupStatus, BarmanState, Observation, Observed, StarportState, VolumeState,
 };
-use reconciler::plan::{PlanContext, Step, plan};
+use reconciler::plan::{PipelineStep, PlanContext, plan};
 use reconciler::spec::load::load_text;
 
 const VALID: &str = "apiVersion: reconciler.montagu/v1alpha1
@@ -261,18 +261,18 @@ proptest! {
         let mut done: Vec<&Backup> = backups.iter().filter(|b| b.status == BackupStatus::Done).collect();
         done.sort_by(|a, b| b.id.cmp(&a.id));
         let running = backups.iter().any(|b| matches!(b.status, BackupStatus::Started | BackupStatus::WaitingForWals));
-        let take = plan.steps.iter().position(|s| s.step == Step::TakeBaseBackup);
+        let take = plan.steps.iter().position(|s| s.step == PipelineStep::TakeBaseBackup);
         // Walk the steps in order: the DONE count may never drop below the floor (or
         // below what there was, when there were fewer), not even between a delete
         // and a later backup.
         let must_keep = (floor as usize).min(done.len());
         let mut count = done.len();
         for (i, s) in plan.steps.iter().enumerate() {
-            if s.step == Step::TakeBaseBackup {
+            if s.step == PipelineStep::TakeBaseBackup {
                 count += 1;
                 continue;
             }
-            let Step::DeleteBackup { backup_id } = &s.step else { continue };
+            let PipelineStep::DeleteBackup { backup_id } = &s.step else { continue };
             prop_assert!(!running, "delete planned while a backup runs");
             let status = &backups.iter().find(|b| &b.id == backup_id).unwrap().status;
             if *status == BackupStatus::Failed {

@@ -12,11 +12,11 @@ fn empty_world_takes_a_backup_then_recovers_then_syncs() {
     assert_eq!(
         steps(&plan),
         vec![
-            Step::TakeBaseBackup,
-            Step::RecoverVolume {
+            PipelineStep::TakeBaseBackup,
+            PipelineStep::RecoverVolume {
                 backup: BackupRef::NewBackup
             },
-            Step::SyncStarport {
+            PipelineStep::SyncStarport {
                 generation: GenerationRef::FromRecovery
             },
         ]
@@ -58,16 +58,16 @@ fn planning_at_a_later_instant_shows_future_drift() {
     assert_eq!(
         steps(&friday),
         vec![
-            Step::RecoverVolume {
+            PipelineStep::RecoverVolume {
                 backup: BackupRef::Existing("20261120T000000".into())
             },
-            Step::SyncStarport {
+            PipelineStep::SyncStarport {
                 generation: GenerationRef::FromRecovery
             },
         ]
     );
     let in_a_month = plan(&pipeline(), &world.observed, &cx("2026-12-21T00:00:00Z"));
-    assert_eq!(steps(&in_a_month)[0], Step::TakeBaseBackup);
+    assert_eq!(steps(&in_a_month)[0], PipelineStep::TakeBaseBackup);
     assert_eq!(
         in_a_month
             .condition(ConditionType::BaseBackupFresh)
@@ -111,7 +111,7 @@ fn deletes_made_due_by_a_new_backup_come_after_it() {
     let plan = plan(&pipeline(), &world.observed, &cx(NOW));
     assert_eq!(
         steps(&plan),
-        vec![Step::TakeBaseBackup, delete("20260801T000000")]
+        vec![PipelineStep::TakeBaseBackup, delete("20260801T000000")]
     );
     assert!(
         plan.steps[1].reason.contains("once the new backup is DONE"),
@@ -149,11 +149,11 @@ fn a_running_backup_means_wait_not_a_second_backup_nor_deletes() {
         done("20261001T000000", "2026-10-01T01:00:00Z"),
     ]);
     let plan = plan(&pipeline(), &world.observed, &cx(NOW));
-    assert!(!steps(&plan).contains(&Step::TakeBaseBackup));
+    assert!(!steps(&plan).contains(&PipelineStep::TakeBaseBackup));
     assert!(
         !steps(&plan)
             .iter()
-            .any(|s| matches!(s, Step::DeleteBackup { .. }))
+            .any(|s| matches!(s, PipelineStep::DeleteBackup { .. }))
     );
     assert!(
         plan.waiting_on
@@ -198,11 +198,11 @@ fn a_closed_start_window_waits_until_it_opens() {
     );
     let world = World::empty();
     let closed = plan(&windowed, &world.observed, &cx("2026-11-23T12:00:00Z"));
-    assert!(!steps(&closed).contains(&Step::TakeBaseBackup));
+    assert!(!steps(&closed).contains(&PipelineStep::TakeBaseBackup));
     assert!(closed.waiting_on.iter().any(|w| w.contains("start window")));
     assert_eq!(closed.next_deadline.unwrap().at, t("2026-11-24T00:00:00Z"));
     let open = plan(&windowed, &world.observed, &cx("2026-11-24T03:00:00Z"));
-    assert_eq!(steps(&open)[0], Step::TakeBaseBackup);
+    assert_eq!(steps(&open)[0], PipelineStep::TakeBaseBackup);
     // In summer, London's midnight is 23:00 UTC.
     let summer = plan(&windowed, &world.observed, &cx("2026-07-01T12:00:00Z"));
     assert_eq!(summer.next_deadline.unwrap().at, t("2026-07-01T23:00:00Z"));
@@ -289,9 +289,9 @@ fn a_recovery_window_never_deletes_below_the_minimum_redundancy() {
     ];
     let world = World::converged().backups(backups.clone());
     let plan = plan(&windowed, &world.observed, &cx(NOW));
-    let deleted: Vec<Step> = steps(&plan)
+    let deleted: Vec<PipelineStep> = steps(&plan)
         .into_iter()
-        .filter(|s| matches!(s, Step::DeleteBackup { .. }))
+        .filter(|s| matches!(s, PipelineStep::DeleteBackup { .. }))
         .collect();
     assert_eq!(
         deleted,
@@ -319,11 +319,11 @@ fn the_floor_and_the_newest_backup_are_never_deleted() {
                 let spec =
                     pipeline_with(&format!("{{keep: {keep}, minimumRedundancy: {floor}}}"), "");
                 let world = World::converged().backups(backups[..count].to_vec());
-                let deletes = |plan: &Plan| -> Vec<usize> {
+                let deletes = |plan: &Plan<PipelineStep>| -> Vec<usize> {
                     plan.steps
                         .iter()
                         .enumerate()
-                        .filter(|(_, s)| matches!(s.step, Step::DeleteBackup { .. }))
+                        .filter(|(_, s)| matches!(s.step, PipelineStep::DeleteBackup { .. }))
                         .map(|(i, _)| i)
                         .collect()
                 };
@@ -342,7 +342,7 @@ fn the_floor_and_the_newest_backup_are_never_deleted() {
                 let stale = plan(&spec, &world.observed, &cx("2026-12-25T00:00:00Z"));
                 let take = steps(&stale)
                     .iter()
-                    .position(|s| *s == Step::TakeBaseBackup)
+                    .position(|s| *s == PipelineStep::TakeBaseBackup)
                     .expect(&case);
                 let before: Vec<usize> =
                     deletes(&stale).into_iter().filter(|i| *i < take).collect();
@@ -402,7 +402,7 @@ fn failed_and_already_obsolete_backups_are_deleted_before_a_new_backup() {
         [
             delete("20261122T000000"),
             delete("20260701T000000"),
-            Step::TakeBaseBackup,
+            PipelineStep::TakeBaseBackup,
             delete("20260801T000000")
         ]
     );

@@ -19,10 +19,10 @@ fn a_lost_marker_recovers_the_newest_backup_and_resyncs() {
     assert_eq!(
         steps(&plan),
         vec![
-            Step::RecoverVolume {
+            PipelineStep::RecoverVolume {
                 backup: BackupRef::Existing("20261120T000000".into())
             },
-            Step::SyncStarport {
+            PipelineStep::SyncStarport {
                 generation: GenerationRef::FromRecovery
             },
         ]
@@ -39,7 +39,7 @@ fn a_stale_starport_is_synced_from_the_current_generation() {
     let plan = plan(&pipeline(), &world.observed, &cx(NOW));
     assert_eq!(
         steps(&plan),
-        vec![Step::SyncStarport {
+        vec![PipelineStep::SyncStarport {
             generation: GenerationRef::Existing("g1".into())
         }]
     );
@@ -92,7 +92,7 @@ fn a_volume_in_use_or_holding_foreign_files_is_never_overwritten() {
         assert!(
             !steps(&plan)
                 .iter()
-                .any(|s| matches!(s, Step::RecoverVolume { .. })),
+                .any(|s| matches!(s, PipelineStep::RecoverVolume { .. })),
             "{reason}"
         );
         assert_eq!(
@@ -180,7 +180,7 @@ fn who_uses_the_volume_is_named_and_only_a_writer_makes_it_stale() {
     assert!(
         !steps(&planned)
             .iter()
-            .any(|s| matches!(s, Step::RecoverVolume { .. })),
+            .any(|s| matches!(s, PipelineStep::RecoverVolume { .. })),
         "{:?}",
         steps(&planned)
     );
@@ -259,13 +259,13 @@ fn a_replay_left_running_by_a_killed_run_is_stopped_then_redone() {
     assert_eq!(
         steps(&plan),
         vec![
-            Step::StopStrayReplay {
+            PipelineStep::StopStrayReplay {
                 replay: StrayReplay::Process { pid: 4242 },
             },
-            Step::RecoverVolume {
+            PipelineStep::RecoverVolume {
                 backup: BackupRef::Existing("20261120T000000".into())
             },
-            Step::SyncStarport {
+            PipelineStep::SyncStarport {
                 generation: GenerationRef::FromRecovery
             },
         ]

@@ -19,7 +19,7 @@ fn a_mirror_follows_the_starport_once_it_holds_a_complete_generation() {
     let p = plan(&with_mirror(), &world.observed, &cx(NOW));
     assert_eq!(
         steps(&p),
-        [Step::SyncMirror {
+        [PipelineStep::SyncMirror {
             mirror: "offsite".into(),
             generation: "g1".into()
         }]
@@ -43,7 +43,7 @@ fn a_mirror_follows_the_starport_once_it_holds_a_complete_generation() {
     assert!(
         !steps(&p)
             .iter()
-            .any(|s| matches!(s, Step::SyncMirror { .. }))
+            .any(|s| matches!(s, PipelineStep::SyncMirror { .. }))
     );
     assert_eq!(
         condition_of(&p, ConditionType::MirrorInSync).1,
@@ -81,7 +81,7 @@ fn from_nothing_the_mirror_is_synced_last_replanning_after_each_step() {
         executed.push(first.step.clone());
     }
     assert!(
-        matches!(executed.last(), Some(Step::SyncMirror { .. })),
+        matches!(executed.last(), Some(PipelineStep::SyncMirror { .. })),
         "{executed:?}"
     );
     assert_eq!(
@@ -137,7 +137,7 @@ fn wal_streaming_table() {
         bool,
         ConditionStatus,
         &'static str,
-        Vec<Step>,
+        Vec<PipelineStep>,
         bool,
     );
     let cases: Vec<Case> = vec![
@@ -156,7 +156,7 @@ fn wal_streaming_table() {
             false,
             False,
             "ReceiveWalStopped",
-            vec![Step::RunBarmanCron],
+            vec![PipelineStep::RunBarmanCron],
             false,
         ),
         (
@@ -174,7 +174,10 @@ fn wal_streaming_table() {
             true,
             False,
             "SlotBroken",
-            vec![Step::ResetReplicationSlot, Step::RunBarmanCron],
+            vec![
+                PipelineStep::ResetReplicationSlot,
+                PipelineStep::RunBarmanCron,
+            ],
             false,
         ),
         (
@@ -196,7 +199,10 @@ fn wal_streaming_table() {
             true,
             False,
             "SlotBroken",
-            vec![Step::ResetReplicationSlot, Step::RunBarmanCron],
+            vec![
+                PipelineStep::ResetReplicationSlot,
+                PipelineStep::RunBarmanCron,
+            ],
             false,
         ),
         (
@@ -247,7 +253,7 @@ fn wal_repairs_come_before_a_backup_that_needs_wal() {
     let plan = reconciler::plan::plan(&watching_wal(false), &world.observed, &cx(NOW));
     assert_eq!(
         steps(&plan)[..2],
-        [Step::RunBarmanCron, Step::TakeBaseBackup],
+        [PipelineStep::RunBarmanCron, PipelineStep::TakeBaseBackup],
         "{plan:#?}"
     );
     let mut world = world;
@@ -280,7 +286,7 @@ fn an_unreachable_mirror_holds_up_nothing_but_itself() {
     assert!(
         steps(&p)
             .iter()
-            .any(|s| matches!(s, Step::SyncMirror { .. })),
+            .any(|s| matches!(s, PipelineStep::SyncMirror { .. })),
         "{p:#?}"
     );
 

@@ -10,7 +10,7 @@ use reconciler::observed::{
     VolumeState,
 };
 use reconciler::plan::{
-    BackupRef, ConditionStatus, ConditionType, Plan, PlanContext, StallHistory, Step, plan,
+    BackupRef, ConditionStatus, ConditionType, PipelineStep, Plan, PlanContext, StallHistory, plan,
     render_text, stalled_condition,
 };
 use reconciler::spec::BackupPipeline;
@@ -98,17 +98,17 @@ fn activity(lock_held: bool, copying: &[&str]) -> Option<Observation<BackupActiv
     }))
 }
 
-fn condition(plan: &Plan, kind: ConditionType) -> (ConditionStatus, String, String) {
+fn condition(plan: &Plan<PipelineStep>, kind: ConditionType) -> (ConditionStatus, String, String) {
     let c = plan.condition(kind).expect("condition present");
-    (c.status, c.reason.clone(), c.message.clone())
+    (c.status, c.reason.to_string(), c.message.clone())
 }
 
-fn steps(plan: &Plan) -> Vec<Step> {
+fn steps(plan: &Plan<PipelineStep>) -> Vec<PipelineStep> {
     plan.steps.iter().map(|s| s.step.clone()).collect()
 }
 
-fn delete(id: &str) -> Step {
-    Step::DeleteBackup {
+fn delete(id: &str) -> PipelineStep {
+    PipelineStep::DeleteBackup {
         backup_id: id.to_string(),
     }
 }
@@ -130,7 +130,7 @@ fn a_dead_started_backup_is_deleted_and_a_new_backup_taken_instead_of_waiting_fo
 
     assert_eq!(
         steps(&plan)[..2],
-        [delete("20261120T010000"), Step::TakeBaseBackup],
+        [delete("20261120T010000"), PipelineStep::TakeBaseBackup],
         "{plan:#?}"
     );
     let (status, reason, message) = condition(&plan, ConditionType::RetentionSatisfied);
@@ -157,7 +157,7 @@ fn the_only_entry_dead_is_deleted_after_a_new_backup_not_before() {
     let plan = plan(&pipeline(""), &world, &cx());
 
     let steps = steps(&plan);
-    assert_eq!(steps[0], Step::TakeBaseBackup, "{plan:#?}");
+    assert_eq!(steps[0], PipelineStep::TakeBaseBackup, "{plan:#?}");
     assert!(steps[1..].contains(&delete("20261120T010000")), "{plan:#?}");
 
     // With the start window closed, the dead entry waits for a DONE backup.
@@ -191,9 +191,10 @@ fn a_live_backup_holding_barmans_lock_is_waited_for_and_never_touched() {
     let plan = plan(&pipeline(""), &world, &cx());
 
     assert!(
-        steps(&plan)
-            .iter()
-            .all(|s| !matches!(s, Step::DeleteBackup { .. } | Step::TakeBaseBackup)),
+        steps(&plan).iter().all(|s| !matches!(
+            s,
+            PipelineStep::DeleteBackup { .. } | PipelineStep::TakeBaseBackup
+        )),
         "{plan:#?}"
     );
     assert!(
@@ -319,7 +320,10 @@ fn a_backup_barman_started_an_hour_ago_that_ends_40_days_ago_is_clock_skew_not_s
 
     let plan = plan(&pipeline(""), &world, &cx());
 
-    assert!(!steps(&plan).contains(&Step::TakeBaseBackup), "{plan:#?}");
+    assert!(
+        !steps(&plan).contains(&PipelineStep::TakeBaseBackup),
+        "{plan:#?}"
+    );
     let (status, reason, message) = condition(&plan, ConditionType::BaseBackupFresh);
     assert_eq!(
         (status, reason.as_str()),
@@ -341,7 +345,7 @@ fn a_backup_barman_started_an_hour_ago_that_ends_40_days_ago_is_clock_skew_not_s
     );
     // The backup is real: the volume is still recovered from it.
     assert!(
-        steps(&plan).contains(&Step::RecoverVolume {
+        steps(&plan).contains(&PipelineStep::RecoverVolume {
             backup: BackupRef::Existing("20261123T110000".to_string())
         }),
         "{plan:#?}"
@@ -360,7 +364,10 @@ fn a_backup_this_reconciler_just_took_that_looks_40_days_old_is_clock_skew() {
 
     let plan = plan(&pipeline(""), &world, &cx());
 
-    assert!(!steps(&plan).contains(&Step::TakeBaseBackup), "{plan:#?}");
+    assert!(
+        !steps(&plan).contains(&PipelineStep::TakeBaseBackup),
+        "{plan:#?}"
+    );
     let (_, reason, message) = condition(&plan, ConditionType::BaseBackupFresh);
     assert_eq!(reason, "ClockSkew");
     assert!(
@@ -382,7 +389,7 @@ fn a_backup_that_is_really_old_is_stale_whatever_the_journal_says() {
 
     let (_, reason, _) = condition(&plan, ConditionType::BaseBackupFresh);
     assert_eq!(reason, "Stale");
-    assert_eq!(steps(&plan)[0], Step::TakeBaseBackup, "{plan:#?}");
+    assert_eq!(steps(&plan)[0], PipelineStep::TakeBaseBackup, "{plan:#?}");
 }
 
 #[test]
@@ -396,7 +403,7 @@ fn a_barman_id_in_another_time_zone_is_not_mistaken_for_skew() {
 
     let (_, reason, _) = condition(&plan, ConditionType::BaseBackupFresh);
     assert_eq!(reason, "Stale");
-    assert_eq!(steps(&plan)[0], Step::TakeBaseBackup);
+    assert_eq!(steps(&plan)[0], PipelineStep::TakeBaseBackup);
 }
 
 fn pipeline_with_max_age(max_age: &str) -> BackupPipeline {
@@ -418,7 +425,7 @@ fn an_unobservable_pipeline_is_unknown_in_the_diff_header_not_drifted() {
     assert!(text.starts_with("pipeline montagu: unknown\n"), "{text}");
 }
 
-fn waiting_plan(waits: &[&str], scheduled: &[&str]) -> Plan {
+fn waiting_plan(waits: &[&str], scheduled: &[&str]) -> Plan<PipelineStep> {
     let world = observed(vec![done("20261014T110000", STALE_END)], None);
     let mut plan = plan(&pipeline(""), &world, &cx());
     plan.steps.clear();

@@ -11,7 +11,6 @@ use crate::drivers::Drivers;
 use crate::plan::{Plan, PlannedStep, render_text};
 use crate::reconcile::{
     ApplyReport, MAX_STEPS_PER_APPLY, Progress, StepOutcome, StepRecord, apply_pipeline,
-    diff_pipeline,
 };
 use crate::spec::{SpecProblem, load_specs};
 
@@ -76,6 +75,11 @@ impl Progress for StepProgress {
 
 /// Runs the command.
 pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitStatus> {
+    if args.dry_run {
+        // Exactly what `diff` prints and returns, in either format.
+        return super::diff::print_diff(&args.specs.specs, &args.names, None, args.output, drivers)
+            .await;
+    }
     let specs = load_specs(&args.specs.specs);
     if let Err(message) = refuse_several_hosts(&specs) {
         eprintln!("error: {message}");
@@ -85,18 +89,6 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
     let (pipelines, problems, unknown) = select(specs, &args.names);
     report_unknown_names(&unknown, &args.specs.specs, &known);
     let mut reports = Vec::new();
-    if args.dry_run {
-        let cx = context_now();
-        let mut plans = Vec::new();
-        for loaded in &pipelines {
-            let (_, plan) = diff_pipeline(&loaded.resource, drivers, &cx, None).await;
-            out!("{}", render_text(loaded.resource.noun(), &plan, cx.now));
-            plans.push(plan);
-        }
-        print_problems(&problems);
-        let refs: Vec<&Plan> = plans.iter().collect();
-        return Ok(status_for(&refs, problems.len() + unknown.len()));
-    }
     let progress = StepProgress::new();
     for loaded in &pipelines {
         let report = apply_pipeline(

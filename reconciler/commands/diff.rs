@@ -1,5 +1,7 @@
 //! `reconciler diff`: observe and plan every selected pipeline, print the drift.
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 
 use crate::cli::{DiffArgs, OutputFormat};
@@ -50,16 +52,36 @@ pub struct PipelineDiff {
 
 /// Runs the command.
 pub async fn diff(args: &DiffArgs, drivers: &Drivers) -> anyhow::Result<ExitStatus> {
-    let specs = load_specs(&args.specs.specs);
+    print_diff(
+        &args.specs.specs,
+        &args.names,
+        args.at,
+        args.output,
+        drivers,
+    )
+    .await
+}
+
+/// Observes and plans the documents of `specs` named in `names` (all when empty)
+/// as of `at` (now when `None`), prints the drift in `output`'s format and returns
+/// the exit status: `diff`, and `apply --dry-run`. Changes nothing.
+pub(super) async fn print_diff(
+    spec_paths: &[PathBuf],
+    names: &[String],
+    at: Option<jiff::Timestamp>,
+    output: OutputFormat,
+    drivers: &Drivers,
+) -> anyhow::Result<ExitStatus> {
+    let specs = load_specs(spec_paths);
     if let Err(message) = refuse_several_hosts(&specs) {
         eprintln!("error: {message}");
         return Ok(ExitStatus::Error);
     }
     let known = known_names(&specs);
-    let (pipelines, problems, unknown) = select(specs, &args.names);
-    report_unknown_names(&unknown, &args.specs.specs, &known);
+    let (pipelines, problems, unknown) = select(specs, names);
+    report_unknown_names(&unknown, spec_paths, &known);
     let mut cx = context_now();
-    if let Some(at) = args.at {
+    if let Some(at) = at {
         cx = PlanContext { now: at, ..cx };
     }
     let mut entries = Vec::new();
@@ -79,7 +101,7 @@ pub async fn diff(args: &DiffArgs, drivers: &Drivers) -> anyhow::Result<ExitStat
     if !unknown.is_empty() {
         status = ExitStatus::Error;
     }
-    match args.output {
+    match output {
         OutputFormat::Text => {
             for (entry, loaded) in entries.iter().zip(&pipelines) {
                 out!(

@@ -21,7 +21,7 @@ use crate::drivers::replay::ReplayError;
 use crate::drivers::starport::StarportError;
 use crate::drivers::volume::VolumeError;
 use crate::observed::{BackupStatus, Observed, StarportMetadata, VolumeMarker, VolumeState};
-use crate::plan::{BackupRef, GenerationRef, Step};
+use crate::plan::{BackupRef, GenerationRef, PipelineStep};
 use crate::spec::{BackupPipeline, RecoveredVolumeSpec};
 
 pub use restore::execute_restore_step;
@@ -81,14 +81,6 @@ pub enum ExecuteError {
         #[source]
         source: Box<VolumeError>,
     },
-    /// The step belongs to another kind of document.
-    #[error("step `{step}` does not apply to a {kind}")]
-    WrongKind {
-        /// The step.
-        step: String,
-        /// The document's kind.
-        kind: &'static str,
-    },
     /// The reconciler is shutting down; the step stopped where it was.
     #[error(transparent)]
     Interrupted(#[from] crate::drivers::pause::Interrupted),
@@ -123,7 +115,7 @@ pub fn backup_taken(detail: &str) -> Option<&str> {
 /// from; `clock` gives the current time for the records the step writes.
 pub async fn execute_step(
     pipeline: &BackupPipeline,
-    step: &Step,
+    step: &PipelineStep,
     observed: &Observed,
     drivers: &Drivers,
     clock: &(dyn Fn() -> Timestamp + Send + Sync),
@@ -135,14 +127,14 @@ pub async fn execute_step(
         .unwrap_or_default();
     pause_point(&format!("step:{action}"), &drivers.cancel).await?;
     match step {
-        Step::TakeBaseBackup => {
+        PipelineStep::TakeBaseBackup => {
             let id = drivers
                 .barman
                 .take_backup(&spec.barman, spec.base_backup.timeout.to_std())
                 .await?;
             Ok(format!("{TAKEN_PREFIX}{id}{TAKEN_SUFFIX}"))
         }
-        Step::DeleteBackup { backup_id } => {
+        PipelineStep::DeleteBackup { backup_id } => {
             let planned_as_dead = observed.barman.value().is_some_and(|b| {
                 b.backups
                     .iter()
@@ -181,7 +173,7 @@ pub async fn execute_step(
                 .await?;
             Ok(format!("backup {backup_id} deleted"))
         }
-        Step::RecoverVolume { backup } => {
+        PipelineStep::RecoverVolume { backup } => {
             let BackupRef::Existing(backup_id) = backup else {
                 return Err(ExecuteError::Unresolved {
                     step: step.to_string(),
@@ -189,7 +181,7 @@ pub async fn execute_step(
             };
             recover_volume(pipeline, backup_id, observed, drivers, clock).await
         }
-        Step::StopStrayReplay { replay } => {
+        PipelineStep::StopStrayReplay { replay } => {
             let path = drivers
                 .volume
                 .locate(&spec.recovered_volume)
@@ -205,10 +197,10 @@ pub async fn execute_step(
                 .await?;
             Ok(format!("stray replay postgres ({replay}) stopped"))
         }
-        Step::SyncMirror { mirror, generation } => {
+        PipelineStep::SyncMirror { mirror, generation } => {
             sync_mirror(pipeline, mirror, generation, drivers).await
         }
-        Step::RunBarmanCron => {
+        PipelineStep::RunBarmanCron => {
             let timeout = spec
                 .wal_streaming
                 .as_ref()
@@ -218,11 +210,11 @@ pub async fn execute_step(
             drivers.barman.cron(&spec.barman, timeout).await?;
             Ok("barman cron ran; receive-wal is running".to_string())
         }
-        Step::ResetReplicationSlot => {
+        PipelineStep::ResetReplicationSlot => {
             drivers.barman.reset_slot(&spec.barman).await?;
             Ok("replication slot dropped and created again".to_string())
         }
-        Step::SyncStarport { generation } => {
+        PipelineStep::SyncStarport { generation } => {
             let GenerationRef::Existing(generation) = generation else {
                 return Err(ExecuteError::Unresolved {
                     step: step.to_string(),
@@ -230,10 +222,6 @@ pub async fn execute_step(
             };
             sync_starport(pipeline, generation, observed, drivers, clock).await
         }
-        Step::RestoreVolume { .. } | Step::StartConsumers { .. } => Err(ExecuteError::WrongKind {
-            step: step.to_string(),
-            kind: "BackupPipeline",
-        }),
     }
 }
 

@@ -17,33 +17,29 @@ use crate::observed::{
     RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState, StarportMetadata,
     StarportState,
 };
-use crate::plan::Step;
+use crate::plan::RestoreStep;
 use crate::spec::RestoreTarget;
 
 /// Carries out `step` of `target`, planned from `observed`.
 pub async fn execute_restore_step(
     target: &RestoreTarget,
-    step: &Step,
+    step: &RestoreStep,
     observed: &RestoreObserved,
     drivers: &Drivers,
     clock: &(dyn Fn() -> Timestamp + Send + Sync),
 ) -> Result<StepDetail, ExecuteError> {
     match step {
-        Step::RestoreVolume {
+        RestoreStep::RestoreVolume {
             generation,
             stop_consumers,
         } => {
             pause_point("step:restoreVolume", &drivers.cancel).await?;
             restore_volume(target, generation, stop_consumers, observed, drivers, clock).await
         }
-        Step::StartConsumers { containers } => {
+        RestoreStep::StartConsumers { containers } => {
             pause_point("step:startConsumers", &drivers.cancel).await?;
             start_consumers(target, containers, drivers).await
         }
-        other => Err(ExecuteError::WrongKind {
-            step: other.to_string(),
-            kind: "RestoreTarget",
-        }),
     }
 }
 

@@ -8,7 +8,7 @@ use super::{ConditionStatus, Plan};
 
 /// Renders a plan for a human, headed by `noun` and its name (`pipeline montagu`,
 /// `restore target science`). Colour-free, so it reads the same in a log file.
-pub fn render_text(noun: &str, plan: &Plan, now: Timestamp) -> String {
+pub fn render_text<S: std::fmt::Display>(noun: &str, plan: &Plan<S>, now: Timestamp) -> String {
     let mut out = String::new();
     // What could not be observed is not drift: say so, rather than "waiting".
     let unknown = plan

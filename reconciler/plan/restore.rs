@@ -10,8 +10,8 @@
 use jiff::Timestamp;
 
 use super::{
-    CLOCK_SKEW_TOLERANCE_SECONDS, ConditionStatus, ConditionType, Deadline, Plan, PlanContext,
-    PlannedStep, Step, condition, human_age, human_from_now, ready_condition,
+    ConditionStatus, ConditionType, Plan, PlanContext, PlannedStep, Reason, RestoreStep, condition,
+    deadline, human_age, human_from_now, is_from_the_future, ready_condition,
 };
 use crate::observed::{
     ConsumerState, Observation, RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState,
@@ -54,7 +54,11 @@ impl SourceCopy {
 }
 
 /// Plans one restore target. Pure: no I/O, no clock.
-pub fn plan_restore(target: &RestoreTarget, observed: &RestoreObserved, cx: &PlanContext) -> Plan {
+pub fn plan_restore(
+    target: &RestoreTarget,
+    observed: &RestoreObserved,
+    cx: &PlanContext,
+) -> Plan<RestoreStep> {
     let mut plan = Plan {
         pipeline: target.name().to_string(),
         conditions: Vec::new(),
@@ -84,7 +88,7 @@ fn plan_source(
     target: &RestoreTarget,
     observed: &RestoreObserved,
     cx: &PlanContext,
-    plan: &mut Plan,
+    plan: &mut Plan<RestoreStep>,
 ) -> Option<SourceCopy> {
     use ConditionStatus::*;
     let name = source_name(target);
@@ -94,7 +98,7 @@ fn plan_source(
             plan.conditions.push(condition(
                 ConditionType::SourceComplete,
                 Unknown,
-                "SourceUnavailable",
+                Reason::SourceUnavailable,
                 format!("the starport {name} could not be read: {reason}"),
             ));
             plan.waiting_on
@@ -107,7 +111,7 @@ fn plan_source(
             plan.conditions.push(condition(
                 ConditionType::SourceComplete,
                 False,
-                "NoCompleteCopy",
+                Reason::NoCompleteCopy,
                 format!(
                     "{name} holds no complete copy ({reason}): a sync is running or never finished"
                 ),
@@ -130,15 +134,15 @@ fn plan_source(
     let (status, reason, message) = match copy.recovered_at {
         None => (
             False,
-            "AgeUnknown",
+            Reason::AgeUnknown,
             format!(
                 "{name} holds generation {}, but its metadata gives no time to check against maxAge {max_age}",
                 copy.generation
             ),
         ),
-        Some(at) if at.as_second() > cx.now.as_second() + CLOCK_SKEW_TOLERANCE_SECONDS => (
+        Some(at) if is_from_the_future(at, cx.now) => (
             False,
-            "FromTheFuture",
+            Reason::FromTheFuture,
             format!(
                 "{name} says generation {} was recovered {}; check the clocks of both hosts",
                 copy.generation,
@@ -148,13 +152,15 @@ fn plan_source(
         Some(at) => {
             let expires = max_age.after(at);
             if cx.now < expires {
-                plan.next_deadline = Some(Deadline {
-                    at: expires,
-                    what: format!("the starport's generation turns older than {max_age}"),
-                });
+                deadline(
+                    plan,
+                    cx.now,
+                    expires,
+                    format!("the starport's generation turns older than {max_age}"),
+                );
                 (
                     True,
-                    "Complete",
+                    Reason::Complete,
                     format!(
                         "{name} holds generation {}, recovered {} (maxAge {max_age})",
                         copy.generation,
@@ -164,7 +170,7 @@ fn plan_source(
             } else {
                 (
                     False,
-                    "SourceStale",
+                    Reason::SourceStale,
                     format!(
                         "{name}'s newest generation {} was recovered {} ago, older than maxAge {max_age}",
                         copy.generation,
@@ -175,7 +181,7 @@ fn plan_source(
         }
     };
     copy.current = status == True;
-    copy.dated = copy.recovered_at.is_some() && reason != "FromTheFuture";
+    copy.dated = copy.recovered_at.is_some() && reason != Reason::FromTheFuture;
     if status != True {
         plan.waiting_on.push(format!(
             "the backup host to publish a newer generation: {message}"
@@ -195,7 +201,7 @@ fn plan_volume(
     observed: &RestoreObserved,
     source: Option<&SourceCopy>,
     cx: &PlanContext,
-    plan: &mut Plan,
+    plan: &mut Plan<RestoreStep>,
 ) {
     use ConditionStatus::*;
     let location = target.spec.volume.location();
@@ -204,7 +210,7 @@ fn plan_volume(
             plan.conditions.push(condition(
                 ConditionType::VolumeRestored,
                 Unknown,
-                "VolumeUnavailable",
+                Reason::VolumeUnavailable,
                 format!("the volume could not be inspected: {reason}"),
             ));
             plan.waiting_on
@@ -219,7 +225,7 @@ fn plan_volume(
             plan.conditions.push(condition(
                 ConditionType::VolumeRestored,
                 False,
-                "ForeignData",
+                Reason::ForeignData,
                 format!("{location} holds files that are not a PostgreSQL data directory"),
             ));
             plan.waiting_on.push(format!(
@@ -235,9 +241,11 @@ fn plan_volume(
         } => (marker.as_ref(), &used_by[..], *postmaster_running),
     };
     let (status, reason, message) = match (state, marker, source) {
-        (RestoreVolumeState::Missing, _, _) => {
-            (False, "VolumeMissing", format!("{location} does not exist"))
-        }
+        (RestoreVolumeState::Missing, _, _) => (
+            False,
+            Reason::VolumeMissing,
+            format!("{location} does not exist"),
+        ),
         (_, None, _) => {
             let why = match state {
                 RestoreVolumeState::Present {
@@ -248,13 +256,13 @@ fn plan_volume(
             };
             (
                 False,
-                "NoValidMarker",
+                Reason::NoValidMarker,
                 format!("{location} holds no restored copy ({why})"),
             )
         }
         (_, Some(m), _) if m.state == RestoreState::Restoring => (
             False,
-            "RestoreInterrupted",
+            Reason::RestoreInterrupted,
             format!(
                 "a restore of generation {} into {location} did not finish: its data is incomplete",
                 m.generation
@@ -262,7 +270,7 @@ fn plan_volume(
         ),
         (_, Some(m), Some(copy)) if copy.older_than(m) => (
             True,
-            "Restored",
+            Reason::Restored,
             format!(
                 "{location} holds generation {}, newer than the starport's {}: never replaced by older data",
                 m.generation, copy.generation
@@ -270,7 +278,7 @@ fn plan_volume(
         ),
         (_, Some(m), Some(copy)) if m.generation != copy.generation => (
             False,
-            "OutOfDate",
+            Reason::OutOfDate,
             format!(
                 "{location} holds generation {}, the starport {}",
                 m.generation, copy.generation
@@ -278,7 +286,7 @@ fn plan_volume(
         ),
         (_, Some(m), copy) => (
             True,
-            "Restored",
+            Reason::Restored,
             format!(
                 "{location} holds generation {}{}{}",
                 m.generation,
@@ -387,7 +395,7 @@ fn plan_volume(
             )
         };
         plan.steps.push(PlannedStep {
-            step: Step::RestoreVolume {
+            step: RestoreStep::RestoreVolume {
                 generation: copy.generation.clone(),
                 stop_consumers: running,
             },
@@ -404,7 +412,7 @@ fn settle_owed(
     marker: Option<&RestoreMarker>,
     consumers: &[ConsumerState],
     location: &impl std::fmt::Display,
-    plan: &mut Plan,
+    plan: &mut Plan<RestoreStep>,
 ) {
     let Some(marker) = marker.filter(|m| !m.consumers_to_start.is_empty()) else {
         return;
@@ -422,7 +430,11 @@ fn settle_owed(
 }
 
 /// Starts again what a finished restore stopped.
-fn plan_restarts(marker: Option<&RestoreMarker>, consumers: &[ConsumerState], plan: &mut Plan) {
+fn plan_restarts(
+    marker: Option<&RestoreMarker>,
+    consumers: &[ConsumerState],
+    plan: &mut Plan<RestoreStep>,
+) {
     let Some(marker) = marker.filter(|m| !m.consumers_to_start.is_empty()) else {
         return;
     };
@@ -449,7 +461,7 @@ fn plan_restarts(marker: Option<&RestoreMarker>, consumers: &[ConsumerState], pl
         marker.generation
     );
     plan.steps.push(PlannedStep {
-        step: Step::StartConsumers {
+        step: RestoreStep::StartConsumers {
             containers: stopped,
         },
         reason,

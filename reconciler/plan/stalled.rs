@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Condition, ConditionStatus, ConditionType, Plan, human_seconds};
+use super::{Condition, ConditionStatus, ConditionType, Plan, Reason, human_seconds};
 
 pub use crate::spec::DEFAULT_STALLED_AFTER;
 
@@ -32,9 +32,9 @@ pub struct StallHistory {
 
 /// The waits of `plan` that can stall (not scheduled), each with the instant it
 /// was first seen: carried over from `previous`, `now` for a new one.
-pub fn waiting_since(
+pub fn waiting_since<S>(
     previous: &BTreeMap<String, Timestamp>,
-    plan: &Plan,
+    plan: &Plan<S>,
     now: Timestamp,
 ) -> BTreeMap<String, Timestamp> {
     plan.waiting_on
@@ -45,8 +45,8 @@ pub fn waiting_since(
 }
 
 /// The `Stalled` condition, when the pipeline is stalled.
-pub fn stalled_condition(
-    plan: &Plan,
+pub fn stalled_condition<S>(
+    plan: &Plan<S>,
     history: &StallHistory,
     stalled_after: SignedDuration,
     now: Timestamp,
@@ -61,16 +61,16 @@ pub fn stalled_condition(
     if converged {
         return None;
     }
-    let stalled = |reason: &str, message: String| Condition {
+    let stalled = |reason: Reason, message: String| Condition {
         kind: ConditionType::Stalled,
         status: ConditionStatus::True,
-        reason: reason.to_string(),
+        reason,
         message,
         subject: None,
     };
     if history.consecutive_failures >= FAILURES_BEFORE_STALLED {
         return Some(stalled(
-            "RepeatedFailures",
+            Reason::RepeatedFailures,
             format!(
                 "{} runs failed in a row; the last: {}",
                 history.consecutive_failures,
@@ -97,7 +97,7 @@ pub fn stalled_condition(
         return None;
     }
     Some(stalled(
-        "WaitingTooLong",
+        Reason::WaitingTooLong,
         format!(
             "waiting for {} since {} ({}, longer than stalledAfter {})",
             longest.0,

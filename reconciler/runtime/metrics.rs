@@ -560,7 +560,7 @@ impl Metrics {
             plan.conditions.iter().any(|c| {
                 c.kind.to_string() == labels.r#type
                     && c.subject.as_deref().unwrap_or("") == labels.subject
-                    && c.reason == labels.reason
+                    && c.reason == labels.reason.as_str()
             })
         };
         if let Ok(mut seen) = self.seen.lock() {
@@ -587,7 +587,7 @@ impl Metrics {
                 pipeline: label.pipeline.clone(),
                 r#type: c.kind.to_string(),
                 subject: c.subject.clone().unwrap_or_default(),
-                reason: c.reason.clone(),
+                reason: c.reason.to_string(),
             };
             self.condition_reason.get_or_create(&reason).set(1);
             if let Ok(mut seen) = self.seen.lock() {
@@ -801,7 +801,7 @@ spec:
             now: now(),
             local_time_zone: jiff::tz::TimeZone::UTC,
         };
-        let plan = plan(pipeline, observed, &cx);
+        let plan = plan(pipeline, observed, &cx).into_any();
         metrics.observe(
             &Resource::BackupPipeline(pipeline.clone()),
             &Observations::BackupPipeline(observed.clone()),
@@ -844,13 +844,13 @@ spec:
         };
         let resource = Resource::BackupPipeline(pipeline.clone());
         let observations = Observations::BackupPipeline(observed.clone());
-        let mut stalled = plan(&pipeline, &observed, &cx);
+        let mut stalled = plan(&pipeline, &observed, &cx).into_any();
         stalled.conditions.insert(
             0,
             crate::plan::Condition {
                 kind: crate::plan::ConditionType::Stalled,
                 status: crate::plan::ConditionStatus::True,
-                reason: "WaitingTooLong".to_string(),
+                reason: crate::plan::Reason::WaitingTooLong,
                 message: String::new(),
                 subject: None,
             },
@@ -863,7 +863,7 @@ spec:
         );
         assert!(text.contains(r#"reason="WaitingTooLong""#), "{text}");
 
-        let calm = plan(&pipeline, &observed, &cx);
+        let calm = plan(&pipeline, &observed, &cx).into_any();
         metrics.observe(&resource, &observations, &calm, now());
         let text = metrics.encode();
         assert!(

@@ -251,7 +251,10 @@ pub fn render_table(statuses: &[PipelineStatus], now: Timestamp) -> String {
         let activity = match (&s.in_progress, s.waiting_on.first(), &s.last_error) {
             (Some(p), _, _) => format!("running: {}", p.step),
             (None, _, _) if stalled.is_some() => {
-                format!("STALLED: {}", stalled.map_or("", |c| &c.condition.reason))
+                format!(
+                    "STALLED: {}",
+                    stalled.map_or("", |c| c.condition.reason.as_str())
+                )
             }
             (None, _, Some(e)) => format!("failed: {e}"),
             (None, Some(w), None) => format!("waiting: {w}"),

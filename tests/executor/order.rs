@@ -3,7 +3,7 @@
 //! crash there would leave.
 
 use reconciler::observed::RestoreState;
-use reconciler::plan::Step;
+use reconciler::plan::{PipelineStep, Step};
 use reconciler::reconcile::StepOutcome;
 
 use super::{Drift, Test, check_converged, check_invariants, newest_done};
@@ -93,7 +93,12 @@ async fn a_volume_recovered_again_under_rsync_leaves_the_starport_without_metada
     let sync = report
         .steps
         .iter()
-        .find(|r| matches!(r.planned.step, Step::SyncStarport { .. }))
+        .find(|r| {
+            matches!(
+                r.planned.step,
+                Step::Pipeline(PipelineStep::SyncStarport { .. })
+            )
+        })
         .expect("a sync ran");
     assert_eq!(sync.outcome, StepOutcome::Failed, "{report:#?}");
     assert!(sync.detail.contains("generation"), "{}", sync.detail);
@@ -151,7 +156,12 @@ async fn a_starport_synced_again_under_the_mirror_copy_leaves_the_mirror_without
     let sync = report
         .steps
         .iter()
-        .find(|r| matches!(r.planned.step, Step::SyncMirror { .. }))
+        .find(|r| {
+            matches!(
+                r.planned.step,
+                Step::Pipeline(PipelineStep::SyncMirror { .. })
+            )
+        })
         .expect("a mirror sync ran");
     assert_eq!(sync.outcome, StepOutcome::Failed, "{report:#?}");
     assert!(!t.called("mirror.write_metadata"), "{}", t.journal_text());
@@ -238,7 +248,10 @@ async fn a_failed_backup_stops_apply_before_any_delete() {
     );
     assert_eq!(t.world.state().backups, before);
     assert_eq!(report.steps.len(), 1, "{report:#?}");
-    assert_eq!(report.steps[0].planned.step, Step::TakeBaseBackup);
+    assert_eq!(
+        report.steps[0].planned.step,
+        Step::Pipeline(PipelineStep::TakeBaseBackup)
+    );
     assert_eq!(report.steps[0].outcome, StepOutcome::Failed);
 }
 

@@ -10,7 +10,8 @@ pub use reconciler::observed::{
     StarportMetadata, StarportState, StrayReplay, VolumeMarker, VolumeState, VolumeUser, WalHealth,
 };
 pub use reconciler::plan::{
-    BackupRef, ConditionStatus, ConditionType, GenerationRef, Plan, PlanContext, Step, plan,
+    BackupRef, ConditionStatus, ConditionType, GenerationRef, PipelineStep, Plan, PlanContext,
+    RestoreStep, plan,
 };
 pub use reconciler::spec::BackupPipeline;
 
@@ -162,10 +163,10 @@ impl World {
     }
 
     /// Carries out a step the way the real executor would, on the simulated world.
-    pub fn apply(&mut self, step: &Step, now: Timestamp) {
+    pub fn apply(&mut self, step: &PipelineStep, now: Timestamp) {
         let o = &mut self.observed;
         match step {
-            Step::RunBarmanCron => {
+            PipelineStep::RunBarmanCron => {
                 let health = match &mut o.wal {
                     Some(Observation::Observed { value }) => value,
                     other => panic!("cron planned without WAL health: {other:?}"),
@@ -174,7 +175,7 @@ impl World {
                 // receive-wal re-activates its slot unless the slot itself is broken.
                 return;
             }
-            Step::ResetReplicationSlot => {
+            PipelineStep::ResetReplicationSlot => {
                 let health = match &mut o.wal {
                     Some(Observation::Observed { value }) => value,
                     other => panic!("slot reset planned without WAL health: {other:?}"),
@@ -192,13 +193,13 @@ impl World {
             }
         };
         match step {
-            Step::TakeBaseBackup => backups.push(Backup {
+            PipelineStep::TakeBaseBackup => backups.push(Backup {
                 id: now.strftime("%Y%m%dT%H%M%S").to_string(),
                 status: BackupStatus::Done,
                 end_time: Some(now),
                 size_bytes: Some(1),
             }),
-            Step::DeleteBackup { backup_id } => {
+            PipelineStep::DeleteBackup { backup_id } => {
                 let before = backups.len();
                 backups.retain(|b| &b.id != backup_id);
                 assert_eq!(
@@ -207,7 +208,7 @@ impl World {
                     "deleted a backup that does not exist: {backup_id}"
                 );
             }
-            Step::RecoverVolume { backup } => {
+            PipelineStep::RecoverVolume { backup } => {
                 let id = match backup {
                     BackupRef::Existing(id) => id.clone(),
                     BackupRef::NewBackup => backups
@@ -238,7 +239,7 @@ impl World {
                     users: vec![],
                 });
             }
-            Step::StopStrayReplay { replay } => match &mut o.volume {
+            PipelineStep::StopStrayReplay { replay } => match &mut o.volume {
                 Observation::Observed {
                     value:
                         VolumeState::Unmarked {
@@ -255,7 +256,7 @@ impl World {
                 }
                 other => panic!("stopping a stray replay on {other:?}"),
             },
-            Step::SyncStarport { generation } => {
+            PipelineStep::SyncStarport { generation } => {
                 let current = match o.volume.value() {
                     Some(VolumeState::Marked { marker, .. }) => marker.generation.clone(),
                     other => panic!("sync planned without a marked volume: {other:?}"),
@@ -265,7 +266,7 @@ impl World {
                 }
                 o.starport = Some(Observation::observed(synced(&current, MACHINE)));
             }
-            Step::SyncMirror { mirror, generation } => {
+            PipelineStep::SyncMirror { mirror, generation } => {
                 let starport = match o.starport.as_ref().and_then(|s| s.value()) {
                     Some(StarportState::Synced { metadata }) => metadata.generation.clone(),
                     other => panic!("mirror sync planned without a synced starport: {other:?}"),
@@ -278,9 +279,8 @@ impl World {
                     .expect("the mirror was observed");
                 m.state = Observation::observed(synced(generation, MACHINE));
             }
-            Step::RunBarmanCron | Step::ResetReplicationSlot => unreachable!("handled above"),
-            Step::RestoreVolume { .. } | Step::StartConsumers { .. } => {
-                panic!("a backup pipeline planned a restore target's step: {step}")
+            PipelineStep::RunBarmanCron | PipelineStep::ResetReplicationSlot => {
+                unreachable!("handled above")
             }
         }
     }
@@ -337,31 +337,34 @@ pub fn watching_wal(reset_broken_slot: bool) -> BackupPipeline {
     p
 }
 
-pub fn condition_of(plan: &Plan, kind: ConditionType) -> (ConditionStatus, String, String) {
+pub fn condition_of<S: std::fmt::Debug>(
+    plan: &Plan<S>,
+    kind: ConditionType,
+) -> (ConditionStatus, String, String) {
     let c = plan
         .conditions
         .iter()
         .find(|c| c.kind == kind)
         .unwrap_or_else(|| panic!("no {kind} in {plan:#?}"));
-    (c.status, c.reason.clone(), c.message.clone())
+    (c.status, c.reason.to_string(), c.message.clone())
 }
 
-pub fn steps(plan: &Plan) -> Vec<Step> {
+pub fn steps<S: Clone>(plan: &Plan<S>) -> Vec<S> {
     plan.steps.iter().map(|s| s.step.clone()).collect()
 }
 
-pub fn status(plan: &Plan, kind: ConditionType) -> ConditionStatus {
+pub fn status<S>(plan: &Plan<S>, kind: ConditionType) -> ConditionStatus {
     plan.condition(kind).expect("condition present").status
 }
 
-pub fn delete(id: &str) -> Step {
-    Step::DeleteBackup {
+pub fn delete(id: &str) -> PipelineStep {
+    PipelineStep::DeleteBackup {
         backup_id: id.to_string(),
     }
 }
 
 pub const NOW: &str = "2026-11-23T12:00:00Z";
 
-pub fn plan_at(world: &World, now: &str) -> Plan {
+pub fn plan_at(world: &World, now: &str) -> Plan<PipelineStep> {
     plan(&pipeline(), &world.observed, &cx(now))
 }
