@@ -47,6 +47,7 @@ pub struct CommandLine {
     pub on_cancel: OnCancel,
     /// A test hook: the pause point (see [`super::pause`]) reached once the command
     /// runs, to interrupt the reconciler in the middle of it.
+    #[cfg(feature = "failpoints")]
     pub pause_at: Option<&'static str>,
 }
 
@@ -71,14 +72,26 @@ impl CommandLine {
             env: Vec::new(),
             timeout,
             on_cancel: OnCancel::Terminate,
+            #[cfg(feature = "failpoints")]
             pause_at: None,
         }
     }
 
-    /// Names the pause point reached while the command runs.
+    /// Names the pause point reached while the command runs (only with the
+    /// `failpoints` feature: without it the name is dropped here).
     #[must_use]
+    #[cfg(feature = "failpoints")]
     pub fn pause_at(mut self, point: &'static str) -> Self {
         self.pause_at = Some(point);
+        self
+    }
+
+    /// Without the `failpoints` feature there is no pause point: the name is
+    /// dropped, and the optimiser drops the literal with it.
+    #[must_use]
+    #[cfg(not(feature = "failpoints"))]
+    #[inline(always)]
+    pub fn pause_at(self, _point: &'static str) -> Self {
         self
     }
 
@@ -376,10 +389,9 @@ impl CommandRunner for LocalProcess {
                 .then(|| child.id())
                 .flatten(),
         );
+        #[cfg(feature = "failpoints")]
         if let Some(point) = command.pause_at
-            && super::pause::pause_point(point, &self.cancel)
-                .await
-                .is_err()
+            && super::pause::pause(point, &self.cancel).await.is_err()
         {
             if command.on_cancel == OnCancel::Terminate {
                 terminate_group(&mut child).await;

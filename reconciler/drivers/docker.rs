@@ -775,10 +775,9 @@ impl CommandRunner for DockerExec {
                 None
             },
         );
+        #[cfg(feature = "failpoints")]
         if let Some(point) = command.pause_at
-            && super::pause::pause_point(point, &self.cancel)
-                .await
-                .is_err()
+            && super::pause::pause(point, &self.cancel).await.is_err()
         {
             if command.on_cancel == super::command::OnCancel::Terminate {
                 terminate_exec(docker, &exec.id).await;

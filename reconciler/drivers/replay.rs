@@ -297,7 +297,7 @@ impl LocalReplay {
             .map_err(ReplayError::Container)?;
         let stop_timeout = spec.stop_timeout.to_std();
         // A shutdown is noticed by the wait below, which leaves the stop to us.
-        let _ = super::pause::pause_point("replay", &self.cancel).await;
+        super::pause::pause_point!("replay", &self.cancel, else {});
         let replayed = self.wait_in_container(&name, spec, socket_dir, owner).await;
         // Whatever happened, the container goes: stopped cleanly if it still runs.
         let stopped = self.docker.stop_and_remove(&name, stop_timeout).await;
@@ -471,7 +471,7 @@ impl ReplayDriver for LocalReplay {
             })?;
 
         // A shutdown is noticed by the loop below, which stops postgres cleanly.
-        let _ = super::pause::pause_point("replay", &self.cancel).await;
+        super::pause::pause_point!("replay", &self.cancel, else {});
         let probe = probe_command(spec, &socket, owner);
         let deadline = Instant::now() + spec.timeout.to_std();
         let mut last_probe = "not probed yet".to_string();
@@ -508,13 +508,10 @@ impl ReplayDriver for LocalReplay {
         };
         tracing::info!(lsn = %replayed_to, "replay finished; stopping postgres");
         // A test hook: paused here, a test stops postgres behind our back.
-        if super::pause::pause_point("replay:finished", &self.cancel)
-            .await
-            .is_err()
-        {
+        super::pause::pause_point!("replay:finished", &self.cancel, else {
             stop_postgres(&mut child, spec.stop_timeout.to_std()).await;
             return Err(ReplayError::Cancelled);
-        }
+        });
         if !stop_postgres(&mut child, spec.stop_timeout.to_std()).await {
             return Err(ReplayError::UncleanStop {
                 detail: format!(

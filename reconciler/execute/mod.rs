@@ -83,6 +83,7 @@ pub enum ExecuteError {
     },
     /// The reconciler is shutting down; the step stopped where it was.
     #[error(transparent)]
+    #[cfg(feature = "failpoints")]
     Interrupted(#[from] crate::drivers::pause::Interrupted),
 }
 
@@ -121,11 +122,12 @@ pub async fn execute_step(
     clock: &(dyn Fn() -> Timestamp + Send + Sync),
 ) -> Result<StepDetail, ExecuteError> {
     let spec = &pipeline.spec;
+    #[cfg(feature = "failpoints")]
     let action = serde_json::to_value(step)
         .ok()
         .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(String::from))
         .unwrap_or_default();
-    pause_point(&format!("step:{action}"), &drivers.cancel).await?;
+    pause_point!(&format!("step:{action}"), &drivers.cancel);
     match step {
         PipelineStep::TakeBaseBackup => {
             let id = drivers
@@ -289,7 +291,7 @@ async fn recover_volume(
             volume.recover_timeout.to_std(),
         )
         .await?;
-    pause_point("recover:staged", &drivers.cancel).await?;
+    pause_point!("recover:staged", &drivers.cancel);
     drivers.volume.promote_staging(path, &staging).await?;
     let recovered_bytes = {
         let path = path.to_path_buf();
@@ -389,7 +391,7 @@ async fn sync_mirror(
     let volume_name = pipeline.starport_volume_name().unwrap_or_default();
     starport_holding(pipeline, generation, drivers).await?;
     drivers.mirror.invalidate_metadata(mirror, starport).await?;
-    pause_point("mirror:invalidated", &drivers.cancel).await?;
+    pause_point!("mirror:invalidated", &drivers.cancel);
     let copied = drivers.mirror.copy(mirror, starport, &volume_name).await?;
     // The starport must not have changed under rsync, or the mirror holds a mix.
     let metadata = starport_holding(pipeline, generation, drivers).await?;
@@ -433,12 +435,12 @@ async fn sync_starport(
         .starport
         .invalidate_metadata(starport, &volume_name)
         .await?;
-    pause_point("sync:invalidated", &drivers.cancel).await?;
+    pause_point!("sync:invalidated", &drivers.cancel);
     let copied = drivers
         .starport
         .copy(&source, starport, &volume_name, starport.timeout.to_std())
         .await?;
-    pause_point("sync:copied", &drivers.cancel).await?;
+    pause_point!("sync:copied", &drivers.cancel);
     // The volume must not have changed under rsync, or the copy is a mix.
     let marker = check(current_generation(pipeline, drivers).await?)?;
     let now = clock();

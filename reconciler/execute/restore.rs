@@ -33,11 +33,11 @@ pub async fn execute_restore_step(
             generation,
             stop_consumers,
         } => {
-            pause_point("step:restoreVolume", &drivers.cancel).await?;
+            pause_point!("step:restoreVolume", &drivers.cancel);
             restore_volume(target, generation, stop_consumers, observed, drivers, clock).await
         }
         RestoreStep::StartConsumers { containers } => {
-            pause_point("step:startConsumers", &drivers.cancel).await?;
+            pause_point!("step:startConsumers", &drivers.cancel);
             start_consumers(target, containers, drivers).await
         }
     }
@@ -119,7 +119,7 @@ async fn restore_volume(
         return Err(e);
     }
     let copied = drivers.restore_source.copy(&spec.source, &path).await?;
-    pause_point("restore:copied", &drivers.cancel).await?;
+    pause_point!("restore:copied", &drivers.cancel);
     // Nothing may have used the volume meanwhile (a consumer started by hand, even
     // one that stopped again): what it wrote is mixed with the copy.
     let volume = spec.volume.location().to_string();
@@ -185,7 +185,7 @@ async fn stop_and_check(
                 source,
             })?;
     }
-    pause_point("restore:consumersStopped", &drivers.cancel).await?;
+    pause_point!("restore:consumersStopped", &drivers.cancel);
     // Checked again here, not only at observation: something may have started since.
     drivers
         .restore_volume

@@ -57,7 +57,7 @@ async fn look_for_running_backups(
 /// Observes one pipeline. Never fails: what can't be seen is recorded as unavailable.
 pub async fn observe(pipeline: &BackupPipeline, drivers: &Drivers) -> Observed {
     // After a shutdown the caller starts nothing new, whatever is observed.
-    let _ = crate::drivers::pause::pause_point("observe", &drivers.cancel).await;
+    crate::drivers::pause::pause_point!("observe", &drivers.cancel, else {});
     let spec = &pipeline.spec;
     let barman = match drivers.barman.list_backups(&spec.barman).await {
         Ok(backups) if backups.iter().any(|b| b.status == BackupStatus::Started) => {

@@ -8,7 +8,7 @@ use crate::spec::RestoreTarget;
 /// Observes one restore target. Never fails: what can't be seen is recorded as
 /// unavailable.
 pub async fn observe_restore(target: &RestoreTarget, drivers: &Drivers) -> RestoreObserved {
-    let _ = crate::drivers::pause::pause_point("observe", &drivers.cancel).await;
+    crate::drivers::pause::pause_point!("observe", &drivers.cancel, else {});
     let spec = &target.spec;
     let source = match drivers.restore_source.inspect(&spec.source).await {
         Ok(state) => Observation::observed(state),
