@@ -228,7 +228,11 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
     if point == "replay" {
         // Let the postgres write its pid file, so the crash leaves it really running.
         let pid_file = p.volume.join("postmaster.pid");
-        while !std::fs::read_to_string(&pid_file).is_ok_and(|t| t.lines().count() >= 5) {
+        // Line 5 (the socket directory) is written empty first and filled in a
+        // moment later: wait for it, not just for the line.
+        while !std::fs::read_to_string(&pid_file)
+            .is_ok_and(|t| t.lines().nth(4).is_some_and(|l| !l.trim().is_empty()))
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
         let dir = p.postmaster_socket_dir().unwrap();

@@ -87,7 +87,7 @@ crash_tests! {
     crash_before_starting_consumers: "step:startConsumers", ConsumerOwed;
 }
 
-/// Every `pause_point("…")` and `.pause_at("…")` in production code is a crash
+/// Every `pause_point!("…")` and `.pause_at("…")` in production code is a crash
 /// point the fake knows and a test above cuts a run at; `step:<action>` points
 /// are listed in the fake by hand.
 #[test]
@@ -99,7 +99,7 @@ fn every_pause_point_in_production_is_crashed_at() {
             continue;
         }
         let text = std::fs::read_to_string(entry.path()).expect("readable source");
-        for needle in ["pause_point(\"", ".pause_at(\""] {
+        for needle in ["pause_point!(\"", ".pause_at(\""] {
             for (at, _) in text.match_indices(needle) {
                 let rest = &text[at + needle.len()..];
                 let name = &rest[..rest.find('"').expect("closing quote")];
