@@ -14,6 +14,7 @@ pub mod docker;
 pub mod fsutil;
 pub mod mirror;
 pub mod pause;
+pub mod postgres_process;
 pub mod replay;
 pub mod restore;
 pub mod starport;

@@ -18,8 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{CommandError, CommandLine, CommandRunner, LocalProcess, RunAs};
@@ -27,16 +25,15 @@ use super::docker::{
     ContainerMount, ContainerSpec, DockerEngine, DockerError, DockerExec, PIPELINE_LABEL,
     ROLE_LABEL, ShortLivedContainer,
 };
+use super::postgres_process::stop_child;
 use crate::observed::StrayReplay;
 use crate::spec::{RecoveredVolumeSpec, ReplayContainerSpec, ReplaySpec, VolumeLocation};
 
-pub use super::volume::SOCKET_DIR_PREFIX;
+pub use super::postgres_process::SOCKET_DIR_PREFIX;
 /// The port only names the socket file; nothing listens on TCP.
 const REPLAY_PORT: &str = "5432";
 /// How often replay progress is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
-/// How long an immediate shutdown may take after a fast one overran.
-const IMMEDIATE_STOP_WAIT: Duration = Duration::from_secs(60);
 
 /// What a finished replay reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +98,7 @@ pub enum ReplayError {
     Container(#[source] DockerError),
     /// A stray replay could not be stopped.
     #[error("cannot stop the stray replay")]
-    Stray(#[source] super::volume::VolumeError),
+    Stray(#[source] super::postgres_process::StillRunning),
     /// The spec names no volume (only possible when it bypassed the loader).
     #[error("recoveredVolume has neither `path` nor `dockerVolume`")]
     NoVolume,
@@ -390,25 +387,6 @@ fn log_tail(log: &Path) -> String {
     }
 }
 
-/// Stops a postgres child: SIGINT (fast shutdown) and wait, else SIGQUIT (immediate).
-/// Returns whether the fast shutdown completed in time.
-async fn stop_postgres(child: &mut tokio::process::Child, fast_wait: Duration) -> bool {
-    let Some(pid) = child.id() else { return true };
-    let pid = Pid::from_raw(pid as i32);
-    let _ = kill(pid, Signal::SIGINT);
-    if tokio::time::timeout(fast_wait, child.wait()).await.is_ok() {
-        return true;
-    }
-    let _ = kill(pid, Signal::SIGQUIT);
-    if tokio::time::timeout(IMMEDIATE_STOP_WAIT, child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
-    false
-}
-
 /// Whether pg_controldata's output says the cluster was shut down cleanly: exactly
 /// `shut down`, not `shut down in recovery` (stopped before recovery ended), nor
 /// `in production` or `in crash recovery` (killed, or stopped immediately).
@@ -483,11 +461,11 @@ impl ReplayDriver for LocalReplay {
                 });
             }
             if self.cancel.is_cancelled() {
-                stop_postgres(&mut child, spec.stop_timeout.to_std()).await;
+                stop_child(&mut child, spec.stop_timeout.to_std()).await;
                 return Err(ReplayError::Cancelled);
             }
             if Instant::now() >= deadline {
-                stop_postgres(&mut child, spec.stop_timeout.to_std()).await;
+                stop_child(&mut child, spec.stop_timeout.to_std()).await;
                 return Err(ReplayError::TimedOut {
                     timeout: spec.timeout.to_std(),
                     last_probe,
@@ -512,10 +490,10 @@ impl ReplayDriver for LocalReplay {
             .await
             .is_err()
         {
-            stop_postgres(&mut child, spec.stop_timeout.to_std()).await;
+            stop_child(&mut child, spec.stop_timeout.to_std()).await;
             return Err(ReplayError::Cancelled);
         }
-        if !stop_postgres(&mut child, spec.stop_timeout.to_std()).await {
+        if !stop_child(&mut child, spec.stop_timeout.to_std()).await {
             return Err(ReplayError::UncleanStop {
                 detail: format!(
                     "fast shutdown took longer than {}; stopped immediately",
@@ -538,7 +516,7 @@ impl ReplayDriver for LocalReplay {
     ) -> Result<(), ReplayError> {
         match stray {
             StrayReplay::Process { pid } => {
-                super::volume::stop_stray_replay(data_dir, *pid, timeout)
+                super::postgres_process::stop_stray_replay(data_dir, *pid, timeout)
                     .await
                     .map_err(ReplayError::Stray)
             }
