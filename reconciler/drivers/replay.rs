@@ -21,13 +21,11 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{CommandError, CommandLine, CommandRunner, LocalProcess, RunAs};
-use super::docker::{
-    ContainerMount, ContainerSpec, DockerEngine, DockerError, DockerExec, PIPELINE_LABEL,
-    ROLE_LABEL, ShortLivedContainer,
-};
+use super::docker::{ContainerSpec, DockerEngine, DockerError};
+use super::placement::{Placement, Placer, ReplayContainer, ReplayPlacement};
 use super::postgres_process::stop_child;
 use crate::observed::StrayReplay;
-use crate::spec::{RecoveredVolumeSpec, ReplayContainerSpec, ReplaySpec, VolumeLocation};
+use crate::spec::{RecoveredVolumeSpec, ReplaySpec};
 
 pub use super::postgres_process::SOCKET_DIR_PREFIX;
 /// The port only names the socket file; nothing listens on TCP.
@@ -128,27 +126,25 @@ pub trait ReplayDriver: Send + Sync + std::fmt::Debug {
     ) -> Result<(), ReplayError>;
 }
 
-/// Runs postgres as a child process of the reconciler, or in a container through
-/// `docker` when the spec asks for one.
+/// Runs postgres where [`ReplayPlacement::of`] places it: a child process of the
+/// reconciler, or a container made for the replay.
 #[derive(Debug, Clone)]
 pub struct LocalReplay {
     tools: Arc<dyn CommandRunner>,
     docker: Arc<DockerEngine>,
+    placer: Placer,
     cancel: CancellationToken,
 }
 
 impl LocalReplay {
-    /// Replay whose helper tools run through `tools` (or in containers of `docker`),
-    /// abandoned (cleanly) when `cancel` fires.
-    pub fn new(
-        tools: Arc<dyn CommandRunner>,
-        docker: Arc<DockerEngine>,
-        cancel: CancellationToken,
-    ) -> Self {
+    /// Replay whose postgres and tools run where `placer` places them, abandoned
+    /// (cleanly) when its cancellation fires.
+    pub fn new(placer: Placer) -> Self {
         Self {
-            tools,
-            docker,
-            cancel,
+            tools: placer.runner(&Placement::Host),
+            docker: placer.docker().clone(),
+            cancel: placer.cancel().clone(),
+            placer,
         }
     }
 }
@@ -231,33 +227,11 @@ async fn confirm_shut_down(
 impl LocalReplay {
     async fn replay_in_container(
         &self,
-        pipeline: &str,
         volume: &RecoveredVolumeSpec,
-        container: &ReplayContainerSpec,
+        container: &ReplayContainer,
         owner: RunAs,
     ) -> Result<ReplayOutcome, ReplayError> {
         let spec = &volume.replay;
-        let mount_path = container.mount_path.as_path();
-        let target = mount_path.display().to_string();
-        let mount = |read_only| match volume.location() {
-            VolumeLocation::Docker(name) => Ok(ContainerMount::Volume {
-                name: name.to_string(),
-                target: target.clone(),
-                read_only,
-            }),
-            VolumeLocation::Directory(path) => Ok(ContainerMount::Bind {
-                source: path.to_string(),
-                target: target.clone(),
-                read_only,
-            }),
-            VolumeLocation::Unset => Err(ReplayError::NoVolume),
-        };
-        let labels = |role: &str| {
-            std::collections::HashMap::from([
-                (PIPELINE_LABEL.to_string(), pipeline.to_string()),
-                (ROLE_LABEL.to_string(), role.to_string()),
-            ])
-        };
         // The socket lives in the container's own /tmp: nothing outside reaches it.
         let socket_dir = "/tmp";
         let mut argv = vec![
@@ -267,22 +241,18 @@ impl LocalReplay {
                 .display()
                 .to_string(),
             "-D".to_string(),
-            target.clone(),
+            container.data_dir.clone(),
         ];
         argv.extend(server_flags(spec, socket_dir));
-        let name = format!("reconciler-replay-{pipeline}");
+        let name = container.name.clone();
         let server = ContainerSpec {
             name: name.clone(),
-            image: container.image.as_str().to_string(),
+            image: container.image.clone(),
             argv,
             user: Some(format!("{}:{}", owner.uid, owner.gid)),
-            env: container
-                .env
-                .iter()
-                .map(|(k, v)| format!("{}={}", k.as_str(), v.as_str()))
-                .collect(),
-            mounts: vec![mount(false)?],
-            labels: labels("replay"),
+            env: container.env.clone(),
+            mounts: vec![container.mount.clone()],
+            labels: container.labels.clone(),
             // postgres' fast shutdown; Docker's default SIGTERM is the smart one,
             // which waits for clients.
             stop_signal: Some("SIGINT".to_string()),
@@ -312,14 +282,9 @@ impl LocalReplay {
             }
             Err(e) => return Err(ReplayError::Container(e)),
         }
-        let tools = ShortLivedContainer::new(
-            self.docker.clone(),
-            container.image.as_str(),
-            vec![mount(true)?],
-            format!("reconciler-controldata-{pipeline}"),
-            labels("tool"),
-        );
-        let checkpoint_time = confirm_shut_down(&tools, spec, mount_path, owner).await?;
+        let tools = self.placer.runner(&container.tools);
+        let checkpoint_time =
+            confirm_shut_down(tools.as_ref(), spec, Path::new(&container.data_dir), owner).await?;
         Ok(ReplayOutcome {
             replayed_to_lsn: replayed_to,
             checkpoint_time,
@@ -335,7 +300,9 @@ impl LocalReplay {
         owner: RunAs,
     ) -> Result<String, ReplayError> {
         let probe = probe_command(spec, socket_dir, owner);
-        let inside = DockerExec::new(self.docker.clone(), name, self.cancel.clone());
+        let inside = self.placer.runner(&Placement::Exec {
+            container: name.to_string(),
+        });
         let deadline = Instant::now() + spec.timeout.to_std();
         let mut last_probe = "not probed yet".to_string();
         loop {
@@ -411,10 +378,9 @@ impl ReplayDriver for LocalReplay {
         data_dir: &Path,
         owner: RunAs,
     ) -> Result<ReplayOutcome, ReplayError> {
-        if let Some(container) = &volume.replay.container {
-            return self
-                .replay_in_container(pipeline, volume, container, owner)
-                .await;
+        let placement = ReplayPlacement::of(pipeline, volume).map_err(|_| ReplayError::NoVolume)?;
+        if let ReplayPlacement::Container(container) = &placement {
+            return self.replay_in_container(volume, container, owner).await;
         }
         let spec = &volume.replay;
         let prepare = |source| ReplayError::Prepare {
