@@ -145,23 +145,24 @@ pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
         pipeline: &str,
     ) -> Result<PathBuf, VolumeError>;
     /// Reads the volume's state. For a Docker volume, "in use" means mounted by a
-    /// running container other than `barman_container` (barman mounts the volume
-    /// to recover into it, and runs no server on it).
+    /// running container not named in `ignore` (the caller's own containers, such
+    /// as barman's, which mounts the volume to recover into it and runs no server
+    /// on it).
     async fn inspect(
         &self,
         volume: &RecoveredVolumeSpec,
-        barman_container: Option<&str>,
+        ignore: &[String],
     ) -> Result<VolumeState, VolumeError>;
     /// Removes the markers, durably. Always the first thing a recovery does.
     async fn invalidate_marker(&self, path: &Path) -> Result<(), VolumeError>;
     /// Creates or empties the volume's files at `path` (owned by `owner`, mode 0700)
     /// and returns the staging path barman must recover into (not created: barman
     /// creates it). Refuses while a postgres (or, for a Docker volume, a container
-    /// other than `barman_container`) uses it.
+    /// not named in `ignore`) uses it.
     async fn prepare_for_recovery(
         &self,
         volume: &RecoveredVolumeSpec,
-        barman_container: Option<&str>,
+        ignore: &[String],
         path: &Path,
         owner: RunAs,
     ) -> Result<PathBuf, VolumeError>;
@@ -246,18 +247,18 @@ impl LocalVolume {
         }
     }
 
-    /// The running containers that mount the volume, barman's own excepted.
+    /// The running containers that mount the volume, those in `ignore` excepted.
     pub async fn users(
         &self,
         name: &str,
-        barman_container: Option<&str>,
+        ignore: &[String],
     ) -> Result<Vec<MountingContainer>, VolumeError> {
         let mut users = self
             .docker
             .containers_using(name)
             .await
             .map_err(Self::docker_err(name))?;
-        users.retain(|c| Some(c.name.as_str()) != barman_container);
+        users.retain(|c| !ignore.contains(&c.name));
         Ok(users)
     }
 
@@ -481,7 +482,7 @@ impl VolumeDriver for LocalVolume {
     async fn inspect(
         &self,
         volume: &RecoveredVolumeSpec,
-        barman_container: Option<&str>,
+        ignore: &[String],
     ) -> Result<VolumeState, VolumeError> {
         let Some(path) = self.locate(volume).await? else {
             return Ok(VolumeState::Missing);
@@ -494,7 +495,7 @@ impl VolumeDriver for LocalVolume {
         };
         // In a Docker volume, postmaster.pid names a pid of a container's namespace:
         // meaningless here. Who uses the volume is what the engine says.
-        let containers = self.users(name.as_str(), barman_container).await?;
+        let containers = self.users(name.as_str(), ignore).await?;
         let stray_replay = match containers.as_slice() {
             [c] if c.labels.get(ROLE_LABEL).map(String::as_str) == Some("replay") => {
                 Some(StrayReplay::Container {
@@ -544,7 +545,7 @@ impl VolumeDriver for LocalVolume {
     async fn prepare_for_recovery(
         &self,
         volume: &RecoveredVolumeSpec,
-        barman_container: Option<&str>,
+        ignore: &[String],
         path: &Path,
         owner: RunAs,
     ) -> Result<PathBuf, VolumeError> {
@@ -565,7 +566,7 @@ impl VolumeDriver for LocalVolume {
         }
         // Checked again here, not only at observation: a server may have started since.
         if let VolumeLocation::Docker(name) = volume.location() {
-            let users = self.users(name.as_str(), barman_container).await?;
+            let users = self.users(name.as_str(), ignore).await?;
             // Read-only users too: emptying the volume would pull the data from
             // under them.
             if let Some(container) = users.into_iter().next() {
@@ -672,7 +673,7 @@ mod tests {
         };
         let volumes = LocalVolume::default();
         let first = volumes
-            .prepare_for_recovery(&spec, None, &vol, me)
+            .prepare_for_recovery(&spec, &[], &vol, me)
             .await
             .unwrap();
         // An orphaned recovery left its directory; the next attempt wipes it and
@@ -683,7 +684,7 @@ mod tests {
             matches!(inspect_blocking(&vol).unwrap(), VolumeState::Unmarked { reason, .. } if reason.contains("staging"))
         );
         let second = volumes
-            .prepare_for_recovery(&spec, None, &vol, me)
+            .prepare_for_recovery(&spec, &[], &vol, me)
             .await
             .unwrap();
         assert_ne!(first, second);
