@@ -13,10 +13,8 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use tokio_util::sync::CancellationToken;
-
-use super::command::{CommandError, CommandLine, CommandOutput, CommandRunner, OnCancel, RunAs};
-use super::docker::{DockerEngine, DockerExec};
+use super::command::{CommandError, CommandLine, CommandOutput, OnCancel, RunAs};
+use super::placement::{Placement, Placer};
 use crate::observed::{Backup, BackupActivity, BackupStatus, CheckItem, WalHealth};
 use crate::spec::BarmanSpec;
 
@@ -117,41 +115,20 @@ pub trait BarmanDriver: Send + Sync + std::fmt::Debug {
     ) -> Result<(), BarmanError>;
 }
 
-/// barman's command line, on this host or in the container `barman.container`.
+/// barman's command line, where [`Placement::of_barman`] places it.
 #[derive(Debug, Clone)]
 pub struct BarmanCli {
-    runner: Arc<dyn CommandRunner>,
-    docker: Arc<DockerEngine>,
-    cancel: CancellationToken,
+    placer: Placer,
     program: String,
 }
 
 impl BarmanCli {
-    /// barman run by `runner` on this host, or by exec through `docker` for a spec
-    /// that names a container; commands stop (or are left running) when `cancel`
-    /// fires.
-    pub fn new(
-        runner: Arc<dyn CommandRunner>,
-        docker: Arc<DockerEngine>,
-        cancel: CancellationToken,
-    ) -> Self {
+    /// barman run where `placer` places it: on this host, or by exec in the
+    /// container a spec names.
+    pub fn new(placer: Placer) -> Self {
         Self {
-            runner,
-            docker,
-            cancel,
+            placer,
             program: "barman".to_string(),
-        }
-    }
-
-    /// Where barman runs for this spec.
-    fn placement(&self, barman: &BarmanSpec) -> Arc<dyn CommandRunner> {
-        match &barman.container {
-            Some(container) => Arc::new(DockerExec::new(
-                self.docker.clone(),
-                container.as_str(),
-                self.cancel.clone(),
-            )),
-            None => self.runner.clone(),
         }
     }
 
@@ -169,7 +146,8 @@ impl BarmanCli {
         barman: &BarmanSpec,
         cmd: CommandLine,
     ) -> Result<CommandOutput, BarmanError> {
-        self.placement(barman)
+        self.placer
+            .runner(&Placement::of_barman(barman))
             .run(&cmd)
             .await
             .map_err(BarmanError::Command)
@@ -274,7 +252,7 @@ impl BarmanDriver for BarmanCli {
     }
 
     async fn account(&self, barman: &BarmanSpec, name: &str) -> Result<RunAs, BarmanError> {
-        if barman.container.is_none() {
+        if Placement::of_barman(barman) == Placement::Host {
             // On this host: the account database, no process needed.
             return super::fsutil::lookup_account(name).map_err(|e| BarmanError::Failed {
                 action: "id",

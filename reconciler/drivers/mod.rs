@@ -2,8 +2,9 @@
 //! the starport and its mirrors, restore targets and their consumers, and facts
 //! about this host.
 //!
-//! Each sits behind a small trait so that its placement (local process now; exec in
-//! a container, a short-lived container) can change without touching the executor.
+//! Each sits behind a small trait; where its commands run (a local process, an exec
+//! in a container, a short-lived container) is a [`placement::Placement`] resolved
+//! from the spec in [`placement`], never decided inside a driver.
 //! Drivers carry out what they are asked and decide nothing; "absent" comes back
 //! as data, failures as typed errors.
 
@@ -14,6 +15,8 @@ pub mod docker;
 pub mod fsutil;
 pub mod mirror;
 pub mod pause;
+pub mod placement;
+pub mod postgres_process;
 pub mod replay;
 pub mod restore;
 pub mod starport;
@@ -24,9 +27,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use self::barman::{BarmanCli, BarmanDriver};
-use self::command::{CommandRunner, LocalProcess};
 use self::docker::DockerEngine;
 use self::mirror::{MirrorDriver, RsyncOverSsh};
+use self::placement::{Placement, Placer};
 use self::replay::{LocalReplay, ReplayDriver};
 use self::restore::{
     ConsumerDriver, DockerConsumers, LocalRestoreVolume, RestoreSourceDriver, RestoreVolumeDriver,
@@ -93,20 +96,14 @@ impl Drivers {
 
     /// Everything on this host, commands run as local processes, stopped by `cancel`.
     pub fn local(cancel: CancellationToken) -> Self {
-        let runner: Arc<dyn CommandRunner> = Arc::new(LocalProcess::new(cancel.clone()));
         let docker = Arc::new(DockerEngine::default());
+        let placer = Placer::new(docker.clone(), cancel.clone());
+        // rsync and ssh always run on this host.
+        let runner = placer.runner(&Placement::Host);
         Self {
-            barman: Arc::new(BarmanCli::new(
-                runner.clone(),
-                docker.clone(),
-                cancel.clone(),
-            )),
+            barman: Arc::new(BarmanCli::new(placer.clone())),
             volume: Arc::new(LocalVolume::new(docker.clone())),
-            replay: Arc::new(LocalReplay::new(
-                runner.clone(),
-                docker.clone(),
-                cancel.clone(),
-            )),
+            replay: Arc::new(LocalReplay::new(placer)),
             starport: Arc::new(LocalStarport::new(runner.clone())),
             mirror: Arc::new(RsyncOverSsh::new(runner.clone())),
             restore_source: Arc::new(RsyncSource::new(runner)),

@@ -7,10 +7,16 @@
 //! no TCP listener, waits until `select pg_is_in_recovery()` answers false, stops it
 //! with a fast shutdown, and confirms with `pg_controldata` that the cluster state is
 //! `shut down`. Whatever happens, the postgres it started is stopped before it returns.
-//! In a container the steps are the same: the entrypoint is `postgres` itself with
-//! the same flags (whatever the image would start), the probe is `psql` exec'd into
-//! it, the stop is the container's stop with SIGINT as its stop signal, and
-//! `pg_controldata` runs in a short-lived container of the same image.
+//!
+//! The sequence ([`replay_on`]) is written once, on top of [`ReplayServer`]: start a
+//! postgres, ask it whether recovery ended, stop it cleanly, read pg_controldata.
+//! Its two placements: [`HostServer`], a child process on a private socket
+//! directory, probed by `psql` here; [`ContainerServer`], a container whose
+//! entrypoint is `postgres` itself with the same flags (whatever the image would
+//! start), probed by `psql` exec'd into it, stopped by the container's stop with
+//! SIGINT as its stop signal, and read by `pg_controldata` in a short-lived
+//! container of the same image. This driver never writes the volume's marker (the
+//! executor does, after it returned Ok) and never chooses its placement.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,25 +24,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{CommandError, CommandLine, CommandRunner, LocalProcess, RunAs};
-use super::docker::{
-    ContainerMount, ContainerSpec, DockerEngine, DockerError, DockerExec, PIPELINE_LABEL,
-    ROLE_LABEL, ShortLivedContainer,
-};
+use super::docker::{ContainerSpec, DockerEngine, DockerError};
+use super::placement::{Placement, Placer, ReplayContainer, ReplayPlacement};
+use super::postgres_process::stop_child;
 use crate::observed::StrayReplay;
-use crate::spec::{RecoveredVolumeSpec, ReplayContainerSpec, ReplaySpec, VolumeLocation};
+use crate::spec::{HumanDuration, RecoveredVolumeSpec, ReplaySpec};
 
-pub use super::volume::SOCKET_DIR_PREFIX;
+pub use super::postgres_process::SOCKET_DIR_PREFIX;
 /// The port only names the socket file; nothing listens on TCP.
 const REPLAY_PORT: &str = "5432";
 /// How often replay progress is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
-/// How long an immediate shutdown may take after a fast one overran.
-const IMMEDIATE_STOP_WAIT: Duration = Duration::from_secs(60);
 
 /// What a finished replay reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +102,7 @@ pub enum ReplayError {
     Container(#[source] DockerError),
     /// A stray replay could not be stopped.
     #[error("cannot stop the stray replay")]
-    Stray(#[source] super::volume::VolumeError),
+    Stray(#[source] super::postgres_process::StillRunning),
     /// The spec names no volume (only possible when it bypassed the loader).
     #[error("recoveredVolume has neither `path` nor `dockerVolume`")]
     NoVolume,
@@ -131,28 +132,18 @@ pub trait ReplayDriver: Send + Sync + std::fmt::Debug {
     ) -> Result<(), ReplayError>;
 }
 
-/// Runs postgres as a child process of the reconciler, or in a container through
-/// `docker` when the spec asks for one.
+/// Runs postgres where [`ReplayPlacement::of`] places it: a child process of the
+/// reconciler, or a container made for the replay.
 #[derive(Debug, Clone)]
 pub struct LocalReplay {
-    tools: Arc<dyn CommandRunner>,
-    docker: Arc<DockerEngine>,
-    cancel: CancellationToken,
+    placer: Placer,
 }
 
 impl LocalReplay {
-    /// Replay whose helper tools run through `tools` (or in containers of `docker`),
-    /// abandoned (cleanly) when `cancel` fires.
-    pub fn new(
-        tools: Arc<dyn CommandRunner>,
-        docker: Arc<DockerEngine>,
-        cancel: CancellationToken,
-    ) -> Self {
-        Self {
-            tools,
-            docker,
-            cancel,
-        }
+    /// Replay whose postgres and tools run where `placer` places them, abandoned
+    /// (cleanly) when its cancellation fires.
+    pub fn new(placer: Placer) -> Self {
+        Self { placer }
     }
 }
 
@@ -231,38 +222,224 @@ async fn confirm_shut_down(
     Ok(controldata_field(&out.stdout, "Time of latest checkpoint").map(String::from))
 }
 
-impl LocalReplay {
-    async fn replay_in_container(
-        &self,
-        pipeline: &str,
-        volume: &RecoveredVolumeSpec,
-        container: &ReplayContainerSpec,
+/// A postgres started for a replay, wherever it runs: what the replay sequence
+/// ([`replay_on`]) needs of it. Two placements implement it: [`HostServer`] and
+/// [`ContainerServer`].
+#[async_trait]
+trait ReplayServer: Send + Sync {
+    /// [`ReplayError::Exited`] once the server exited on its own.
+    async fn check_running(&mut self) -> Result<(), ReplayError>;
+    /// Stops it with a fast shutdown; [`ReplayError::UncleanStop`] when that did not
+    /// complete in time (it is then stopped harder). Never leaves it running.
+    async fn stop(&mut self) -> Result<(), ReplayError>;
+    /// Where `psql` reaches the server.
+    fn probe_runner(&self) -> Arc<dyn CommandRunner>;
+    /// The socket directory, as the probe sees it.
+    fn socket_dir(&self) -> &str;
+    /// Where `pg_controldata` runs, once the server stopped.
+    fn tools(&self) -> Arc<dyn CommandRunner>;
+    /// The data directory, as those tools see it.
+    fn data_dir(&self) -> &Path;
+}
+
+/// The replay, written once for every placement: wait until recovery ended (or
+/// stop on shutdown, timeout or exit), stop postgres cleanly, and confirm with
+/// `pg_controldata` that the cluster is `shut down`. The server is stopped on every
+/// path out.
+async fn replay_on(
+    server: &mut dyn ReplayServer,
+    spec: &ReplaySpec,
+    owner: RunAs,
+    cancel: &CancellationToken,
+) -> Result<ReplayOutcome, ReplayError> {
+    // A shutdown is noticed by the wait below, which stops postgres cleanly.
+    super::pause::pause_point!("replay", cancel, else {});
+    let replayed_to = match wait_until_recovered(server, spec, owner, cancel).await {
+        Ok(lsn) => lsn,
+        Err(e) => {
+            let _ = server.stop().await;
+            return Err(e);
+        }
+    };
+    tracing::info!(lsn = %replayed_to, "replay finished; stopping postgres");
+    // A test hook: paused here, a test stops postgres behind our back.
+    super::pause::pause_point!("replay:finished", cancel, else {
+        let _ = server.stop().await;
+        return Err(ReplayError::Cancelled);
+    });
+    server.stop().await?;
+    let checkpoint_time =
+        confirm_shut_down(server.tools().as_ref(), spec, server.data_dir(), owner).await?;
+    Ok(ReplayOutcome {
+        replayed_to_lsn: replayed_to,
+        checkpoint_time,
+    })
+}
+
+/// Probes the server until recovery ended and returns the LSN; the caller stops it.
+async fn wait_until_recovered(
+    server: &mut dyn ReplayServer,
+    spec: &ReplaySpec,
+    owner: RunAs,
+    cancel: &CancellationToken,
+) -> Result<String, ReplayError> {
+    let probe = probe_command(spec, server.socket_dir(), owner);
+    let runner = server.probe_runner();
+    let deadline = Instant::now() + spec.timeout.to_std();
+    let mut last_probe = "not probed yet".to_string();
+    loop {
+        server.check_running().await?;
+        if cancel.is_cancelled() {
+            return Err(ReplayError::Cancelled);
+        }
+        if Instant::now() >= deadline {
+            return Err(ReplayError::TimedOut {
+                timeout: spec.timeout.to_std(),
+                last_probe,
+            });
+        }
+        match runner.run(&probe).await {
+            Ok(out) if out.success() && out.stdout.trim().contains('/') => {
+                return Ok(out.stdout.trim().to_string());
+            }
+            Ok(out) if out.success() => last_probe = out.stdout.trim().to_string(),
+            Ok(out) => last_probe = out.last_words(),
+            Err(e) => last_probe = crate::errors::error_chain(&e),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PROBE_INTERVAL) => {}
+            () = cancel.cancelled() => {}
+        }
+    }
+}
+
+/// postgres as a child process of the reconciler, on a private socket directory
+/// named `reconciler-replay-*` (how a stray one is recognised), logging into it.
+struct HostServer {
+    child: tokio::process::Child,
+    /// Removed when the server is dropped.
+    _socket_dir: tempfile::TempDir,
+    socket: String,
+    log_path: PathBuf,
+    data_dir: PathBuf,
+    tools: Arc<dyn CommandRunner>,
+    stop_timeout: HumanDuration,
+}
+
+impl HostServer {
+    async fn start(
+        spec: &ReplaySpec,
+        data_dir: &Path,
         owner: RunAs,
-    ) -> Result<ReplayOutcome, ReplayError> {
-        let spec = &volume.replay;
-        let mount_path = container.mount_path.as_path();
-        let target = mount_path.display().to_string();
-        let mount = |read_only| match volume.location() {
-            VolumeLocation::Docker(name) => Ok(ContainerMount::Volume {
-                name: name.to_string(),
-                target: target.clone(),
-                read_only,
-            }),
-            VolumeLocation::Directory(path) => Ok(ContainerMount::Bind {
-                source: path.to_string(),
-                target: target.clone(),
-                read_only,
-            }),
-            VolumeLocation::Unset => Err(ReplayError::NoVolume),
+        tools: Arc<dyn CommandRunner>,
+    ) -> Result<Self, ReplayError> {
+        let prepare = |source| ReplayError::Prepare {
+            data_dir: data_dir.to_path_buf(),
+            source,
         };
-        let labels = |role: &str| {
-            std::collections::HashMap::from([
-                (PIPELINE_LABEL.to_string(), pipeline.to_string()),
-                (ROLE_LABEL.to_string(), role.to_string()),
-            ])
-        };
-        // The socket lives in the container's own /tmp: nothing outside reaches it.
-        let socket_dir = "/tmp";
+        let socket_dir = tempfile::Builder::new()
+            .prefix(SOCKET_DIR_PREFIX)
+            .tempdir()
+            .map_err(prepare)?;
+        std::os::unix::fs::chown(socket_dir.path(), Some(owner.uid), Some(owner.gid))
+            .map_err(prepare)?;
+        let log_path = socket_dir.path().join("postgres.log");
+        let log = std::fs::File::create(&log_path).map_err(prepare)?;
+        let log_err = log.try_clone().map_err(prepare)?;
+        let socket = socket_dir.path().display().to_string();
+        let server = CommandLine::new(
+            spec.postgres_bin.as_path().join("postgres"),
+            spec.timeout.to_std(),
+        )
+        .arg("-D")
+        .arg(data_dir)
+        .args(server_flags(spec, &socket))
+        .run_as(Some(owner));
+        tracing::info!(command = %server, "starting postgres to replay WAL");
+        let child = LocalProcess::prepare(&server)
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .map_err(|source| ReplayError::Start {
+                data_dir: data_dir.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            child,
+            _socket_dir: socket_dir,
+            socket,
+            log_path,
+            data_dir: data_dir.to_path_buf(),
+            tools,
+            stop_timeout: spec.stop_timeout,
+        })
+    }
+}
+
+#[async_trait]
+impl ReplayServer for HostServer {
+    async fn check_running(&mut self) -> Result<(), ReplayError> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(ReplayError::Exited {
+                status: status.to_string(),
+                log_tail: log_tail(&self.log_path),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn stop(&mut self) -> Result<(), ReplayError> {
+        if stop_child(&mut self.child, self.stop_timeout.to_std()).await {
+            Ok(())
+        } else {
+            Err(ReplayError::UncleanStop {
+                detail: format!(
+                    "fast shutdown took longer than {}; stopped immediately",
+                    self.stop_timeout
+                ),
+            })
+        }
+    }
+
+    fn probe_runner(&self) -> Arc<dyn CommandRunner> {
+        self.tools.clone()
+    }
+
+    fn socket_dir(&self) -> &str {
+        &self.socket
+    }
+
+    fn tools(&self) -> Arc<dyn CommandRunner> {
+        self.tools.clone()
+    }
+
+    fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// postgres as the entrypoint of a container made for the replay: probed by exec,
+/// stopped by the container's stop (SIGINT, its stop signal, is the fast
+/// shutdown) and removed, its data read by a one-shot container of the same image.
+struct ContainerServer {
+    docker: Arc<DockerEngine>,
+    name: String,
+    inside: Arc<dyn CommandRunner>,
+    tools: Arc<dyn CommandRunner>,
+    data_dir: PathBuf,
+    stop_timeout: HumanDuration,
+}
+
+/// The socket lives in the container's own /tmp: nothing outside reaches it.
+const CONTAINER_SOCKET_DIR: &str = "/tmp";
+
+impl ContainerServer {
+    async fn start(
+        spec: &ReplaySpec,
+        container: &ReplayContainer,
+        owner: RunAs,
+        placer: &Placer,
+    ) -> Result<Self, ReplayError> {
         let mut argv = vec![
             spec.postgres_bin
                 .as_path()
@@ -270,111 +447,86 @@ impl LocalReplay {
                 .display()
                 .to_string(),
             "-D".to_string(),
-            target.clone(),
+            container.data_dir.clone(),
         ];
-        argv.extend(server_flags(spec, socket_dir));
-        let name = format!("reconciler-replay-{pipeline}");
+        argv.extend(server_flags(spec, CONTAINER_SOCKET_DIR));
         let server = ContainerSpec {
-            name: name.clone(),
-            image: container.image.as_str().to_string(),
+            name: container.name.clone(),
+            image: container.image.clone(),
             argv,
             user: Some(format!("{}:{}", owner.uid, owner.gid)),
-            env: container
-                .env
-                .iter()
-                .map(|(k, v)| format!("{}={}", k.as_str(), v.as_str()))
-                .collect(),
-            mounts: vec![mount(false)?],
-            labels: labels("replay"),
+            env: container.env.clone(),
+            mounts: vec![container.mount.clone()],
+            labels: container.labels.clone(),
             // postgres' fast shutdown; Docker's default SIGTERM is the smart one,
             // which waits for clients.
             stop_signal: Some("SIGINT".to_string()),
         };
-        tracing::info!(container = %name, image = %server.image, "starting a replay container");
-        self.docker
+        tracing::info!(container = %server.name, image = %server.image, "starting a replay container");
+        placer
+            .docker()
             .start(&server)
             .await
             .map_err(ReplayError::Container)?;
-        let stop_timeout = spec.stop_timeout.to_std();
-        // A shutdown is noticed by the wait below, which leaves the stop to us.
-        super::pause::pause_point!("replay", &self.cancel, else {});
-        let replayed = self.wait_in_container(&name, spec, socket_dir, owner).await;
-        // Whatever happened, the container goes: stopped cleanly if it still runs.
-        let stopped = self.docker.stop_and_remove(&name, stop_timeout).await;
-        let replayed_to = replayed?;
-        match stopped {
-            Ok(Some(0)) => {}
-            Ok(code) => {
-                return Err(ReplayError::UncleanStop {
-                    detail: format!(
-                        "the replay container ended with {} (fast shutdown took longer than {}?)",
-                        code.map_or("no exit code".to_string(), |c| format!("exit code {c}")),
-                        spec.stop_timeout
-                    ),
-                });
-            }
-            Err(e) => return Err(ReplayError::Container(e)),
-        }
-        let tools = ShortLivedContainer::new(
-            self.docker.clone(),
-            container.image.as_str(),
-            vec![mount(true)?],
-            format!("reconciler-controldata-{pipeline}"),
-            labels("tool"),
-        );
-        let checkpoint_time = confirm_shut_down(&tools, spec, mount_path, owner).await?;
-        Ok(ReplayOutcome {
-            replayed_to_lsn: replayed_to,
-            checkpoint_time,
+        Ok(Self {
+            docker: placer.docker().clone(),
+            name: container.name.clone(),
+            inside: placer.runner(&Placement::Exec {
+                container: container.name.clone(),
+            }),
+            tools: placer.runner(&container.tools),
+            data_dir: PathBuf::from(&container.data_dir),
+            stop_timeout: spec.stop_timeout,
         })
     }
+}
 
-    /// Probes the replay container until recovery ended; the caller stops it.
-    async fn wait_in_container(
-        &self,
-        name: &str,
-        spec: &ReplaySpec,
-        socket_dir: &str,
-        owner: RunAs,
-    ) -> Result<String, ReplayError> {
-        let probe = probe_command(spec, socket_dir, owner);
-        let inside = DockerExec::new(self.docker.clone(), name, self.cancel.clone());
-        let deadline = Instant::now() + spec.timeout.to_std();
-        let mut last_probe = "not probed yet".to_string();
-        loop {
-            if let Some(code) = self
-                .docker
-                .exit_code(name)
-                .await
-                .map_err(ReplayError::Container)?
-            {
-                return Err(ReplayError::Exited {
-                    status: format!("container exit code {code}"),
-                    log_tail: self.docker.log_tail(name, 3).await,
-                });
-            }
-            if self.cancel.is_cancelled() {
-                return Err(ReplayError::Cancelled);
-            }
-            if Instant::now() >= deadline {
-                return Err(ReplayError::TimedOut {
-                    timeout: spec.timeout.to_std(),
-                    last_probe,
-                });
-            }
-            match inside.run(&probe).await {
-                Ok(out) if out.success() && out.stdout.trim().contains('/') => {
-                    return Ok(out.stdout.trim().to_string());
-                }
-                Ok(out) if out.success() => last_probe = out.stdout.trim().to_string(),
-                Ok(out) => last_probe = out.last_words(),
-                Err(e) => last_probe = crate::errors::error_chain(&e),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(PROBE_INTERVAL) => {}
-                () = self.cancel.cancelled() => {}
-            }
+#[async_trait]
+impl ReplayServer for ContainerServer {
+    async fn check_running(&mut self) -> Result<(), ReplayError> {
+        match self.docker.exit_code(&self.name).await {
+            Ok(None) => Ok(()),
+            Ok(Some(code)) => Err(ReplayError::Exited {
+                status: format!("container exit code {code}"),
+                log_tail: self.docker.log_tail(&self.name, 3).await,
+            }),
+            Err(e) => Err(ReplayError::Container(e)),
         }
+    }
+
+    async fn stop(&mut self) -> Result<(), ReplayError> {
+        // Whatever happened, the container goes: stopped cleanly if it still runs.
+        match self
+            .docker
+            .stop_and_remove(&self.name, self.stop_timeout.to_std())
+            .await
+        {
+            Ok(Some(0)) => Ok(()),
+            Ok(code) => Err(ReplayError::UncleanStop {
+                detail: format!(
+                    "the replay container ended with {} (fast shutdown took longer than {}?)",
+                    code.map_or("no exit code".to_string(), |c| format!("exit code {c}")),
+                    self.stop_timeout
+                ),
+            }),
+            Err(e) => Err(ReplayError::Container(e)),
+        }
+    }
+
+    fn probe_runner(&self) -> Arc<dyn CommandRunner> {
+        self.inside.clone()
+    }
+
+    fn socket_dir(&self) -> &str {
+        CONTAINER_SOCKET_DIR
+    }
+
+    fn tools(&self) -> Arc<dyn CommandRunner> {
+        self.tools.clone()
+    }
+
+    fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 }
 
@@ -388,25 +540,6 @@ fn log_tail(log: &Path) -> String {
     } else {
         tail
     }
-}
-
-/// Stops a postgres child: SIGINT (fast shutdown) and wait, else SIGQUIT (immediate).
-/// Returns whether the fast shutdown completed in time.
-async fn stop_postgres(child: &mut tokio::process::Child, fast_wait: Duration) -> bool {
-    let Some(pid) = child.id() else { return true };
-    let pid = Pid::from_raw(pid as i32);
-    let _ = kill(pid, Signal::SIGINT);
-    if tokio::time::timeout(fast_wait, child.wait()).await.is_ok() {
-        return true;
-    }
-    let _ = kill(pid, Signal::SIGQUIT);
-    if tokio::time::timeout(IMMEDIATE_STOP_WAIT, child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
-    false
 }
 
 /// Whether pg_controldata's output says the cluster was shut down cleanly: exactly
@@ -433,98 +566,18 @@ impl ReplayDriver for LocalReplay {
         data_dir: &Path,
         owner: RunAs,
     ) -> Result<ReplayOutcome, ReplayError> {
-        if let Some(container) = &volume.replay.container {
-            return self
-                .replay_in_container(pipeline, volume, container, owner)
-                .await;
-        }
         let spec = &volume.replay;
-        let prepare = |source| ReplayError::Prepare {
-            data_dir: data_dir.to_path_buf(),
-            source,
-        };
-        let socket_dir = tempfile::Builder::new()
-            .prefix(SOCKET_DIR_PREFIX)
-            .tempdir()
-            .map_err(prepare)?;
-        std::os::unix::fs::chown(socket_dir.path(), Some(owner.uid), Some(owner.gid))
-            .map_err(prepare)?;
-        let log_path = socket_dir.path().join("postgres.log");
-        let log = std::fs::File::create(&log_path).map_err(prepare)?;
-        let log_err = log.try_clone().map_err(prepare)?;
-        let bin = spec.postgres_bin.as_path();
-
-        let socket = socket_dir.path().display().to_string();
-        let server = CommandLine::new(bin.join("postgres"), spec.timeout.to_std())
-            .arg("-D")
-            .arg(data_dir)
-            .args(server_flags(spec, &socket))
-            .run_as(Some(owner));
-        tracing::info!(command = %server, "starting postgres to replay WAL");
-        let mut child = LocalProcess::prepare(&server)
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .map_err(|source| ReplayError::Start {
-                data_dir: data_dir.to_path_buf(),
-                source,
-            })?;
-
-        // A shutdown is noticed by the loop below, which stops postgres cleanly.
-        super::pause::pause_point!("replay", &self.cancel, else {});
-        let probe = probe_command(spec, &socket, owner);
-        let deadline = Instant::now() + spec.timeout.to_std();
-        let mut last_probe = "not probed yet".to_string();
-        let replayed_to = loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(ReplayError::Exited {
-                    status: status.to_string(),
-                    log_tail: log_tail(&log_path),
-                });
-            }
-            if self.cancel.is_cancelled() {
-                stop_postgres(&mut child, spec.stop_timeout.to_std()).await;
-                return Err(ReplayError::Cancelled);
-            }
-            if Instant::now() >= deadline {
-                stop_postgres(&mut child, spec.stop_timeout.to_std()).await;
-                return Err(ReplayError::TimedOut {
-                    timeout: spec.timeout.to_std(),
-                    last_probe,
-                });
-            }
-            match self.tools.run(&probe).await {
-                Ok(out) if out.success() && out.stdout.trim().contains('/') => {
-                    break out.stdout.trim().to_string();
-                }
-                Ok(out) if out.success() => last_probe = out.stdout.trim().to_string(),
-                Ok(out) => last_probe = out.last_words(),
-                Err(e) => last_probe = e.to_string(),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(PROBE_INTERVAL) => {}
-                () = self.cancel.cancelled() => {}
+        let placement = ReplayPlacement::of(pipeline, volume).map_err(|_| ReplayError::NoVolume)?;
+        let mut server: Box<dyn ReplayServer> = match &placement {
+            ReplayPlacement::Host => Box::new(
+                HostServer::start(spec, data_dir, owner, self.placer.runner(&Placement::Host))
+                    .await?,
+            ),
+            ReplayPlacement::Container(container) => {
+                Box::new(ContainerServer::start(spec, container, owner, &self.placer).await?)
             }
         };
-        tracing::info!(lsn = %replayed_to, "replay finished; stopping postgres");
-        // A test hook: paused here, a test stops postgres behind our back.
-        super::pause::pause_point!("replay:finished", &self.cancel, else {
-            stop_postgres(&mut child, spec.stop_timeout.to_std()).await;
-            return Err(ReplayError::Cancelled);
-        });
-        if !stop_postgres(&mut child, spec.stop_timeout.to_std()).await {
-            return Err(ReplayError::UncleanStop {
-                detail: format!(
-                    "fast shutdown took longer than {}; stopped immediately",
-                    spec.stop_timeout
-                ),
-            });
-        }
-        let checkpoint_time = confirm_shut_down(self.tools.as_ref(), spec, data_dir, owner).await?;
-        Ok(ReplayOutcome {
-            replayed_to_lsn: replayed_to,
-            checkpoint_time,
-        })
+        replay_on(server.as_mut(), spec, owner, self.placer.cancel()).await
     }
 
     async fn stop_stray(
@@ -535,12 +588,13 @@ impl ReplayDriver for LocalReplay {
     ) -> Result<(), ReplayError> {
         match stray {
             StrayReplay::Process { pid } => {
-                super::volume::stop_stray_replay(data_dir, *pid, timeout)
+                super::postgres_process::stop_stray_replay(data_dir, *pid, timeout)
                     .await
                     .map_err(ReplayError::Stray)
             }
             StrayReplay::Container { container } => self
-                .docker
+                .placer
+                .docker()
                 .stop_and_remove(container, timeout)
                 .await
                 .map(|_| ())

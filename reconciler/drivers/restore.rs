@@ -19,10 +19,10 @@ use super::command::{CommandLine, CommandRunner};
 use super::docker::{DockerEngine, DockerError, Mounted};
 use super::fsutil::{blocking, write_atomically};
 use super::mirror::{failed, fetch_metadata, remote, rsync as rsync_over_ssh};
+use super::postgres_process::postmaster_running;
 use super::starport::{CopyStats, StarportError, state_of_metadata};
 use super::volume::{
     LocalVolume, MARKER_FILE, RESTORE_MARKER_FILE, VolumeError, VolumeLock, is_wipeable,
-    postmaster_running,
 };
 use crate::observed::{RestoreMarker, RestoreVolumeState, StarportState};
 use crate::spec::{RestoreSourceSpec, RestoreVolumeSpec, VolumeLocation};

@@ -17,6 +17,7 @@ use jiff::tz::TimeZone;
 use crate::drivers::Drivers;
 use crate::drivers::barman::BarmanError;
 use crate::drivers::pause::pause_point;
+use crate::drivers::placement::Placement;
 use crate::drivers::replay::ReplayError;
 use crate::drivers::starport::StarportError;
 use crate::drivers::volume::VolumeError;
@@ -275,7 +276,7 @@ async fn recover_volume(
         .volume
         .prepare_for_recovery(
             volume,
-            pipeline.spec.barman.container.as_ref().map(|c| c.as_str()),
+            &Placement::of_barman(&pipeline.spec.barman).containers(),
             path,
             owner,
         )
@@ -334,7 +335,7 @@ async fn current_generation(
         .volume
         .inspect(
             &pipeline.spec.recovered_volume,
-            pipeline.spec.barman.container.as_ref().map(|c| c.as_str()),
+            &Placement::of_barman(&pipeline.spec.barman).containers(),
         )
         .await?;
     // A volume a postgres runs on does not hold what its marker says.

@@ -5,6 +5,7 @@
 //! It decides nothing (which step, which wait): that is the planner's.
 
 use crate::drivers::Drivers;
+use crate::drivers::placement::Placement;
 use crate::observed::{
     Backup, BackupActivity, BackupStatus, BarmanState, MirrorObservation, Observation, Observed,
 };
@@ -70,7 +71,7 @@ pub async fn observe(pipeline: &BackupPipeline, drivers: &Drivers) -> Observed {
         .volume
         .inspect(
             &spec.recovered_volume,
-            spec.barman.container.as_ref().map(|c| c.as_str()),
+            &Placement::of_barman(&spec.barman).containers(),
         )
         .await
     {

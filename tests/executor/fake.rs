@@ -567,7 +567,7 @@ impl VolumeDriver for FakeWorld {
     async fn inspect(
         &self,
         _: &RecoveredVolumeSpec,
-        _: Option<&str>,
+        _: &[String],
     ) -> Result<VolumeState, VolumeError> {
         let s = self.state().volume.clone();
         let state = if !s.exists {
@@ -611,7 +611,7 @@ impl VolumeDriver for FakeWorld {
     async fn prepare_for_recovery(
         &self,
         _: &RecoveredVolumeSpec,
-        _: Option<&str>,
+        _: &[String],
         path: &Path,
         _: RunAs,
     ) -> Result<PathBuf, VolumeError> {
