@@ -4,6 +4,9 @@
 //! the same, then the first planned step, then observe and plan again, until the plan
 //! is empty, a step fails, or the plan only waits. Re-planning after every step means
 //! each action is decided on fresh observations, never on a stale snapshot.
+//!
+//! Over 600 lines with the tests of apply's stop rules against a catalogue in memory
+//! (about two fifths of it).
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

@@ -7,6 +7,10 @@
 //!
 //! Each test owns uniquely named containers and volumes, removed when it ends, also
 //! after a failed assertion.
+//!
+//! One file for one harness: every test here shares the engine, the locally built
+//! image and a barman container per test, which a split would set up once per
+//! binary; hence its length.
 
 mod common;
 

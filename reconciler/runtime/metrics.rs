@@ -8,6 +8,10 @@
 //! stalls, so alerts on timestamps do not freeze. Values are refreshed from each
 //! pass's observation; nothing here observes anything itself. A series whose fact
 //! cannot be observed is removed rather than left at its last value.
+//!
+//! About a third of its length is tests; the rest is one family per metric with its
+//! rule for dropping a series, kept together so that every family is registered,
+//! fed and forgotten in one place.
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -13,6 +13,10 @@
 //! failure; an invalid spec waits for the file to change. On shutdown no new step
 //! starts, running ones are cancelled (a replay stops its postgres cleanly and leaves
 //! the marker invalid), and the loop exits within a bound.
+//!
+//! It is long (about 800 lines) because the loop, the workers and the status record
+//! share the per-pipeline bookkeeping; the parts without it (backoff, schedule,
+//! triggers, status files, metrics, HTTP, systemd) are modules of their own.
 
 pub mod backoff;
 pub mod http;

@@ -4,6 +4,9 @@
 //! by the YAML loader with the `file:line:col` of the offending scalar. Everything
 //! that later reaches a command line or a filesystem path passes through one of
 //! these types first. This module performs no I/O.
+//!
+//! Just over 600 lines: one validated type per kind of value, each with its
+//! message for an operator, and their tests (a quarter of it).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
