@@ -60,62 +60,65 @@ pub async fn observe(pipeline: &BackupPipeline, drivers: &Drivers) -> Observed {
     // After a shutdown the caller starts nothing new, whatever is observed.
     crate::drivers::pause::pause_point!("observe", &drivers.cancel, else {});
     let spec = &pipeline.spec;
-    let barman = match drivers.barman.list_backups(&spec.barman).await {
-        Ok(backups) if backups.iter().any(|b| b.status == BackupStatus::Started) => {
-            look_for_running_backups(drivers, &spec.barman, backups).await
+    let volume_name = pipeline.starport_volume_name().unwrap_or_default();
+    // The looks are independent reads of different things: taken at once, a pass
+    // costs its slowest look (one barman call), not their sum.
+    let barman = async {
+        match drivers.barman.list_backups(&spec.barman).await {
+            Ok(backups) if backups.iter().any(|b| b.status == BackupStatus::Started) => {
+                look_for_running_backups(drivers, &spec.barman, backups).await
+            }
+            Ok(backups) => Observation::observed(BarmanState::new(backups)),
+            Err(e) => Observation::unavailable(&e),
         }
-        Ok(backups) => Observation::observed(BarmanState::new(backups)),
-        Err(e) => Observation::unavailable(&e),
     };
-    let volume = match drivers
-        .volume
-        .inspect(
-            &spec.recovered_volume,
-            &Placement::of_barman(&spec.barman).containers(),
-        )
-        .await
-    {
-        Ok(state) => Observation::observed(state),
-        Err(e) => Observation::unavailable(&e),
+    let volume = async {
+        let ignore = Placement::of_barman(&spec.barman).containers();
+        match drivers
+            .volume
+            .inspect(&spec.recovered_volume, &ignore)
+            .await
+        {
+            Ok(state) => Observation::observed(state),
+            Err(e) => Observation::unavailable(&e),
+        }
     };
-    let starport = match &spec.starport {
-        None => None,
-        Some(starport) => Some(
-            match drivers
-                .starport
-                .inspect(
-                    starport,
-                    &pipeline.starport_volume_name().unwrap_or_default(),
-                )
-                .await
-            {
+    let starport = async {
+        let starport = spec.starport.as_ref()?;
+        Some(
+            match drivers.starport.inspect(starport, &volume_name).await {
                 Ok(state) => Observation::observed(state),
                 Err(e) => Observation::unavailable(&e),
             },
-        ),
+        )
     };
-    let wal = match &spec.wal_streaming {
-        None => None,
-        Some(_) => Some(match drivers.barman.wal_health(&spec.barman).await {
+    let wal = async {
+        spec.wal_streaming.as_ref()?;
+        Some(match drivers.barman.wal_health(&spec.barman).await {
             Ok(health) => Observation::observed(health),
             Err(e) => Observation::unavailable(&e),
-        }),
+        })
     };
-    let mut mirrors = Vec::new();
-    let volume_name = pipeline.starport_volume_name().unwrap_or_default();
-    for mirror in spec.starport.iter().flat_map(|s| &s.mirrors) {
-        let Some(starport) = &spec.starport else {
-            break;
-        };
-        let state = match drivers.mirror.inspect(mirror, starport, &volume_name).await {
-            Ok(state) => Observation::observed(state),
-            Err(e) => Observation::unavailable(&e),
-        };
-        mirrors.push(MirrorObservation {
-            name: mirror.name.to_string(),
-            state,
-        });
-    }
+    let mirrors = futures_util::future::join_all(
+        spec.starport
+            .iter()
+            .flat_map(|starport| starport.mirrors.iter().map(move |m| (starport, m)))
+            .map(|(starport, mirror)| {
+                let volume_name = &volume_name;
+                async move {
+                    let state = match drivers.mirror.inspect(mirror, starport, volume_name).await {
+                        Ok(state) => Observation::observed(state),
+                        Err(e) => Observation::unavailable(&e),
+                    };
+                    MirrorObservation {
+                        name: mirror.name.to_string(),
+                        state,
+                    }
+                }
+            }),
+    );
+    let (barman, volume, starport, wal, mirrors) =
+        tokio::join!(barman, volume, starport, wal, mirrors);
     Observed {
         barman,
         volume,
