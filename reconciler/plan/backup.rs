@@ -6,8 +6,8 @@ use jiff::{Timestamp, ToSpan, tz::TimeZone};
 
 use super::liveness::{Liveness, unfinished};
 use super::{
-    ConditionStatus, ConditionType, PipelineStep, Planner, Reason, clock, condition, human_age,
-    human_ago, human_from_now,
+    ConditionStatus, ConditionType, PipelineStep, Planner, Reason, condition, human_age, human_ago,
+    human_from_now, skew,
 };
 use crate::observed::{Backup, BackupStatus, Observation};
 use crate::spec::StartWindow;
@@ -101,7 +101,7 @@ pub(super) fn plan_base_backup(p: &mut Planner<'_>) -> BackupOutcome {
             ..
         }) => {
             let expires = max_age.after(*end);
-            let skew = clock::skew_of_stale_backup(
+            let skew = skew::skew_of_stale_backup(
                 id,
                 *end,
                 max_age,

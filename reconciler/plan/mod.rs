@@ -18,13 +18,13 @@
 //! do I/O, read the clock, or decide for a section.
 
 mod backup;
-pub mod clock;
 mod condition;
 pub mod liveness;
 mod reason;
 mod render;
 mod restore;
 pub mod retention;
+pub mod skew;
 pub mod stalled;
 mod starport;
 mod step;
