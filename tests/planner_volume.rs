@@ -302,3 +302,121 @@ fn a_host_without_machine_id_never_takes_over_a_guarded_starport() {
         "OwnedByAnotherHost"
     );
 }
+
+/// A day after the last refresh, on the same backup: the volume was left as a
+/// standby at rest, so only the WAL since is replayed, and the reason says so.
+#[test]
+fn a_stale_standby_volume_of_the_newest_backup_catches_up() {
+    let mut world = World::converged().volume(standby_marker(
+        "g1",
+        "20261120T000000",
+        "2026-11-22T05:00:00Z",
+        "000000010000000000000045",
+    ));
+    let plan = plan_at(&world, NOW);
+    assert_eq!(
+        steps(&plan),
+        vec![
+            PipelineStep::CatchUpVolume {
+                backup_id: "20261120T000000".into(),
+                after_segment: "000000010000000000000045".into(),
+                timeline: 1,
+            },
+            PipelineStep::SyncStarport {
+                generation: GenerationRef::FromRecovery
+            },
+        ]
+    );
+    let reason = &plan.steps[0].reason;
+    assert!(
+        reason.starts_with(
+            "catch up: replay WAL from 0/3000000 (after segment 000000010000000000000045) on the volume recovered from backup 20261120T000000"
+        ),
+        "{reason}"
+    );
+    // It converges: caught up, then synced, then nothing to do.
+    for step in steps(&plan) {
+        world.apply(&step, t(NOW));
+        let again = plan_at(&world, NOW);
+        if steps(&again).is_empty() {
+            return;
+        }
+    }
+    assert!(steps(&plan_at(&world, NOW)).is_empty());
+}
+
+/// A new DONE backup is the restore drill: it is recovered in full, never caught
+/// up to, even though the volume could catch up on its own backup.
+#[test]
+fn a_new_done_backup_makes_the_refresh_a_full_recovery() {
+    let world = World::converged()
+        .backups(vec![
+            done("20261120T000000", "2026-11-20T01:00:00Z"),
+            done("20261122T000000", "2026-11-22T01:00:00Z"),
+        ])
+        .volume(standby_marker(
+            "g1",
+            "20261120T000000",
+            "2026-11-22T05:00:00Z",
+            "000000010000000000000045",
+        ));
+    let plan = plan_at(&world, NOW);
+    assert_eq!(
+        steps(&plan)[0],
+        PipelineStep::RecoverVolume {
+            backup: BackupRef::Existing("20261122T000000".into())
+        }
+    );
+    let reason = &plan.steps[0].reason;
+    assert!(
+        reason.starts_with(
+            "full recovery: backup 20261122T000000 (DONE at 2026-11-22T01:00:00Z) is newer than the volume's 20261120T000000 (restore drill)"
+        ),
+        "{reason}"
+    );
+}
+
+/// A marker written before catch-up existed (no `standby`) belongs to a volume
+/// that was promoted at its end: it can only be recovered in full.
+#[test]
+fn an_old_marker_without_standby_state_means_a_full_recovery() {
+    let old_json = r#"{"generation":"g1","backupId":"20261120T000000","recoveredAt":"2026-11-22T05:00:00Z","replayedToLsn":"0/3000000","pipeline":"montagu"}"#;
+    let old: VolumeMarker = serde_json::from_str(old_json).expect("an old marker reads");
+    assert_eq!(old.standby, None);
+    let world = World::converged().volume(old);
+    let plan = plan_at(&world, NOW);
+    assert_eq!(
+        steps(&plan)[0],
+        PipelineStep::RecoverVolume {
+            backup: BackupRef::Existing("20261120T000000".into())
+        }
+    );
+    assert!(
+        plan.steps[0]
+            .reason
+            .contains("was not left as a standby at rest"),
+        "{}",
+        plan.steps[0].reason
+    );
+}
+
+/// An unmarked volume (a catch-up interrupted after it removed the marker, or
+/// one that found a new timeline) is recovered in full, never caught up.
+#[test]
+fn an_unmarked_volume_is_recovered_in_full_not_caught_up() {
+    let world = World::converged().volume_state(VolumeState::Unmarked {
+        reason: "no marker".into(),
+        in_use: false,
+        foreign: false,
+        stray_replay: None,
+        users: vec![],
+    });
+    let plan = plan_at(&world, NOW);
+    assert!(
+        plan.steps[0]
+            .reason
+            .starts_with("full recovery: the volume holds no valid marker"),
+        "{}",
+        plan.steps[0].reason
+    );
+}

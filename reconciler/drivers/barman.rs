@@ -116,6 +116,35 @@ pub trait BarmanDriver: Send + Sync + std::fmt::Debug {
         destination: &Path,
         timeout: Duration,
     ) -> Result<(), BarmanError>;
+    /// The archived WAL files from `first` on, consecutive, at most `limit`
+    /// (`barman get-wal --peek`): it stops at the first one missing. For a history
+    /// file, that file alone when archived.
+    async fn list_wal(
+        &self,
+        barman: &BarmanSpec,
+        first: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, BarmanError> {
+        let _ = (barman, first, limit);
+        Err(BarmanError::Failed {
+            action: "get-wal",
+            message: "this barman driver cannot list WAL".to_string(),
+        })
+    }
+    /// Copies one archived WAL file into `directory` (as barman sees it), under its
+    /// own name (`barman get-wal --output-directory`).
+    async fn fetch_wal(
+        &self,
+        barman: &BarmanSpec,
+        name: &str,
+        directory: &Path,
+    ) -> Result<(), BarmanError> {
+        let _ = (barman, name, directory);
+        Err(BarmanError::Failed {
+            action: "get-wal",
+            message: "this barman driver cannot fetch WAL".to_string(),
+        })
+    }
 }
 
 /// barman's command line, where [`Placement::of_barman`] places it.
@@ -154,6 +183,16 @@ impl BarmanCli {
             .run(&cmd)
             .await
             .map_err(BarmanError::Command)
+    }
+
+    /// `barman [-c CONFIG] get-wal …` without `-f json`: `--peek` prints one name a
+    /// line only in the console format.
+    fn get_wal(&self, barman: &BarmanSpec) -> CommandLine {
+        let mut cmd = CommandLine::new(&self.program, QUICK_CALL_TIMEOUT);
+        if let Some(config) = &barman.config {
+            cmd = cmd.arg("-c").arg(config.as_path());
+        }
+        cmd.arg("get-wal")
     }
 
     /// `id -u NAME` / `id -g NAME` where barman runs.
@@ -375,6 +414,59 @@ impl BarmanDriver for BarmanCli {
             Err(failure("recover", &out))
         }
     }
+
+    async fn list_wal(
+        &self,
+        barman: &BarmanSpec,
+        first: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, BarmanError> {
+        let cmd = self
+            .get_wal(barman)
+            .arg("--peek")
+            .arg(limit.max(1).to_string())
+            .arg(barman.server.as_str())
+            .arg(first);
+        let out = self.run(barman, cmd).await?;
+        if !out.success() {
+            return Err(failure("get-wal", &out));
+        }
+        Ok(parse_peek(&out.stdout))
+    }
+
+    async fn fetch_wal(
+        &self,
+        barman: &BarmanSpec,
+        name: &str,
+        directory: &Path,
+    ) -> Result<(), BarmanError> {
+        let cmd = self
+            .get_wal(barman)
+            .arg("--output-directory")
+            .arg(directory)
+            .arg(barman.server.as_str())
+            .arg(name);
+        let out = self.run(barman, cmd).await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(failure("get-wal", &out))
+        }
+    }
+}
+
+/// The names `get-wal --peek` printed, one a line; anything else (a warning barman
+/// printed on stdout) is not a WAL file name and is left out.
+pub fn parse_peek(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            let name = l.strip_suffix(".history").unwrap_or(l);
+            !name.is_empty() && name.len() <= 24 && name.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .map(String::from)
+        .collect()
 }
 
 /// The `_ERROR` list of a JSON answer, joined.
@@ -652,6 +744,24 @@ impl BarmanDriver for PassCache {
         self.inner
             .recover(barman, backup_id, destination, timeout)
             .await
+    }
+
+    async fn list_wal(
+        &self,
+        barman: &BarmanSpec,
+        first: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, BarmanError> {
+        self.inner.list_wal(barman, first, limit).await
+    }
+
+    async fn fetch_wal(
+        &self,
+        barman: &BarmanSpec,
+        name: &str,
+        directory: &Path,
+    ) -> Result<(), BarmanError> {
+        self.inner.fetch_wal(barman, name, directory).await
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::command::{CommandLine, CommandRunner};
+use super::starport::BLOCK_LEVEL;
 use super::starport::{CopyStats, StarportError, StarportPaths};
 use crate::observed::{StarportMetadata, StarportState};
 use crate::spec::{MirrorSpec, SshSpec, StarportSpec};
@@ -240,7 +241,13 @@ impl MirrorDriver for RsyncOverSsh {
         let out = self
             .rsync(
                 rsync(&mirror.ssh, mirror.timeout.to_std())
+                    // Over ssh rsync's delta algorithm is on already; in place,
+                    // the mirror writes only the changed 8 KiB pages (postgres'
+                    // block) instead of a new copy of each changed file. A copy
+                    // half-written in place is harmless: its metadata was removed
+                    // first and is written only after rsync succeeded.
                     .args(["-a", "--delete", "--stats", "--mkpath"])
+                    .args(BLOCK_LEVEL)
                     .arg(from)
                     .arg(to)
                     .pause_at("mirror:running"),

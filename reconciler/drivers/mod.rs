@@ -19,8 +19,10 @@ pub mod placement;
 pub mod postgres_process;
 pub mod replay;
 pub mod restore;
+pub mod standby_files;
 pub mod starport;
 pub mod volume;
+pub mod wal_segment;
 
 use std::sync::Arc;
 

@@ -1,12 +1,17 @@
 //! WAL replay by a short-lived postgres: a child process of the reconciler, or a
 //! container made for the replay and removed after it.
 //!
-//! barman recovers without a recovery target, so postgres replays the copied WAL as
-//! crash recovery on its first start. The driver starts `postgres` directly (not via
-//! `pg_ctl`, whose `-o` options go through a shell) on a private socket directory with
-//! no TCP listener, waits until `select pg_is_in_recovery()` answers false, stops it
-//! with a fast shutdown, and confirms with `pg_controldata` that the cluster state is
-//! `shut down`. Whatever happens, the postgres it started is stopped before it returns.
+//! The volume is replayed as a standby (the executor puts `standby.signal` there
+//! first) from the WAL in its `pg_wal`, with no restore_command and no primary: the
+//! driver starts `postgres` directly (not via `pg_ctl`, whose `-o` options go
+//! through a shell) on a private socket directory with no TCP listener, waits until
+//! `pg_last_wal_replay_lsn()` reaches the end of the newest segment it was given
+//! (or, inside that segment, stops moving: its last record continues in a segment
+//! not archived yet), stops it with a fast shutdown, and confirms with
+//! `pg_controldata` that the cluster state is `shut down in recovery`. A standby
+//! never leaves recovery, so it never writes WAL of its own: the next refresh can
+//! replay the primary's next segments on top of it. Whatever happens, the postgres
+//! it started is stopped before it returns.
 //!
 //! The sequence ([`replay_on`]) is written once, on top of [`ReplayServer`]: start a
 //! postgres, ask it whether recovery ended, stop it cleanly, read pg_controldata.
@@ -33,6 +38,7 @@ use super::command::{CommandError, CommandLine, CommandRunner, LocalProcess, Run
 use super::docker::{ContainerSpec, DockerEngine, DockerError};
 use super::placement::{Placement, Placer, ReplayContainer, ReplayPlacement};
 use super::postgres_process::stop_child;
+use super::wal_segment::{Segment, format_lsn, parse_lsn};
 use crate::observed::StrayReplay;
 use crate::spec::{HumanDuration, RecoveredVolumeSpec, ReplaySpec};
 
@@ -41,14 +47,20 @@ pub use super::postgres_process::SOCKET_DIR_PREFIX;
 const REPLAY_PORT: &str = "5432";
 /// How often replay progress is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long replay must stand still inside the newest segment before it counts as
+/// done: the startup process reads a segment in far less, and rescans `pg_wal`
+/// every 5 s (`wal_retrieve_retry_interval`) once it has nothing more to read.
+const STALL_PERIOD: Duration = Duration::from_secs(12);
 
 /// What a finished replay reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayOutcome {
-    /// `pg_current_wal_lsn()` once recovery ended.
+    /// `pg_last_wal_replay_lsn()` when replay was done.
     pub replayed_to_lsn: String,
     /// pg_controldata's "Time of latest checkpoint" after the clean stop.
     pub checkpoint_time: Option<String>,
+    /// pg_controldata's "Latest checkpoint's TimeLineID" after the clean stop.
+    pub timeline: Option<u32>,
 }
 
 /// What can go wrong during replay.
@@ -94,6 +106,10 @@ pub enum ReplayError {
         /// What was seen.
         detail: String,
     },
+    /// The replay postgres is out of recovery: the volume was started without
+    /// `standby.signal`, and has forked from the primary's history.
+    #[error("postgres left recovery during a standby replay; the volume must be recovered again")]
+    Promoted,
     /// The reconciler is shutting down; postgres was stopped cleanly.
     #[error("replay interrupted by shutdown; postgres was stopped and the volume stays unmarked")]
     Cancelled,
@@ -111,18 +127,20 @@ pub enum ReplayError {
     NoVolume,
 }
 
-/// Replays a recovered data directory until postgres has left recovery.
+/// Replays a volume as a standby through the newest WAL segment in its `pg_wal`.
 #[async_trait]
 pub trait ReplayDriver: Send + Sync + std::fmt::Debug {
-    /// Replays the volume (its files at `data_dir` on this host) as `owner`, where
-    /// `volume.replay` places it; postgres is stopped cleanly when it returns Ok, and
-    /// stopped anyway when it returns an error.
+    /// Replays the volume (its files at `data_dir` on this host, `standby.signal`
+    /// in place) as `owner`, where `volume.replay` places it, until segment
+    /// `through` is replayed; postgres is stopped (`shut down in recovery`) when it
+    /// returns Ok, and stopped anyway when it returns an error.
     async fn replay(
         &self,
         pipeline: &str,
         volume: &RecoveredVolumeSpec,
         data_dir: &Path,
         owner: RunAs,
+        through: Segment,
     ) -> Result<ReplayOutcome, ReplayError>;
 
     /// Stops a replay an interrupted reconciler left running (fast shutdown, then
@@ -152,7 +170,10 @@ impl LocalReplay {
 
 /// The replay's server flags after `-D`: the spec's settings first, then the fixed
 /// ones, so that no setting in the spec can override them (postgres keeps the last
-/// value given): no TCP listener, no archiving, logs to stderr.
+/// value given): no TCP listener, no archiving, logs to stderr; a hot standby (so
+/// that replay progress can be asked) with no primary to follow and no
+/// restore_command: it replays what is in `pg_wal`, whatever
+/// `postgresql.auto.conf` came with the backup.
 fn server_flags(spec: &ReplaySpec, socket_dir: &str) -> Vec<String> {
     let mut flags = Vec::new();
     for (name, value) in &spec.settings {
@@ -172,30 +193,38 @@ fn server_flags(spec: &ReplaySpec, socket_dir: &str) -> Vec<String> {
         "logging_collector=off",
         "-c",
         "log_destination=stderr",
+        "-c",
+        "hot_standby=on",
+        "-c",
+        "primary_conninfo=",
+        "-c",
+        "restore_command=",
     ] {
         flags.push(flag.to_string());
     }
     flags
 }
 
-/// `psql` asking whether recovery ended: the LSN once it did, `in recovery` before.
+/// `psql` asking how far the standby replayed: an LSN, or `promoted` should it
+/// have left recovery.
 fn probe_command(spec: &ReplaySpec, socket_dir: &str, owner: RunAs) -> CommandLine {
     CommandLine::new(spec.postgres_bin.as_path().join("psql"), Duration::from_secs(30))
         .args(["-X", "-A", "-t", "-q", "-h", socket_dir, "-p", REPLAY_PORT, "-U"])
         .arg(spec.database_user.as_str())
         .args(["-d", "template1", "-c"])
-        .arg("select case when pg_is_in_recovery() then 'in recovery' else pg_current_wal_lsn()::text end")
+        .arg("select case when pg_is_in_recovery() then coalesce(pg_last_wal_replay_lsn()::text, 'nothing replayed yet') else 'promoted' end")
         .env("PGCONNECT_TIMEOUT", "5")
         .run_as(Some(owner))
 }
 
-/// Reads pg_controldata's verdict on a stopped cluster.
-async fn confirm_shut_down(
+/// Reads pg_controldata's verdict on a stopped standby: the checkpoint time and
+/// the timeline.
+async fn confirm_at_rest(
     tools: &dyn CommandRunner,
     spec: &ReplaySpec,
     data_dir: &Path,
     owner: RunAs,
-) -> Result<Option<String>, ReplayError> {
+) -> Result<(Option<String>, Option<u32>), ReplayError> {
     let controldata = CommandLine::new(
         spec.postgres_bin.as_path().join("pg_controldata"),
         Duration::from_secs(60),
@@ -214,15 +243,18 @@ async fn confirm_shut_down(
             ),
         });
     }
-    if !cluster_state_is_clean(&out.stdout) {
+    if !standby_is_at_rest(&out.stdout) {
         return Err(ReplayError::UncleanStop {
             detail: format!(
-                "pg_controldata reports cluster state {:?}",
+                "pg_controldata reports cluster state {:?}, not \"shut down in recovery\"",
                 state.unwrap_or("unreadable")
             ),
         });
     }
-    Ok(controldata_field(&out.stdout, "Time of latest checkpoint").map(String::from))
+    Ok((
+        controldata_field(&out.stdout, "Time of latest checkpoint").map(String::from),
+        controldata_field(&out.stdout, "Latest checkpoint's TimeLineID").and_then(|t| t.parse().ok()),
+    ))
 }
 
 /// A postgres started for a replay, wherever it runs: what the replay sequence
@@ -245,51 +277,58 @@ trait ReplayServer: Send + Sync {
     fn data_dir(&self) -> &Path;
 }
 
-/// The replay, written once for every placement: wait until recovery ended (or
-/// stop on shutdown, timeout or exit), stop postgres cleanly, and confirm with
-/// `pg_controldata` that the cluster is `shut down`. The server is stopped on every
-/// path out.
+/// The replay, written once for every placement: wait until `through` is replayed
+/// (or stop on shutdown, timeout or exit), stop postgres cleanly, and confirm with
+/// `pg_controldata` that the cluster is `shut down in recovery`. The server is
+/// stopped on every path out.
 async fn replay_on(
     server: &mut dyn ReplayServer,
     spec: &ReplaySpec,
     owner: RunAs,
+    through: Segment,
     cancel: &CancellationToken,
 ) -> Result<ReplayOutcome, ReplayError> {
     // A shutdown is noticed by the wait below, which stops postgres cleanly.
     super::pause::pause_point!("replay", cancel, else {});
-    let replayed_to = match wait_until_recovered(server, spec, owner, cancel).await {
+    let replayed_to = match wait_until_replayed(server, spec, owner, through, cancel).await {
         Ok(lsn) => lsn,
         Err(e) => {
             let _ = server.stop().await;
             return Err(e);
         }
     };
-    tracing::info!(lsn = %replayed_to, "replay finished; stopping postgres");
+    tracing::info!(lsn = %replayed_to, "replay through the newest segment done; stopping postgres");
     // A test hook: paused here, a test stops postgres behind our back.
     super::pause::pause_point!("replay:finished", cancel, else {
         let _ = server.stop().await;
         return Err(ReplayError::Cancelled);
     });
     server.stop().await?;
-    let checkpoint_time =
-        confirm_shut_down(server.tools().as_ref(), spec, server.data_dir(), owner).await?;
+    let (checkpoint_time, timeline) =
+        confirm_at_rest(server.tools().as_ref(), spec, server.data_dir(), owner).await?;
     Ok(ReplayOutcome {
         replayed_to_lsn: replayed_to,
         checkpoint_time,
+        timeline,
     })
 }
 
-/// Probes the server until recovery ended and returns the LSN; the caller stops it.
-async fn wait_until_recovered(
+/// Probes the server until segment `through` is replayed and returns the LSN; the
+/// caller stops it. Done at the segment's end (a segment closed by a WAL switch,
+/// as barman's `switch-wal` leaves the newest), or when replay stands still inside
+/// it for [`STALL_PERIOD`]: everything there is to read was read.
+async fn wait_until_replayed(
     server: &mut dyn ReplayServer,
     spec: &ReplaySpec,
     owner: RunAs,
+    through: Segment,
     cancel: &CancellationToken,
 ) -> Result<String, ReplayError> {
     let probe = probe_command(spec, server.socket_dir(), owner);
     let runner = server.probe_runner();
     let deadline = Instant::now() + spec.timeout.to_std();
     let mut last_probe = "not probed yet".to_string();
+    let mut standing: Option<(u64, Instant)> = None;
     loop {
         server.check_running().await?;
         if cancel.is_cancelled() {
@@ -302,8 +341,25 @@ async fn wait_until_recovered(
             });
         }
         match runner.run(&probe).await {
-            Ok(out) if out.success() && out.stdout.trim().contains('/') => {
-                return Ok(out.stdout.trim().to_string());
+            Ok(out) if out.success() && out.stdout.trim() == "promoted" => {
+                return Err(ReplayError::Promoted);
+            }
+            Ok(out) if out.success() && parse_lsn(&out.stdout).is_some() => {
+                let text = out.stdout.trim().to_string();
+                let lsn = parse_lsn(&text).unwrap_or_default();
+                if lsn >= through.end_lsn() {
+                    return Ok(text);
+                }
+                match standing {
+                    Some((at, since)) if at == lsn => {
+                        if lsn >= through.start_lsn() && since.elapsed() >= STALL_PERIOD {
+                            tracing::info!(lsn = %text, segment = %through, "replay stands still inside the newest segment: all archived WAL is replayed");
+                            return Ok(text);
+                        }
+                    }
+                    _ => standing = Some((lsn, Instant::now())),
+                }
+                last_probe = format!("replayed to {text}, waiting for {}", format_lsn(through.end_lsn()));
             }
             Ok(out) if out.success() => last_probe = out.stdout.trim().to_string(),
             Ok(out) => last_probe = out.last_words(),
@@ -552,6 +608,14 @@ pub fn cluster_state_is_clean(controldata_output: &str) -> bool {
     controldata_field(controldata_output, "Database cluster state") == Some("shut down")
 }
 
+/// Whether pg_controldata's output says a standby was stopped cleanly while in
+/// recovery: exactly `shut down in recovery`. A `shut down` volume left recovery
+/// and wrote WAL of its own, so it can no longer replay the primary's.
+pub fn standby_is_at_rest(controldata_output: &str) -> bool {
+    controldata_field(controldata_output, "Database cluster state")
+        == Some("shut down in recovery")
+}
+
 /// Reads one `Name: value` line of pg_controldata's output.
 pub fn controldata_field<'a>(output: &'a str, name: &str) -> Option<&'a str> {
     output.lines().find_map(|line| {
@@ -568,6 +632,7 @@ impl ReplayDriver for LocalReplay {
         volume: &RecoveredVolumeSpec,
         data_dir: &Path,
         owner: RunAs,
+        through: Segment,
     ) -> Result<ReplayOutcome, ReplayError> {
         let spec = &volume.replay;
         let placement = ReplayPlacement::of(pipeline, volume).map_err(|_| ReplayError::NoVolume)?;
@@ -580,7 +645,7 @@ impl ReplayDriver for LocalReplay {
                 Box::new(ContainerServer::start(spec, container, owner, &self.placer).await?)
             }
         };
-        replay_on(server.as_mut(), spec, owner, self.placer.cancel()).await
+        replay_on(server.as_mut(), spec, owner, through, self.placer.cancel()).await
     }
 
     async fn stop_stray(

@@ -3,7 +3,7 @@
 //!
 //! Metadata is what makes a copy trustworthy: it is removed before rsync touches the
 //! data and written only after rsync succeeded, so it never claims a half-synced
-//! copy. Copies use the real `rsync -a --delete`.
+//! copy. Copies use the real `rsync -a --delete`, in place by 8 KiB blocks.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,15 @@ pub enum StarportError {
         message: String,
     },
 }
+
+/// rsync's options for a copy that writes only what changed: in place, by
+/// postgres' 8 KiB blocks, delta algorithm on even between local directories
+/// (where rsync otherwise copies changed files whole). refresh-facts (3k): a night
+/// then writes about the pages that changed, 0.08–0.16 of the volume, instead of
+/// all of it. In place means a copy stopped halfway is a mix of two nights: safe
+/// only because the metadata is removed before rsync starts and written after it
+/// succeeded.
+pub const BLOCK_LEVEL: [&str; 3] = ["--inplace", "--no-whole-file", "--block-size=8192"];
 
 /// What one copy moved, from `rsync --stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -229,6 +238,7 @@ impl StarportDriver for LocalStarport {
         to.push("/");
         let rsync = CommandLine::new("rsync", timeout)
             .args(["-a", "--delete", "--delete-excluded", "--stats"])
+            .args(BLOCK_LEVEL)
             .env("LC_ALL", "C")
             .arg(format!("--exclude=/{STAGING_DIR}*"))
             .arg("--exclude=/postmaster.pid")

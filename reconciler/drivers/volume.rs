@@ -25,6 +25,8 @@ use super::command::RunAs;
 use super::docker::{DockerEngine, DockerError, MountingContainer, PIPELINE_LABEL, ROLE_LABEL};
 use super::fsutil::{blocking, remove_durably, sync_dir, write_atomically};
 use super::postgres_process::{postmaster_pid, postmaster_running, stray_replay};
+use super::standby_files;
+use super::wal_segment::Segment;
 use crate::observed::{StrayReplay, VolumeMarker, VolumeState, VolumeUser};
 use crate::spec::{RecoveredVolumeSpec, VolumeLocation};
 
@@ -181,6 +183,60 @@ pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
     /// Takes the volume's work lock, so that two reconcilers (an `apply` and a `run`,
     /// or two `apply`s) never work on one volume at once. Held until dropped.
     async fn lock(&self, volume: &RecoveredVolumeSpec) -> Result<VolumeLock, VolumeError>;
+    /// Puts `standby.signal` into the volume at `path` (before a replay) or removes
+    /// it (after one: at rest the volume holds none).
+    async fn set_standby_signal(
+        &self,
+        path: &Path,
+        present: bool,
+        owner: RunAs,
+    ) -> Result<(), VolumeError> {
+        let p = path.to_path_buf();
+        blocking(move || {
+            if present {
+                standby_files::put_standby_signal(&p, owner)
+            } else {
+                standby_files::remove_standby_signal(&p)
+            }
+        })
+        .await
+        .map_err(io_err("set standby.signal in", path))
+    }
+    /// The newest WAL segment in the volume's `pg_wal` (read before any postgres
+    /// ran on what barman recovered).
+    async fn newest_segment(&self, path: &Path) -> Result<Option<Segment>, VolumeError> {
+        let p = path.to_path_buf();
+        blocking(move || standby_files::newest_segment(&p))
+            .await
+            .map_err(io_err("list the WAL of", path))
+    }
+    /// An empty directory inside the volume for barman to fetch WAL into.
+    async fn prepare_wal_fetch(&self, path: &Path, owner: RunAs) -> Result<PathBuf, VolumeError> {
+        let p = path.to_path_buf();
+        blocking(move || standby_files::prepare_fetch(&p, owner))
+            .await
+            .map_err(io_err("prepare the WAL fetch directory of", path))
+    }
+    /// Moves one fetched segment into `pg_wal`, whole.
+    async fn install_segment(
+        &self,
+        path: &Path,
+        name: &str,
+        owner: RunAs,
+    ) -> Result<(), VolumeError> {
+        let p = path.to_path_buf();
+        let name = name.to_string();
+        blocking(move || standby_files::install_segment(&p, &name, owner))
+            .await
+            .map_err(io_err("move fetched WAL into", path))
+    }
+    /// Removes the fetch directory.
+    async fn finish_wal_fetch(&self, path: &Path) -> Result<(), VolumeError> {
+        let p = path.to_path_buf();
+        blocking(move || standby_files::finish_fetch(&p))
+            .await
+            .map_err(io_err("remove the WAL fetch directory of", path))
+    }
 }
 
 /// A held volume work lock.

@@ -7,6 +7,7 @@
 //! it last, after checking that the volume still holds the generation it copied.
 //! One step per call: callers re-observe and re-plan between steps.
 
+mod catch_up;
 mod restore;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,9 @@ use crate::drivers::placement::Placement;
 use crate::drivers::replay::ReplayError;
 use crate::drivers::starport::StarportError;
 use crate::drivers::volume::VolumeError;
-use crate::observed::{BackupStatus, Observed, StarportMetadata, VolumeMarker, VolumeState};
+use crate::observed::{
+    BackupStatus, Observed, StandbyPoint, StarportMetadata, VolumeMarker, VolumeState,
+};
 use crate::plan::{BackupRef, GenerationRef, PipelineStep};
 use crate::spec::{BackupPipeline, RecoveredVolumeSpec};
 
@@ -47,6 +50,23 @@ pub enum ExecuteError {
     Unresolved {
         /// The step.
         step: String,
+    },
+    /// A recovery left no WAL segment in the volume's `pg_wal` to replay through.
+    #[error("barman recovered backup {backup_id} with no WAL segment in pg_wal")]
+    NoWal {
+        /// The backup.
+        backup_id: String,
+    },
+    /// The primary switched timelines since the volume's last replay: it cannot
+    /// follow, and is left unmarked for a full recovery.
+    #[error(
+        "barman archived the history of timeline {next}: the volume replayed timeline {timeline} and must be recovered in full"
+    )]
+    TimelineChanged {
+        /// The volume's timeline.
+        timeline: u32,
+        /// The new one.
+        next: u32,
     },
     /// The world changed between planning and acting.
     #[error("the world changed since the plan was made: {0}")]
@@ -184,6 +204,22 @@ pub async fn execute_step(
             };
             recover_volume(pipeline, backup_id, observed, drivers, clock).await
         }
+        PipelineStep::CatchUpVolume {
+            backup_id,
+            after_segment,
+            timeline,
+        } => {
+            catch_up::catch_up_volume(
+                pipeline,
+                backup_id,
+                after_segment,
+                *timeline,
+                observed,
+                drivers,
+                clock,
+            )
+            .await
+        }
         PipelineStep::StopStrayReplay { replay } => {
             let path = drivers
                 .volume
@@ -300,10 +336,28 @@ async fn recover_volume(
             .await
             .unwrap_or(0)
     };
+    // Read before postgres first runs: a restartpoint recycles old segments under
+    // future names.
+    let through = drivers
+        .volume
+        .newest_segment(path)
+        .await?
+        .ok_or_else(|| ExecuteError::NoWal {
+            backup_id: backup_id.to_string(),
+        })?;
+    // Replayed as a standby, not as crash recovery: a volume that once leaves
+    // recovery writes WAL of its own (an end-of-recovery checkpoint) where the
+    // primary wrote other WAL, and can never replay the primary's again
+    // (refresh-facts: "invalid resource manager ID in primary checkpoint record",
+    // then PANIC). Stopped in recovery, it can: the next refresh catches up.
+    drivers.volume.set_standby_signal(path, true, owner).await?;
     let replayed = drivers
         .replay
-        .replay(pipeline.name().as_str(), volume, path, owner)
+        .replay(pipeline.name().as_str(), volume, path, owner, through)
         .await?;
+    pause_point!("recover:stopped", &drivers.cancel);
+    // At rest without the signal: a copy of the volume starts as a primary.
+    drivers.volume.set_standby_signal(path, false, owner).await?;
     let recovered_at = clock();
     let backup_end_time = observed
         .barman
@@ -318,6 +372,10 @@ async fn recover_volume(
         replayed_to_lsn: replayed.replayed_to_lsn.clone(),
         checkpoint_time: replayed.checkpoint_time,
         pipeline: pipeline.name().to_string(),
+        standby: Some(StandbyPoint {
+            timeline: replayed.timeline.unwrap_or(through.timeline),
+            last_segment: through.to_string(),
+        }),
     };
     // Only now, replayed and cleanly stopped, does the volume become valid.
     drivers.volume.write_marker(path, &marker, owner).await?;

@@ -373,6 +373,23 @@ pub struct VolumeMarker {
     pub checkpoint_time: Option<String>,
     /// The pipeline that wrote it.
     pub pipeline: String,
+    /// Where the volume stands as a standby at rest (`shut down in recovery`, no
+    /// `standby.signal`), from which the next refresh can replay only new WAL.
+    /// Absent in markers written before catch-up existed: those volumes were
+    /// promoted and can only be recovered in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<StandbyPoint>,
+}
+
+/// How far a volume left as a standby at rest has replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StandbyPoint {
+    /// The timeline it replayed on.
+    pub timeline: u32,
+    /// The newest WAL segment it replayed entirely (`000000010000000000000045`);
+    /// a catch-up fetches the segments after it.
+    pub last_segment: String,
 }
 
 /// The starport copy.

@@ -89,6 +89,19 @@ pub enum PipelineStep {
         /// The backup to recover.
         backup: BackupRef,
     },
+    /// Invalidate the marker, fetch the WAL archived after `after_segment` into the
+    /// volume, replay it as a standby, stop, write the marker: the volume stays
+    /// recovered from `backup_id` and costs only what changed.
+    CatchUpVolume {
+        /// The backup the volume was recovered from (and still is).
+        #[serde(rename = "backupId")]
+        backup_id: String,
+        /// The newest segment the volume replayed; the catch-up starts after it.
+        #[serde(rename = "afterSegment")]
+        after_segment: String,
+        /// The timeline the volume replayed on.
+        timeline: u32,
+    },
     /// Stop a replay postgres an interrupted run left on the volume (fast shutdown).
     StopStrayReplay {
         /// The process or container.
@@ -147,6 +160,14 @@ impl std::fmt::Display for PipelineStep {
             PipelineStep::RecoverVolume { backup } => {
                 write!(f, "recover {backup} into the volume and replay WAL")
             }
+            PipelineStep::CatchUpVolume {
+                backup_id,
+                after_segment,
+                ..
+            } => write!(
+                f,
+                "catch up the volume recovered from backup {backup_id}: replay the WAL archived after {after_segment}"
+            ),
             PipelineStep::SyncStarport { generation } => {
                 write!(f, "sync the starport copy to {generation}")
             }

@@ -7,7 +7,7 @@ use super::{
     BackupRef, ConditionStatus, ConditionType, PipelineStep, Planner, Reason, condition, human_age,
     human_ago, human_from_now,
 };
-use crate::observed::{Observation, VolumeState, VolumeUser};
+use crate::observed::{Observation, StandbyPoint, VolumeMarker, VolumeState, VolumeUser};
 
 /// Returns whether a recovery step was planned.
 pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
@@ -159,8 +159,87 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
         p.wait("a DONE backup to recover from".to_string());
         return false;
     };
-    p.step(PipelineStep::RecoverVolume { backup: source }, message);
+    let marker = match state {
+        VolumeState::Marked { marker, .. } => Some(marker),
+        _ => None,
+    };
+    match refresh_kind(marker, &source, backups) {
+        Refresh::CatchUp { marker, standby } => p.step(
+            PipelineStep::CatchUpVolume {
+                backup_id: marker.backup_id.clone(),
+                after_segment: standby.last_segment.clone(),
+                timeline: standby.timeline,
+            },
+            format!(
+                "catch up: replay WAL from {} (after segment {}) on the volume recovered from backup {}; {message}",
+                marker.replayed_to_lsn, standby.last_segment, marker.backup_id
+            ),
+        ),
+        Refresh::Full { why } => p.step(
+            PipelineStep::RecoverVolume { backup: source },
+            format!("full recovery: {why}; {message}"),
+        ),
+    }
     true
+}
+
+/// How the volume is refreshed, and why.
+enum Refresh<'a> {
+    /// Only the WAL archived since the volume's last replay.
+    CatchUp {
+        marker: &'a VolumeMarker,
+        standby: &'a StandbyPoint,
+    },
+    /// `barman recover` and a replay from the backup.
+    Full { why: String },
+}
+
+/// A catch-up only while the volume still holds the newest DONE backup and was left
+/// as a standby at rest; any new DONE backup is recovered in full, which is the
+/// restore drill proving that backup restorable.
+fn refresh_kind<'a>(
+    marker: Option<&'a VolumeMarker>,
+    source: &BackupRef,
+    backups: &BackupOutcome,
+) -> Refresh<'a> {
+    let Some(marker) = marker else {
+        return Refresh::Full {
+            why: "the volume holds no valid marker to catch up from".to_string(),
+        };
+    };
+    let newest = match source {
+        BackupRef::NewBackup => {
+            return Refresh::Full {
+                why: format!(
+                    "a new base backup is taken first, newer than the volume's {} (restore drill)",
+                    marker.backup_id
+                ),
+            };
+        }
+        BackupRef::Existing(id) => id,
+    };
+    if *newest != marker.backup_id {
+        let done_at = backups
+            .newest_done
+            .as_ref()
+            .and_then(|b| b.end_time)
+            .map_or(String::new(), |t| format!(" (DONE at {t})"));
+        return Refresh::Full {
+            why: format!(
+                "backup {newest}{done_at} is newer than the volume's {} (restore drill)",
+                marker.backup_id
+            ),
+        };
+    }
+    match &marker.standby {
+        Some(standby) => Refresh::CatchUp { marker, standby },
+        None => Refresh::Full {
+            why: format!(
+                "the volume recovered from backup {} was not left as a standby at rest, so it cannot replay new WAL",
+                marker.backup_id
+            ),
+        },
+    }
 }
 
 /// Who can write to a volume, in words (for an observation that names no one, as

@@ -480,6 +480,17 @@ impl BarmanDriver for FakeWorld {
         Ok(())
     }
 
+    /// The fake archive holds no WAL beyond what a recovery copies.
+    async fn list_wal(
+        &self,
+        _: &BarmanSpec,
+        first: &str,
+        _: u32,
+    ) -> Result<Vec<String>, BarmanError> {
+        self.record("barman.list_wal", first);
+        Ok(Vec::new())
+    }
+
     async fn wal_health(&self, _: &BarmanSpec) -> Result<WalHealth, BarmanError> {
         self.record("barman.wal_health", "");
         let ok = || {
@@ -652,6 +663,41 @@ impl VolumeDriver for FakeWorld {
         self.record("volume.lock", "");
         LocalVolume::default().lock_at(volume.location())
     }
+
+    async fn set_standby_signal(
+        &self,
+        _: &Path,
+        present: bool,
+        _: RunAs,
+    ) -> Result<(), VolumeError> {
+        self.record("volume.set_standby_signal", present.to_string());
+        Ok(())
+    }
+
+    async fn newest_segment(
+        &self,
+        _: &Path,
+    ) -> Result<Option<reconciler::drivers::wal_segment::Segment>, VolumeError> {
+        self.record("volume.newest_segment", "");
+        Ok(reconciler::drivers::wal_segment::Segment::parse(
+            "000000010000000000000003",
+        ))
+    }
+
+    async fn prepare_wal_fetch(&self, path: &Path, _: RunAs) -> Result<PathBuf, VolumeError> {
+        self.record("volume.prepare_wal_fetch", "");
+        Ok(path.join(".reconciler-staging-wal"))
+    }
+
+    async fn install_segment(&self, _: &Path, name: &str, _: RunAs) -> Result<(), VolumeError> {
+        self.record("volume.install_segment", name);
+        Ok(())
+    }
+
+    async fn finish_wal_fetch(&self, _: &Path) -> Result<(), VolumeError> {
+        self.record("volume.finish_wal_fetch", "");
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -662,6 +708,7 @@ impl ReplayDriver for FakeWorld {
         _: &RecoveredVolumeSpec,
         data_dir: &Path,
         _: RunAs,
+        _: reconciler::drivers::wal_segment::Segment,
     ) -> Result<ReplayOutcome, ReplayError> {
         self.record("replay.replay", "");
         if self.state().volume.data.is_none() {
@@ -681,6 +728,7 @@ impl ReplayDriver for FakeWorld {
         Ok(ReplayOutcome {
             replayed_to_lsn: "0/3000000".to_string(),
             checkpoint_time: None,
+            timeline: Some(1),
         })
     }
 

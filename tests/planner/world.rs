@@ -7,7 +7,7 @@
 pub use jiff::{Timestamp, ToSpan, tz::TimeZone};
 pub use reconciler::observed::{
     Backup, BackupStatus, BarmanState, CheckItem, MirrorObservation, Observation, Observed,
-    StarportMetadata, StarportState, StrayReplay, VolumeMarker, VolumeState, VolumeUser, WalHealth,
+    StandbyPoint, StarportMetadata, StarportState, StrayReplay, VolumeMarker, VolumeState, VolumeUser, WalHealth,
 };
 pub use reconciler::plan::{
     BackupRef, ConditionStatus, ConditionType, GenerationRef, PipelineStep, Plan, PlanContext,
@@ -79,6 +79,23 @@ pub fn marker(generation: &str, backup_id: &str, recovered_at: &str) -> VolumeMa
         replayed_to_lsn: "0/3000000".to_string(),
         checkpoint_time: None,
         pipeline: "montagu".to_string(),
+        standby: None,
+    }
+}
+
+/// A marker of a volume left as a standby at rest, replayed through `last_segment`.
+pub fn standby_marker(
+    generation: &str,
+    backup_id: &str,
+    recovered_at: &str,
+    last_segment: &str,
+) -> VolumeMarker {
+    VolumeMarker {
+        standby: Some(StandbyPoint {
+            timeline: 1,
+            last_segment: last_segment.to_string(),
+        }),
+        ..marker(generation, backup_id, recovered_at)
     }
 }
 
@@ -234,7 +251,25 @@ impl World {
                         replayed_to_lsn: "0/5000000".into(),
                         checkpoint_time: None,
                         pipeline: "montagu".into(),
+                        standby: Some(StandbyPoint {
+                            timeline: 1,
+                            last_segment: "000000010000000000000005".into(),
+                        }),
                     },
+                    in_use: false,
+                    users: vec![],
+                });
+            }
+            PipelineStep::CatchUpVolume { backup_id, .. } => {
+                let Some(VolumeState::Marked { marker, .. }) = o.volume.value() else {
+                    panic!("catch-up planned without a marked volume: {:?}", o.volume);
+                };
+                assert_eq!(&marker.backup_id, backup_id);
+                let mut marker = marker.clone();
+                marker.generation = format!("{backup_id}-{}", now.as_second());
+                marker.recovered_at = now;
+                o.volume = Observation::observed(VolumeState::Marked {
+                    marker,
                     in_use: false,
                     users: vec![],
                 });

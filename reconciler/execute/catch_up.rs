@@ -1,0 +1,173 @@
+//! The catch-up refresh of the recovered volume: the volume, left as a standby at
+//! rest by its last refresh, replays only the WAL barman archived since.
+//!
+//! A fixed sequence whose order is the safety argument: the marker goes first;
+//! each segment lands in `pg_wal` whole (fetched into a staging directory, then
+//! renamed); postgres replays as a standby (`standby.signal` present) and stops in
+//! recovery; `standby.signal` goes; the marker is written last. Whatever stops it
+//! halfway leaves the volume unmarked, so the next plan recovers it in full. It
+//! decides nothing: the planner chose the catch-up from the marker and the catalogue.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+
+use super::{ExecuteError, StepDetail, barman_view, generation_id};
+use crate::drivers::Drivers;
+use crate::drivers::pause::pause_point;
+use crate::drivers::placement::Placement;
+use crate::drivers::wal_segment::{Segment, history_file};
+use crate::observed::{Observed, StandbyPoint, VolumeMarker, VolumeState};
+use crate::spec::BackupPipeline;
+
+/// How many names one `get-wal --peek` asks for; more are asked until fewer come.
+const PEEK_BATCH: u32 = 256;
+
+/// Carries out `CatchUpVolume`.
+pub(super) async fn catch_up_volume(
+    pipeline: &BackupPipeline,
+    backup_id: &str,
+    after_segment: &str,
+    timeline: u32,
+    observed: &Observed,
+    drivers: &Drivers,
+    clock: &(dyn Fn() -> Timestamp + Send + Sync),
+) -> Result<StepDetail, ExecuteError> {
+    let volume = &pipeline.spec.recovered_volume;
+    let barman = &pipeline.spec.barman;
+    let after = Segment::parse(after_segment)
+        .filter(|s| s.timeline == timeline)
+        .ok_or_else(|| {
+            ExecuteError::Changed(format!(
+                "the marker's segment {after_segment} is not a WAL segment of timeline {timeline}"
+            ))
+        })?;
+    let owner = drivers.barman.account(barman, volume.owner.as_str()).await?;
+    // As before a full recovery: the newest segment then ends with a WAL switch,
+    // where the replay below can tell it is done.
+    if let Err(e) = drivers
+        .barman
+        .switch_wal(barman, super::SWITCH_WAL_TIMEOUT)
+        .await
+    {
+        tracing::warn!(error = %crate::errors::error_chain(&e), "could not archive the current WAL segment; catching up with what is archived");
+    }
+    let path = drivers
+        .volume
+        .locate(volume)
+        .await?
+        .ok_or_else(|| ExecuteError::Changed("the volume is gone".into()))?;
+    let path = path.as_path();
+    // Checked again here, not only at observation: a consumer may have started since.
+    match drivers
+        .volume
+        .inspect(volume, &Placement::of_barman(barman).containers())
+        .await?
+    {
+        VolumeState::Marked {
+            marker,
+            in_use: false,
+            users,
+        } if users.is_empty() && marker.backup_id == backup_id => {}
+        _ => {
+            return Err(ExecuteError::Changed(format!(
+                "the volume no longer holds backup {backup_id} unused and marked"
+            )));
+        }
+    }
+    // The marker goes first: from here until the end the data is not to be used.
+    drivers.volume.invalidate_marker(path).await?;
+    pause_point!("catchup:invalidated", &drivers.cancel);
+    // A new timeline (a promoted primary) forks history after some point of ours:
+    // the volume cannot follow it, only a full recovery can.
+    if !drivers
+        .barman
+        .list_wal(barman, &history_file(timeline + 1), 1)
+        .await?
+        .is_empty()
+    {
+        return Err(ExecuteError::TimelineChanged {
+            timeline,
+            next: timeline + 1,
+        });
+    }
+    let fetched = fetch_new_segments(pipeline, path, after, owner, drivers).await?;
+    let through = fetched.last().copied().unwrap_or(after);
+    drivers.volume.set_standby_signal(path, true, owner).await?;
+    let replayed = drivers
+        .replay
+        .replay(pipeline.name().as_str(), volume, path, owner, through)
+        .await?;
+    pause_point!("catchup:stopped", &drivers.cancel);
+    drivers.volume.set_standby_signal(path, false, owner).await?;
+    let recovered_at = clock();
+    let backup_end_time = observed
+        .barman
+        .value()
+        .and_then(|b| b.backups.iter().find(|b| b.id == backup_id))
+        .and_then(|b| b.end_time);
+    let marker = VolumeMarker {
+        generation: generation_id(backup_id, recovered_at),
+        backup_id: backup_id.to_string(),
+        backup_end_time,
+        recovered_at,
+        replayed_to_lsn: replayed.replayed_to_lsn.clone(),
+        checkpoint_time: replayed.checkpoint_time,
+        pipeline: pipeline.name().to_string(),
+        standby: Some(StandbyPoint {
+            timeline: replayed.timeline.unwrap_or(timeline),
+            last_segment: through.to_string(),
+        }),
+    };
+    // Only now, replayed and stopped in recovery, does the volume become valid again.
+    drivers.volume.write_marker(path, &marker, owner).await?;
+    Ok(format!(
+        "caught up backup {backup_id}: fetched {} WAL segments ({} bytes) after {after}, replayed through {through} to {}, generation {}",
+        fetched.len(),
+        fetched.len() as u64 * crate::drivers::wal_segment::SEGMENT_BYTES,
+        replayed.replayed_to_lsn,
+        marker.generation
+    ))
+}
+
+/// Fetches every segment barman archived after `after` on its timeline, in order,
+/// into `pg_wal`; returns them.
+async fn fetch_new_segments(
+    pipeline: &BackupPipeline,
+    path: &Path,
+    after: Segment,
+    owner: crate::drivers::command::RunAs,
+    drivers: &Drivers,
+) -> Result<Vec<Segment>, ExecuteError> {
+    let volume = &pipeline.spec.recovered_volume;
+    let barman = &pipeline.spec.barman;
+    let staging = drivers.volume.prepare_wal_fetch(path, owner).await?;
+    let destination = barman_view(volume, path, &staging);
+    let mut fetched = Vec::new();
+    let mut next = after.next();
+    loop {
+        let names = drivers
+            .barman
+            .list_wal(barman, &next.to_string(), PEEK_BATCH)
+            .await?;
+        let batch: Vec<Segment> = names
+            .iter()
+            .filter_map(|n| Segment::parse(n))
+            // --peek lists consecutive names from `next`; anything else is not ours.
+            .take_while(|s| s.timeline == after.timeline)
+            .collect();
+        for segment in &batch {
+            let name = segment.to_string();
+            drivers.barman.fetch_wal(barman, &name, &destination).await?;
+            drivers.volume.install_segment(path, &name, owner).await?;
+            fetched.push(*segment);
+            pause_point!("catchup:fetching", &drivers.cancel);
+        }
+        match batch.last() {
+            Some(last) if batch.len() as u32 >= PEEK_BATCH => next = last.next(),
+            _ => break,
+        }
+    }
+    drivers.volume.finish_wal_fetch(path).await?;
+    Ok(fetched)
+}
