@@ -23,6 +23,9 @@ enum Setup {
     ExtraBackups,
     /// The marker is gone: recoverVolume, then syncStarport.
     LostMarker,
+    /// The volume is older than its maxAge, on the newest backup, with WAL written
+    /// since: catchUpVolume, then syncStarport.
+    StaleVolume,
     /// The starport holds an older copy, of another generation and with other
     /// data: syncStarport.
     StaleStarport,
@@ -46,6 +49,13 @@ fn prepare(p: &TestPipeline, setup: Setup) -> Option<StaleCopy> {
         }
         Setup::LostMarker => {
             std::fs::remove_file(p.volume.join(".reconciler-volume.json")).unwrap();
+        }
+        Setup::StaleVolume => {
+            p.edit_spec(
+                "    maxAge: 24h\n    recoverTimeout",
+                "    maxAge: 1s\n    recoverTimeout",
+            );
+            std::thread::sleep(Duration::from_millis(1500));
         }
         Setup::StaleStarport => {
             // An older recovery's copy differs from the volume in its data, not
@@ -162,8 +172,12 @@ fn check_invariants(
         );
         let state = common::cluster_state(&p.volume);
         assert_eq!(
-            state, "shut down",
-            "{when}: marked volume is not cleanly shut down"
+            state, "shut down in recovery",
+            "{when}: marked volume is not a standby stopped cleanly in recovery"
+        );
+        assert!(
+            !p.volume.join("standby.signal").exists(),
+            "{when}: marked volume holds standby.signal"
         );
         // Starport metadata that names the volume's generation names a complete copy.
         if let Some(metadata) = p.starport_metadata()
@@ -204,8 +218,14 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
     ));
     let (code, _) = p.apply_json();
     assert_eq!(code, 0, "initial convergence");
+    if matches!(setup, Setup::StaleVolume) {
+        common::primary().sql(&format!(
+            "insert into rows(note) values ('{name}: written since the last refresh')"
+        ));
+    }
     let stale = prepare(&p, setup);
     let newest_before = newest_done(&p);
+    let generation_before = p.marker().map(|m| m["generation"].clone());
 
     // Run until the pause point, then SIGKILL: no cleanup of any kind.
     let log = p
@@ -269,6 +289,12 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
     if matches!(setup, Setup::StaleBackup) {
         p.write_spec("{keep: 2, minimumRedundancy: 1}", "30d");
     }
+    if matches!(setup, Setup::StaleVolume) {
+        p.edit_spec(
+            "    maxAge: 1s\n    recoverTimeout",
+            "    maxAge: 24h\n    recoverTimeout",
+        );
+    }
     let (code, report, log) = p.apply_json_with_log();
     assert_eq!(code, 0, "second run after a crash at {point}: {report:#}");
     check_invariants(
@@ -280,12 +306,15 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
     // No replay's socket directory is left: neither the crashed run's (a stray
     // replay) nor the second run's own.
     replay_dirs.extend(common::replay_socket_dirs(&log));
-    if matches!(setup, Setup::LostMarker) {
+    if matches!(setup, Setup::LostMarker | Setup::StaleVolume) {
         assert!(
             replay_dirs.len() >= 2 || point != "replay",
             "{replay_dirs:?}"
         );
-        assert!(!replay_dirs.is_empty(), "the second run replayed: {log}");
+        assert!(
+            !replay_dirs.is_empty() || point == "step:catchUpVolume",
+            "the second run replayed: {log}"
+        );
     }
     for dir in &replay_dirs {
         assert!(
@@ -300,17 +329,28 @@ fn crash_at(name: &str, setup: Setup, point: &str) {
         marker["generation"]
     );
     assert!(starport_matches_volume(&p));
-    // The marked volume starts at once (no recovery) and holds what was committed.
+    // A copy of the marked volume starts as a primary with no step of its own and
+    // holds what was committed, the rows written for a catch-up included.
     let copy = common::copy_of(&p.volume);
     let (rows, server_log) = query_cluster(
         copy.path(),
-        &format!("select count(*) from rows where note = '{name}: committed before the crash'"),
+        &format!(
+            "select pg_is_in_recovery(), count(*) from rows where note in ('{name}: committed before the crash', '{name}: written since the last refresh')"
+        ),
     );
-    assert_eq!(rows, "1");
-    assert!(
-        !server_log.contains("redo starts"),
-        "a marked volume needed recovery:\n{server_log}"
-    );
+    // Killed before it touched anything, a catch-up leaves the marker standing
+    // (fresh again once maxAge is back to 24h); killed later, the volume is
+    // unmarked and the second run recovers it in full, new rows included.
+    let refreshed = generation_before.as_ref() != Some(&marker["generation"]);
+    if matches!(setup, Setup::StaleVolume) {
+        assert_eq!(refreshed, point != "step:catchUpVolume", "{log}");
+    }
+    let expected = if matches!(setup, Setup::StaleVolume) && refreshed {
+        "f|2"
+    } else {
+        "f|1"
+    };
+    assert_eq!(rows, expected, "{server_log}");
     // Nothing of the crashed run is left running.
     let start = Instant::now();
     loop {
@@ -404,4 +444,45 @@ fn crash_after_invalidating_the_starport_before_rsync() {
 #[test]
 fn crash_between_rsync_and_the_metadata_write() {
     crash_at("crash_sync_copied", Setup::StaleStarport, "sync:copied");
+}
+
+#[test]
+fn crash_before_a_catch_up() {
+    crash_at(
+        "crash_catchup_start",
+        Setup::StaleVolume,
+        "step:catchUpVolume",
+    );
+}
+
+#[test]
+fn crash_after_the_catch_up_invalidated_the_marker_before_fetching() {
+    crash_at(
+        "crash_catchup_invalidated",
+        Setup::StaleVolume,
+        "catchup:invalidated",
+    );
+}
+
+#[test]
+fn crash_during_the_wal_fetch() {
+    crash_at(
+        "crash_catchup_fetching",
+        Setup::StaleVolume,
+        "catchup:fetching",
+    );
+}
+
+#[test]
+fn crash_during_the_catch_up_replay() {
+    crash_at("crash_catchup_replay", Setup::StaleVolume, "replay");
+}
+
+#[test]
+fn crash_between_the_catch_up_stop_and_the_marker() {
+    crash_at(
+        "crash_catchup_stopped",
+        Setup::StaleVolume,
+        "catchup:stopped",
+    );
 }

@@ -291,8 +291,12 @@ pub enum Drift {
     StaleBackup,
     /// Two newer backups beyond keep: deleteBackup, recoverVolume, syncs.
     ExtraBackups,
-    /// The volume is older than its `maxAge` (its marker stands): recoverVolume.
+    /// The volume is older than its `maxAge` (its marker stands, a standby at
+    /// rest): catchUpVolume.
     StaleVolume,
+    /// The volume is older than its `maxAge` and its marker predates catch-up (no
+    /// standby point): recoverVolume.
+    StaleOldVolume,
     /// The marker is gone: recoverVolume, then the syncs and a restore.
     LostMarker,
     /// A replay postgres left running on an unmarked volume: stopStrayReplay first.
@@ -324,6 +328,12 @@ impl Drift {
                 }
             }
             Drift::StaleVolume => s.now += jiff::SignedDuration::from_hours(25),
+            Drift::StaleOldVolume => {
+                s.now += jiff::SignedDuration::from_hours(25);
+                if let Some(m) = s.volume.marker.as_mut() {
+                    m.standby = None;
+                }
+            }
             Drift::LostMarker => s.volume.marker = None,
             Drift::StrayReplay => {
                 s.volume.marker = None;

@@ -101,10 +101,11 @@ fn volume_and_replay_faults_never_leave_a_marked_volume() {
     assert!(p.marker().is_some());
 }
 
-/// A replay postgres that ended recovery but was then stopped without a checkpoint
-/// (an immediate shutdown behind the reconciler's back, as a crash or an operator
-/// would) exits all the same; only pg_controldata's `in production` tells. The
-/// step fails, no marker is written, and the next apply recovers again.
+/// A replay postgres that replayed everything but was then stopped without a
+/// restartpoint (an immediate shutdown behind the reconciler's back, as a crash or
+/// an operator would) exits all the same; only pg_controldata's `in archive
+/// recovery` (not `shut down in recovery`) tells. The step fails, no marker is
+/// written, and the next apply recovers again.
 #[test]
 fn a_replay_stopped_without_a_clean_shutdown_leaves_no_marker() {
     let p = TestPipeline::new("fault_unclean_stop", "{keep: 2}");
@@ -131,13 +132,13 @@ fn a_replay_stopped_without_a_clean_shutdown_leaves_no_marker() {
         .status()
         .unwrap();
     assert!(stopped.success());
-    assert_eq!(common::cluster_state(&p.volume), "in production");
+    assert_eq!(common::cluster_state(&p.volume), "in archive recovery");
     std::fs::write(&resume, "").unwrap();
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
-        text.contains("did not shut down cleanly") && text.contains("in production"),
+        text.contains("did not shut down cleanly") && text.contains("in archive recovery"),
         "{text}"
     );
     assert!(
@@ -153,7 +154,7 @@ fn a_replay_stopped_without_a_clean_shutdown_leaves_no_marker() {
     let (code, report) = p.apply_json();
     assert_eq!(code, 0, "{report:#}");
     assert!(p.marker().is_some());
-    assert_eq!(common::cluster_state(&p.volume), "shut down");
+    assert_eq!(common::cluster_state(&p.volume), "shut down in recovery");
 }
 
 #[test]

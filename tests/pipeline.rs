@@ -80,19 +80,18 @@ fn an_empty_pipeline_converges_and_stays_converged() {
     assert!(p.volume.join(".barman-last-restore").exists());
     assert_eq!(p.backups().len(), 1);
 
-    // The volume holds a cluster that was shut down cleanly, not mid-recovery.
-    assert_eq!(cluster_state(&p.volume), "shut down");
-    // The starport copy starts at once (no recovery) and serves the primary's rows.
+    // The volume holds a standby stopped cleanly in recovery (so that the next
+    // refresh can replay only new WAL), with no standby.signal left.
+    assert_eq!(cluster_state(&p.volume), "shut down in recovery");
+    assert!(!p.volume.join("standby.signal").exists());
+    // The starport copy starts as a primary with no step of its own and serves
+    // the primary's rows.
     let copy = copy_of(&p.starport_data());
     let (rows, log) = query_cluster(
         copy.path(),
-        "select note from rows where note like 'it_converge:%'",
+        "select pg_is_in_recovery(), note from rows where note like 'it_converge:%'",
     );
-    assert_eq!(rows, "it_converge: before backup");
-    assert!(
-        !log.contains("redo starts"),
-        "the copy replayed WAL on start:\n{log}"
-    );
+    assert_eq!(rows, "f|it_converge: before backup", "{log}");
 
     // Evaluated a month later, everything has drifted: backup, volume and starport.
     let (code, report) = p.diff_json(&["--at", &later(&metadata, 31)]);
@@ -137,12 +136,11 @@ fn wal_written_after_the_backup_is_replayed_into_the_volume() {
 
     let (code, _) = p.apply_json();
     assert_eq!(code, 0);
-    // The replay happened during apply, not in the postgres started below: the
-    // volume is a cleanly shut down cluster (barman recover alone leaves the
-    // backup's "in production"), and starting it needs no redo.
+    // The replay happened during apply: the volume is a standby stopped cleanly
+    // in recovery (barman recover alone leaves the backup's "in production").
     assert_eq!(
         cluster_state(&p.volume),
-        "shut down",
+        "shut down in recovery",
         "the volume was marked without being replayed"
     );
     let copy = copy_of(&p.volume);
@@ -151,8 +149,8 @@ fn wal_written_after_the_backup_is_replayed_into_the_volume() {
         "select note from rows where note like 'it_replay:%' order by id",
     );
     assert!(
-        !log.contains("redo starts"),
-        "the volume needed WAL replay on start:\n{log}"
+        log.contains("shut down in recovery"),
+        "the copy did not start from a standby at rest:\n{log}"
     );
     assert_eq!(rows, "it_replay: before backup\nit_replay: after backup");
     assert_eq!(p.marker().unwrap()["backupId"], backup.as_str());
@@ -619,4 +617,128 @@ spec:
     let target = first(&report);
     assert_eq!(condition(target, "SourceComplete")["status"], "Unknown");
     assert_eq!(actions(&target["steps"]), Vec::<String>::new());
+}
+
+/// Makes the recovered volume stale at once: its maxAge drops to a second.
+fn age_the_volume(p: &TestPipeline) {
+    p.edit_spec(
+        "    maxAge: 24h\n    recoverTimeout",
+        "    maxAge: 1s\n    recoverTimeout",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+}
+
+fn volume_max_age_back(p: &TestPipeline) {
+    p.edit_spec(
+        "    maxAge: 1s\n    recoverTimeout",
+        "    maxAge: 24h\n    recoverTimeout",
+    );
+}
+
+/// The bytes in `rsync sent X of Y bytes` of a sync step's detail.
+fn rsync_sent(detail: &str) -> (u64, u64) {
+    let words: Vec<&str> = detail.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "sent").expect(detail);
+    (
+        words[at + 1].parse().expect(detail),
+        words[at + 3].parse().expect(detail),
+    )
+}
+
+/// Night 1 recovers in full and leaves a standby at rest; night 2, on the same
+/// backup, replays only the new WAL, writes a fraction of the volume to the
+/// starport, and a consumer of the copy starts as a primary with night 2's rows;
+/// a new backup then makes the next refresh a full recovery again (restore drill).
+#[test]
+fn a_second_refresh_catches_up_and_a_new_backup_makes_the_next_one_full() {
+    let p = TestPipeline::new("it_delta", "{keep: 3}");
+    let primary = common::primary();
+    primary.sql("insert into rows(note) values ('it_delta: night 1')");
+    let backup = p.take_backup();
+
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        actions(&report["pipelines"][0]["steps"]),
+        vec!["recoverVolume", "syncStarport"]
+    );
+    // A standby at rest: stopped in recovery, with no signal file left behind.
+    assert_eq!(cluster_state(&p.volume), "shut down in recovery");
+    assert!(!p.volume.join("standby.signal").exists());
+    let night1 = p.marker().unwrap();
+    assert!(night1["standby"]["lastSegment"].is_string(), "{night1:#}");
+
+    // A day of writes: enough WAL to span segments.
+    primary.sql(
+        "insert into rows(note) select 'it_delta: night 2 ' || g from generate_series(1, 20000) g",
+    );
+    primary.sql("insert into rows(note) values ('it_delta: night 2 end')");
+    age_the_volume(&p);
+    let (code, report) = p.diff_json(&[]);
+    assert_eq!(code, 1);
+    let planned = &first(&report)["steps"];
+    assert_eq!(
+        actions(planned),
+        vec![
+            format!("catchUpVolume:{backup}"),
+            "syncStarport".to_string()
+        ]
+    );
+    let reason = planned[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("catch up: replay WAL from ") && reason.contains(backup.as_str()),
+        "{reason}"
+    );
+    let (code, report) = p.apply_json();
+    volume_max_age_back(&p);
+    assert_eq!(code, 0, "{report:#}");
+    let executed = &report["pipelines"][0]["steps"];
+    assert_eq!(
+        actions(executed),
+        vec![
+            format!("catchUpVolume:{backup}"),
+            "syncStarport".to_string()
+        ]
+    );
+    assert_eq!(cluster_state(&p.volume), "shut down in recovery");
+    assert!(!p.volume.join("standby.signal").exists());
+    let night2 = p.marker().unwrap();
+    assert_eq!(night2["backupId"], backup.as_str());
+    assert_ne!(night2["generation"], night1["generation"]);
+    // The starport copy was rewritten by blocks: rsync sent a fraction of it.
+    let (sent, total) = rsync_sent(executed[1]["detail"].as_str().unwrap());
+    assert!(
+        sent * 4 < total,
+        "the sync sent {sent} of {total} bytes: {}",
+        executed[1]["detail"]
+    );
+
+    // Never torn: the copy holds the WAL its start needs, and serves night 2 as a
+    // primary with no step of its own.
+    let copy = copy_of(&p.starport_data());
+    let (rows, log) = query_cluster(
+        copy.path(),
+        "select pg_is_in_recovery(), count(*) filter (where note like 'it_delta: night 2 %'), max(note) filter (where note = 'it_delta: night 2 end') from rows",
+    );
+    // 20000 rows and the end row, which the pattern matches too.
+    assert_eq!(rows, "f|20001|it_delta: night 2 end", "{log}");
+
+    // A new DONE backup: the next refresh recovers it in full.
+    let newer = p.take_backup();
+    primary.sql("insert into rows(note) values ('it_delta: night 3')");
+    age_the_volume(&p);
+    let (_, report) = p.diff_json(&[]);
+    let planned = &first(&report)["steps"];
+    assert_eq!(actions(planned), vec!["recoverVolume", "syncStarport"]);
+    let reason = planned[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("full recovery: backup {newer}"))
+            && reason.contains("restore drill"),
+        "{reason}"
+    );
+    let (code, report) = p.apply_json();
+    volume_max_age_back(&p);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(p.marker().unwrap()["backupId"], newer.as_str());
+    assert_eq!(cluster_state(&p.volume), "shut down in recovery");
 }

@@ -803,6 +803,19 @@ mod tests {
     }
 
     #[test]
+    fn peek_keeps_wal_and_history_names_only() {
+        let out = "000000010000000000000045\n000000010000000000000046\n00000002.history\nWARNING: something\n\n";
+        assert_eq!(
+            parse_peek(out),
+            vec![
+                "000000010000000000000045",
+                "000000010000000000000046",
+                "00000002.history"
+            ]
+        );
+    }
+
+    #[test]
     fn list_backups_reads_done_entries_with_end_times() {
         let backups = parse_list_backups(
             "montagu",

@@ -253,7 +253,8 @@ async fn confirm_at_rest(
     }
     Ok((
         controldata_field(&out.stdout, "Time of latest checkpoint").map(String::from),
-        controldata_field(&out.stdout, "Latest checkpoint's TimeLineID").and_then(|t| t.parse().ok()),
+        controldata_field(&out.stdout, "Latest checkpoint's TimeLineID")
+            .and_then(|t| t.parse().ok()),
     ))
 }
 
@@ -359,7 +360,10 @@ async fn wait_until_replayed(
                     }
                     _ => standing = Some((lsn, Instant::now())),
                 }
-                last_probe = format!("replayed to {text}, waiting for {}", format_lsn(through.end_lsn()));
+                last_probe = format!(
+                    "replayed to {text}, waiting for {}",
+                    format_lsn(through.end_lsn())
+                );
             }
             Ok(out) if out.success() => last_probe = out.stdout.trim().to_string(),
             Ok(out) => last_probe = out.last_words(),
@@ -612,8 +616,7 @@ pub fn cluster_state_is_clean(controldata_output: &str) -> bool {
 /// recovery: exactly `shut down in recovery`. A `shut down` volume left recovery
 /// and wrote WAL of its own, so it can no longer replay the primary's.
 pub fn standby_is_at_rest(controldata_output: &str) -> bool {
-    controldata_field(controldata_output, "Database cluster state")
-        == Some("shut down in recovery")
+    controldata_field(controldata_output, "Database cluster state") == Some("shut down in recovery")
 }
 
 /// Reads one `Name: value` line of pg_controldata's output.
@@ -687,6 +690,17 @@ mod tests {
             Some("Mon Nov 23 18:38:36 2026")
         );
         assert_eq!(controldata_field(out, "Missing"), None);
+    }
+
+    /// Only a standby stopped cleanly in recovery can replay more WAL later; a
+    /// `shut down` volume left recovery and wrote WAL of its own.
+    #[test]
+    fn only_a_standby_shut_down_in_recovery_is_at_rest() {
+        let with_state = |state: &str| format!("Database cluster state:               {state}\n");
+        assert!(standby_is_at_rest(&with_state("shut down in recovery")));
+        for other in ["shut down", "in archive recovery", "in production", ""] {
+            assert!(!standby_is_at_rest(&with_state(other)), "{other}");
+        }
     }
 
     #[test]

@@ -127,7 +127,10 @@ mod tests {
         .unwrap();
         install_segment(vol, name, me()).unwrap();
         assert_eq!(
-            newest_segment(vol).unwrap().map(|s| s.to_string()).as_deref(),
+            newest_segment(vol)
+                .unwrap()
+                .map(|s| s.to_string())
+                .as_deref(),
             Some(name)
         );
         finish_fetch(vol).unwrap();

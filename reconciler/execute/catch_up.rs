@@ -42,7 +42,10 @@ pub(super) async fn catch_up_volume(
                 "the marker's segment {after_segment} is not a WAL segment of timeline {timeline}"
             ))
         })?;
-    let owner = drivers.barman.account(barman, volume.owner.as_str()).await?;
+    let owner = drivers
+        .barman
+        .account(barman, volume.owner.as_str())
+        .await?;
     // As before a full recovery: the newest segment then ends with a WAL switch,
     // where the replay below can tell it is done.
     if let Err(e) = drivers
@@ -99,7 +102,10 @@ pub(super) async fn catch_up_volume(
         .replay(pipeline.name().as_str(), volume, path, owner, through)
         .await?;
     pause_point!("catchup:stopped", &drivers.cancel);
-    drivers.volume.set_standby_signal(path, false, owner).await?;
+    drivers
+        .volume
+        .set_standby_signal(path, false, owner)
+        .await?;
     let recovered_at = clock();
     let backup_end_time = observed
         .barman
@@ -158,7 +164,10 @@ async fn fetch_new_segments(
             .collect();
         for segment in &batch {
             let name = segment.to_string();
-            drivers.barman.fetch_wal(barman, &name, &destination).await?;
+            drivers
+                .barman
+                .fetch_wal(barman, &name, &destination)
+                .await?;
             drivers.volume.install_segment(path, &name, owner).await?;
             fetched.push(*segment);
             pause_point!("catchup:fetching", &drivers.cancel);

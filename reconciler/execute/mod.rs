@@ -338,13 +338,14 @@ async fn recover_volume(
     };
     // Read before postgres first runs: a restartpoint recycles old segments under
     // future names.
-    let through = drivers
-        .volume
-        .newest_segment(path)
-        .await?
-        .ok_or_else(|| ExecuteError::NoWal {
-            backup_id: backup_id.to_string(),
-        })?;
+    let through =
+        drivers
+            .volume
+            .newest_segment(path)
+            .await?
+            .ok_or_else(|| ExecuteError::NoWal {
+                backup_id: backup_id.to_string(),
+            })?;
     // Replayed as a standby, not as crash recovery: a volume that once leaves
     // recovery writes WAL of its own (an end-of-recovery checkpoint) where the
     // primary wrote other WAL, and can never replay the primary's again
@@ -357,7 +358,10 @@ async fn recover_volume(
         .await?;
     pause_point!("recover:stopped", &drivers.cancel);
     // At rest without the signal: a copy of the volume starts as a primary.
-    drivers.volume.set_standby_signal(path, false, owner).await?;
+    drivers
+        .volume
+        .set_standby_signal(path, false, owner)
+        .await?;
     let recovered_at = clock();
     let backup_end_time = observed
         .barman

@@ -26,6 +26,7 @@ use reconciler::drivers::replay::{ReplayDriver, ReplayError, ReplayOutcome};
 use reconciler::drivers::restore::{ConsumerDriver, RestoreSourceDriver, RestoreVolumeDriver};
 use reconciler::drivers::starport::{CopyStats, StarportDriver, StarportError};
 use reconciler::drivers::volume::{LocalVolume, VolumeDriver, VolumeError, VolumeLock};
+use reconciler::drivers::wal_segment::Segment;
 use reconciler::drivers::{Drivers, HostDriver};
 use reconciler::observed::{
     Backup, BackupActivity, BackupStatus, CheckItem, RestoreMarker, RestoreVolumeState,
@@ -61,6 +62,20 @@ pub const CRASH_POINTS: &[(&str, &str)] = &[
     (
         "replay:finished",
         "inside replay.replay, recovery ended, postgres not stopped",
+    ),
+    (
+        "recover:stopped",
+        "start of volume.set_standby_signal(false), postgres stopped",
+    ),
+    ("step:catchUpVolume", "start of barman.account"),
+    ("catchup:invalidated", "start of barman.list_wal"),
+    (
+        "catchup:fetching",
+        "end of volume.install_segment, one segment in pg_wal",
+    ),
+    (
+        "catchup:stopped",
+        "start of volume.set_standby_signal(false), postgres stopped",
     ),
     ("step:stopStrayReplay", "start of replay.stop_stray"),
     ("step:syncStarport", "start of volume.locate"),
@@ -480,15 +495,30 @@ impl BarmanDriver for FakeWorld {
         Ok(())
     }
 
-    /// The fake archive holds no WAL beyond what a recovery copies.
+    /// The fake archive holds WAL through segment 4 of timeline 1 (a recovery
+    /// copies through 3), and no history file.
     async fn list_wal(
         &self,
         _: &BarmanSpec,
         first: &str,
         _: u32,
     ) -> Result<Vec<String>, BarmanError> {
+        self.cut("catchup:invalidated").await;
         self.record("barman.list_wal", first);
-        Ok(Vec::new())
+        Ok(Segment::parse(first)
+            .filter(|s| s.timeline == 1 && s.number <= 4)
+            .map(|s| {
+                (s.number..=4)
+                    .map(|n| Segment { number: n, ..s }.to_string())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn fetch_wal(&self, _: &BarmanSpec, name: &str, _: &Path) -> Result<(), BarmanError> {
+        self.record("barman.fetch_wal", name);
+        self.middle("barman.fetch_wal");
+        Ok(())
     }
 
     async fn wal_health(&self, _: &BarmanSpec) -> Result<WalHealth, BarmanError> {
@@ -523,6 +553,7 @@ impl BarmanDriver for FakeWorld {
 
     async fn account(&self, _: &BarmanSpec, name: &str) -> Result<RunAs, BarmanError> {
         self.cut("step:recoverVolume").await;
+        self.cut("step:catchUpVolume").await;
         self.record("barman.account", name);
         Ok(RunAs { uid: 0, gid: 0 })
     }
@@ -670,18 +701,17 @@ impl VolumeDriver for FakeWorld {
         present: bool,
         _: RunAs,
     ) -> Result<(), VolumeError> {
+        if !present {
+            self.cut("recover:stopped").await;
+            self.cut("catchup:stopped").await;
+        }
         self.record("volume.set_standby_signal", present.to_string());
         Ok(())
     }
 
-    async fn newest_segment(
-        &self,
-        _: &Path,
-    ) -> Result<Option<reconciler::drivers::wal_segment::Segment>, VolumeError> {
+    async fn newest_segment(&self, _: &Path) -> Result<Option<Segment>, VolumeError> {
         self.record("volume.newest_segment", "");
-        Ok(reconciler::drivers::wal_segment::Segment::parse(
-            "000000010000000000000003",
-        ))
+        Ok(Segment::parse("000000010000000000000003"))
     }
 
     async fn prepare_wal_fetch(&self, path: &Path, _: RunAs) -> Result<PathBuf, VolumeError> {
@@ -691,6 +721,7 @@ impl VolumeDriver for FakeWorld {
 
     async fn install_segment(&self, _: &Path, name: &str, _: RunAs) -> Result<(), VolumeError> {
         self.record("volume.install_segment", name);
+        self.cut("catchup:fetching").await;
         Ok(())
     }
 
@@ -708,7 +739,7 @@ impl ReplayDriver for FakeWorld {
         _: &RecoveredVolumeSpec,
         data_dir: &Path,
         _: RunAs,
-        _: reconciler::drivers::wal_segment::Segment,
+        _: Segment,
     ) -> Result<ReplayOutcome, ReplayError> {
         self.record("replay.replay", "");
         if self.state().volume.data.is_none() {

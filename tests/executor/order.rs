@@ -11,7 +11,7 @@ use super::{Drift, Test, check_converged, check_invariants, newest_done};
 #[tokio::test]
 async fn a_recovery_invalidates_the_marker_first_and_marks_only_after_a_clean_replay() {
     let t = Test::converged().await;
-    Drift::StaleVolume.apply(&mut t.world.state());
+    Drift::StaleOldVolume.apply(&mut t.world.state());
     t.world.during("barman.recover", |s| {
         assert!(s.volume.marker.is_none(), "barman recovers under a marker");
     });
@@ -40,6 +40,53 @@ async fn a_recovery_invalidates_the_marker_first_and_marks_only_after_a_clean_re
     let s = t.world.state();
     assert!(!s.volume.postgres_running);
     check_invariants(&s, &newest_done(&s), "after the recovery");
+}
+
+/// The catch-up's order: marker gone before any WAL is fetched, each segment in
+/// `pg_wal` before postgres starts as a standby, the signal gone and only then the
+/// marker; no `barman recover`.
+#[tokio::test]
+async fn a_catch_up_invalidates_the_marker_first_and_marks_only_after_the_standby_stopped() {
+    let t = Test::converged().await;
+    Drift::StaleVolume.apply(&mut t.world.state());
+    t.world.during("barman.fetch_wal", |s| {
+        assert!(s.volume.marker.is_none(), "WAL fetched under a marker");
+    });
+    t.world.during("replay.replay", |s| {
+        assert!(s.volume.marker.is_none(), "replay runs under a marker");
+    });
+
+    let report = t.apply(&t.pipeline).await;
+
+    assert!(report.converged, "{report:#?}");
+    let journal = t.journal_text();
+    let caught_up = t
+        .world
+        .journal()
+        .iter()
+        .position(|c| c.op == "barman.list_wal")
+        .expect(&journal);
+    let order = [
+        t.position("volume.invalidate_marker", ""),
+        caught_up,
+        t.position("volume.install_segment", "000000010000000000000004"),
+        t.position("volume.set_standby_signal", "true"),
+        t.position("replay.replay", ""),
+        t.position("volume.set_standby_signal", "false"),
+        t.position("volume.write_marker", ""),
+    ];
+    assert!(order.is_sorted(), "{order:?}: {journal}");
+    assert!(!t.called("barman.recover"), "{journal}");
+    let s = t.world.state();
+    assert_eq!(
+        s.volume
+            .marker
+            .as_ref()
+            .and_then(|m| m.standby.as_ref())
+            .map(|p| p.last_segment.as_str()),
+        Some("000000010000000000000004")
+    );
+    check_invariants(&s, &newest_done(&s), "after the catch-up");
 }
 
 #[tokio::test]

@@ -7,7 +7,8 @@
 pub use jiff::{Timestamp, ToSpan, tz::TimeZone};
 pub use reconciler::observed::{
     Backup, BackupStatus, BarmanState, CheckItem, MirrorObservation, Observation, Observed,
-    StandbyPoint, StarportMetadata, StarportState, StrayReplay, VolumeMarker, VolumeState, VolumeUser, WalHealth,
+    StandbyPoint, StarportMetadata, StarportState, StrayReplay, VolumeMarker, VolumeState,
+    VolumeUser, WalHealth,
 };
 pub use reconciler::plan::{
     BackupRef, ConditionStatus, ConditionType, GenerationRef, PipelineStep, Plan, PlanContext,
