@@ -947,6 +947,7 @@ spec:
                 replayed_to_lsn: "0/3000000".to_string(),
                 checkpoint_time: None,
                 pipeline: "montagu".to_string(),
+                standby: None,
             },
             in_use: false,
             users: Vec::new(),
