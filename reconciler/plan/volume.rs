@@ -7,7 +7,7 @@ use super::{
     BackupRef, ConditionStatus, ConditionType, PipelineStep, Planner, Reason, condition, human_age,
     human_ago, human_from_now,
 };
-use crate::observed::{Observation, VolumeState, VolumeUser};
+use crate::observed::{Observation, VolumeState, VolumeUser, WriteArea};
 
 /// Returns whether a recovery step was planned.
 pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
@@ -159,6 +159,10 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
         p.wait("a DONE backup to recover from".to_string());
         return false;
     };
+    // Restart safety: never recover beside a process still writing there.
+    if super::orphans::writers_block(p, &[WriteArea::Volume], ConditionType::VolumeFresh) {
+        return false;
+    }
     p.step(PipelineStep::RecoverVolume { backup: source }, message);
     true
 }
