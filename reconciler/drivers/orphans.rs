@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use super::command::{CommandError, CommandLine, CommandRunner};
 use super::placement::{Placement, Placer};
+use super::volume::STAGING_DIR;
 use crate::observed::{StartedBy, WriteArea, WritingProcess};
 
 /// The environment entry every command the reconciler runs carries:
@@ -198,6 +199,23 @@ pub fn started_by(mark: Option<&str>) -> StartedBy {
     }
 }
 
+/// Who a recovery's staging directory names: `.reconciler-staging-<attempt>-<pid>`
+/// carries the pid of the reconciler that made it. For a process whose environment
+/// cannot be read: barman drops root for its own account, which makes the process
+/// undumpable, and a container's root lacks the capability to read it then. The
+/// pid alone has no start time: it counts as alive while a process of the
+/// reconciler's own name has it (a reused pid errs towards waiting, never towards
+/// a stop).
+pub fn started_by_staging(path: &str) -> Option<StartedBy> {
+    let name = path
+        .split('/')
+        .find(|c| c.starts_with(&format!("{STAGING_DIR}-")))?;
+    let pid: i32 = name.rsplit('-').next()?.parse().ok()?;
+    let comm = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
+    let alive = comm(&pid.to_string()).is_some_and(|c| Some(c) == comm("self"));
+    Some(StartedBy::Reconciler { pid, alive })
+}
+
 /// Where to look: the paths as the processes there see them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanPlace {
@@ -299,6 +317,10 @@ pub fn parse_probe(
     Ok(seen
         .into_iter()
         .map(|s| WritingProcess {
+            started_by: match (s.run.as_deref(), started_by_staging(&s.path)) {
+                (None, Some(by)) => by,
+                (run, _) => started_by(run),
+            },
             pid: s.pid,
             start_ticks: s.start_ticks,
             started_at: jiff::Timestamp::from_second(s.started_at).unwrap_or_default(),
@@ -306,7 +328,6 @@ pub fn parse_probe(
             path: s.path,
             area: s.area,
             container: container.clone(),
-            started_by: started_by(s.run.as_deref()),
         })
         .collect())
 }
@@ -474,5 +495,23 @@ mod tests {
         assert_eq!(started_by(None), StartedBy::Unknown);
         assert_eq!(started_by(Some("garbage")), StartedBy::Unknown);
         assert_eq!(run_mark(), format!("{me}:{ticks}"));
+        // Without an environment to read, a staging directory names its reconciler.
+        assert_eq!(
+            started_by_staging(&format!(
+                "/nightly/.reconciler-staging-20261204T174758.002715833Z-{me}/"
+            )),
+            Some(StartedBy::Reconciler {
+                pid: me,
+                alive: true
+            })
+        );
+        assert_eq!(
+            started_by_staging("/nightly/.reconciler-staging-20261204T174758Z-999999999"),
+            Some(StartedBy::Reconciler {
+                pid: 999_999_999,
+                alive: false
+            })
+        );
+        assert_eq!(started_by_staging("/nightly/base"), None);
     }
 }
