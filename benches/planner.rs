@@ -75,6 +75,7 @@ fn observed(now: Timestamp) -> Observed {
         wal: None,
         mirrors: Vec::new(),
         last_backup_taken: None,
+        writers: None,
     }
 }
 

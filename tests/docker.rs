@@ -1270,3 +1270,101 @@ fn diff_names_who_uses_the_volume_and_why_barman_cannot_answer() {
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
+
+/// What `docker top` lists in barman's container that runs `barman recover` or
+/// its rsync.
+fn recovering_in(container: &str) -> Vec<String> {
+    docker_ok(&["top", container, "-o", "pid,args"])
+        .lines()
+        .filter(|l| l.contains(" recover ") || (l.contains("rsync") && l.contains("/nightly")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_barman_recover_left_running_in_its_container_by_a_killed_reconciler_is_stopped_first() {
+    let p = DockerPipeline::new("orphan");
+    common::primary().sql(&format!(
+        "insert into rows(note) values ('{}: before the backup')",
+        p.name
+    ));
+    let (code, report, _) = p.reconciler(&["apply"]);
+    assert_eq!(code, 0, "{report:#}");
+    std::fs::remove_file(p.mountpoint().join(".reconciler-volume.json")).unwrap();
+    // barman's rsync, slowed down: the recovery still copies when the reconciler dies.
+    let conf = p.root.join("barman.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("{text}bandwidth_limit = 500\n")).unwrap();
+
+    // SIGKILL while barman recovers: the exec'd `barman recover` belongs to the
+    // container, not to the reconciler, and goes on writing into /nightly.
+    let log = p.root.join("killed-recover.log");
+    let mut child = common::apply_until_paused(
+        &p.specs,
+        "recover:running",
+        &log,
+        &[("DOCKER_HOST", env().host.as_str())],
+        String::new,
+    );
+    let start = Instant::now();
+    while recovering_in(&p.barman_container).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "barman recover never ran"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let orphans = recovering_in(&p.barman_container);
+    assert!(
+        !orphans.is_empty(),
+        "barman recover died with the reconciler"
+    );
+    // The next recovery itself runs at full speed; the orphan keeps its limit.
+    std::fs::write(&conf, text).unwrap();
+
+    // The next run names it and stops it before anything writes into the volume.
+    let (code, report, _) = p.reconciler(&["diff"]);
+    assert_eq!(code, 1, "{report:#}");
+    let steps = report["pipelines"][0]["steps"].as_array().unwrap();
+    assert!(
+        !steps.is_empty() && steps.iter().all(|s| s["step"]["action"] == "stopOrphan"),
+        "only stops until the orphans are gone: {report:#}"
+    );
+    assert_eq!(
+        steps[0]["step"]["process"]["container"],
+        p.barman_container.as_str()
+    );
+    let (_, reason, message) = DockerPipeline::condition(&report, "VolumeFresh");
+    assert_eq!(reason, "OrphanedProcess", "{message}");
+    assert!(
+        message.contains("/nightly/.reconciler-staging"),
+        "{message}"
+    );
+
+    let (code, report, _) = p.reconciler(&["apply"]);
+    assert_eq!(code, 0, "{report:#}");
+    let actions: Vec<&str> = report["pipelines"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"]["action"].as_str().unwrap_or_default())
+        .collect();
+    let recover = actions.iter().position(|a| *a == "recoverVolume");
+    let stop = actions.iter().position(|a| *a == "stopOrphan");
+    assert!(
+        matches!((stop, recover), (Some(s), Some(r)) if s < r),
+        "{actions:?}"
+    );
+    assert!(
+        recovering_in(&p.barman_container).is_empty(),
+        "nothing of the killed run recovers any more"
+    );
+    let (rows, _) = p.query_volume(&format!(
+        "select count(*) from rows where note = '{}: before the backup'",
+        p.name
+    ));
+    assert_eq!(rows, "1");
+}

@@ -254,6 +254,7 @@ proptest! {
             wal: None,
                 mirrors: Vec::new(),
             last_backup_taken: None,
+            writers: None,
         };
         let now = Timestamp::from_second(1_780_000_000 + now_days * 86_400).unwrap();
         let plan = plan(&spec, &observed, &PlanContext { now, local_time_zone: TimeZone::UTC });

@@ -87,6 +87,7 @@ fn observed(backups: Vec<Backup>, activity: Option<Observation<BackupActivity>>)
         wal: None,
         mirrors: Vec::new(),
         last_backup_taken: None,
+        writers: None,
     }
 }
 

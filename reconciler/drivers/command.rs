@@ -75,6 +75,9 @@ impl CommandLine {
             #[cfg(feature = "failpoints")]
             pause_at: None,
         }
+        // Whatever it forks inherits the mark: a process a killed reconciler left
+        // is told from an operator's by it (see `super::orphans`).
+        .env(super::orphans::RUN_ENV, super::orphans::run_mark())
     }
 
     /// Names the pause point reached while the command runs (only with the

@@ -14,6 +14,7 @@ pub mod command;
 pub mod docker;
 pub mod fsutil;
 pub mod mirror;
+pub mod orphans;
 pub mod pause;
 pub mod placement;
 pub mod postgres_process;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use self::barman::{BarmanCli, BarmanDriver};
 use self::docker::DockerEngine;
 use self::mirror::{MirrorDriver, RsyncOverSsh};
+use self::orphans::{OrphanDriver, ProcScan};
 use self::placement::{Placement, Placer};
 use self::replay::{LocalReplay, ReplayDriver};
 use self::restore::{
@@ -80,6 +82,8 @@ pub struct Drivers {
     pub consumers: Arc<dyn ConsumerDriver>,
     /// This host.
     pub host: Arc<dyn HostDriver>,
+    /// The processes that write into a pipeline's volume or starport.
+    pub orphans: Arc<dyn OrphanDriver>,
     /// Fires when the reconciler is asked to stop: running commands stop (or are
     /// left running, for a barman backup) and no new step starts.
     pub cancel: CancellationToken,
@@ -105,7 +109,8 @@ impl Drivers {
         Self {
             barman: Arc::new(BarmanCli::new(placer.clone())),
             volume: Arc::new(LocalVolume::new(docker.clone())),
-            replay: Arc::new(LocalReplay::new(placer)),
+            replay: Arc::new(LocalReplay::new(placer.clone())),
+            orphans: Arc::new(ProcScan::new(placer)),
             starport: Arc::new(LocalStarport::new(runner.clone())),
             mirror: Arc::new(RsyncOverSsh::new(runner.clone())),
             restore_source: Arc::new(RsyncSource::new(runner)),

@@ -45,6 +45,9 @@ pub enum ExecuteError {
     /// The starport could not be written.
     #[error("starport step failed")]
     Starport(#[from] StarportError),
+    /// A process left writing could not be stopped.
+    #[error("stopping a process left writing failed")]
+    Orphan(#[from] crate::drivers::orphans::OrphanError),
     /// The step refers to the result of an earlier step that has not run.
     #[error("step `{step}` depends on an earlier step; re-plan before running it")]
     Unresolved {
@@ -235,6 +238,14 @@ pub async fn execute_step(
                 )
                 .await?;
             Ok(format!("stray replay postgres ({replay}) stopped"))
+        }
+        PipelineStep::StopOrphan { process } => {
+            let how = drivers
+                .orphans
+                .stop(process, crate::drivers::command::TERMINATE_GRACE)
+                .await?;
+            tracing::info!(process = %process, outcome = %how, "stopped a process left by a killed reconciler");
+            Ok(format!("{process}: {how}"))
         }
         PipelineStep::SyncMirror { mirror, generation } => {
             sync_mirror(pipeline, mirror, generation, drivers).await

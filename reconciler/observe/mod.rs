@@ -11,7 +11,10 @@ use crate::observed::{
 };
 use crate::spec::BackupPipeline;
 
+mod orphans;
 mod restore;
+
+pub use orphans::observe_writers;
 
 pub use restore::observe_restore;
 
@@ -117,8 +120,9 @@ pub async fn observe(pipeline: &BackupPipeline, drivers: &Drivers) -> Observed {
                 }
             }),
     );
-    let (barman, volume, starport, wal, mirrors) =
-        tokio::join!(barman, volume, starport, wal, mirrors);
+    let writers = observe_writers(pipeline, drivers);
+    let (barman, volume, starport, wal, mirrors, writers) =
+        tokio::join!(barman, volume, starport, wal, mirrors, writers);
     Observed {
         barman,
         volume,
@@ -127,5 +131,6 @@ pub async fn observe(pipeline: &BackupPipeline, drivers: &Drivers) -> Observed {
         wal,
         mirrors,
         last_backup_taken: None,
+        writers: Some(writers),
     }
 }

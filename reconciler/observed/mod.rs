@@ -11,7 +11,10 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+mod orphans;
 mod restore;
+
+pub use orphans::{StartedBy, WriteArea, WritingProcess};
 
 pub use restore::{
     ConsumerState, RestoreMarker, RestoreObserved, RestoreState, RestoreVolumeState,
@@ -80,6 +83,10 @@ pub struct Observed {
     /// old because clocks disagree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_taken: Option<TakenBackup>,
+    /// The live processes that write into the volume or the starport, from one
+    /// scan per pass; `None` when nobody looked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writers: Option<Observation<Vec<WritingProcess>>>,
 }
 
 /// A base backup this reconciler took, and when it ended by this host's clock.

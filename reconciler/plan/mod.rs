@@ -14,12 +14,14 @@
 //! [`Plan`], and the helpers every section uses (deadlines, dates from the future,
 //! human durations). Each concern decides in a file of its own: [`backup`]
 //! (base backup), [`retention`], [`volume`], [`starport`] (and mirrors), [`wal`]
-//! (WAL streaming), [`restore`] (restore targets), [`stalled`]. Nothing here may
+//! (WAL streaming), [`restore`] (restore targets), [`stalled`], [`orphans`]
+//! (processes writing where a step would). Nothing here may
 //! do I/O, read the clock, or decide for a section.
 
 mod backup;
 mod condition;
 pub mod liveness;
+mod orphans;
 mod reason;
 mod render;
 mod restore;

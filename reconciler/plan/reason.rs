@@ -57,6 +57,10 @@ reasons! {
     NoValidMarker,
     VolumeInUse,
     MarkerFromTheFuture,
+    // VolumeFresh and StarportInSync: a process writes where a step would
+    OrphanedProcess,
+    ProcessWriting,
+    ProcessesUnknown,
     // StarportInSync and MirrorInSync
     NotConfigured,
     StarportUnavailable,

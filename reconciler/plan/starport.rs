@@ -6,7 +6,7 @@
 use super::{
     ConditionStatus, ConditionType, GenerationRef, PipelineStep, Planner, Reason, condition,
 };
-use crate::observed::{Observation, StarportState, VolumeState};
+use crate::observed::{Observation, StarportState, VolumeState, WriteArea};
 
 pub(super) fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
     use ConditionStatus::*;
@@ -105,6 +105,14 @@ pub(super) fn plan_starport(p: &mut Planner<'_>, recovery_planned: bool) {
         message.clone(),
     ));
     if status == True {
+        return;
+    }
+    // Never sync beside a process writing into the starport, nor from a volume
+    // something writes into.
+    let writing = [WriteArea::Starport, WriteArea::Volume];
+    if (recovery_planned || volume_generation.is_some())
+        && super::orphans::writers_block(p, &writing, ConditionType::StarportInSync)
+    {
         return;
     }
     if recovery_planned {

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::observed::StrayReplay;
+use crate::observed::{StrayReplay, WritingProcess};
 
 /// One step with the reason it is needed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +108,13 @@ pub enum PipelineStep {
         #[serde(flatten)]
         replay: StrayReplay,
     },
+    /// Stop a process a killed reconciler left writing into the volume or the
+    /// starport: SIGTERM, SIGKILL after a grace period, to that pid only while it
+    /// has the same start time.
+    StopOrphan {
+        /// The process.
+        process: WritingProcess,
+    },
     /// Invalidate starport metadata, rsync the volume, write metadata.
     SyncStarport {
         /// The volume generation to copy.
@@ -173,6 +180,9 @@ impl std::fmt::Display for PipelineStep {
             }
             PipelineStep::StopStrayReplay { replay } => {
                 write!(f, "stop the stray replay postgres ({replay})")
+            }
+            PipelineStep::StopOrphan { process } => {
+                write!(f, "stop the orphaned {process}")
             }
             PipelineStep::RunBarmanCron => write!(f, "run barman cron"),
             PipelineStep::SyncMirror { mirror, generation } => {

@@ -7,7 +7,9 @@ use super::{
     BackupRef, ConditionStatus, ConditionType, PipelineStep, Planner, Reason, condition, human_age,
     human_ago, human_from_now,
 };
-use crate::observed::{Observation, StandbyPoint, VolumeMarker, VolumeState, VolumeUser};
+use crate::observed::{
+    Observation, StandbyPoint, VolumeMarker, VolumeState, VolumeUser, WriteArea,
+};
 
 /// Returns whether a recovery step was planned.
 pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool {
@@ -159,6 +161,10 @@ pub(super) fn plan_volume(p: &mut Planner<'_>, backups: &BackupOutcome) -> bool 
         p.wait("a DONE backup to recover from".to_string());
         return false;
     };
+    // Restart safety: never recover beside a process still writing there.
+    if super::orphans::writers_block(p, &[WriteArea::Volume], ConditionType::VolumeFresh) {
+        return false;
+    }
     let marker = match state {
         VolumeState::Marked { marker, .. } => Some(marker),
         _ => None,

@@ -788,6 +788,7 @@ spec:
             wal: None,
             mirrors: Vec::new(),
             last_backup_taken: None,
+            writers: None,
         }
     }
 

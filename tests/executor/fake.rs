@@ -22,6 +22,7 @@ use reconciler::drivers::barman::{BarmanDriver, BarmanError};
 use reconciler::drivers::command::RunAs;
 use reconciler::drivers::docker::DockerError;
 use reconciler::drivers::mirror::MirrorDriver;
+use reconciler::drivers::orphans::{OrphanDriver, OrphanError, ScanPlace};
 use reconciler::drivers::replay::{ReplayDriver, ReplayError, ReplayOutcome};
 use reconciler::drivers::restore::{ConsumerDriver, RestoreSourceDriver, RestoreVolumeDriver};
 use reconciler::drivers::starport::{CopyStats, StarportDriver, StarportError};
@@ -347,6 +348,7 @@ impl FakeWorld {
             restore_volume: self.clone(),
             consumers: self.clone(),
             host: self.clone(),
+            orphans: self.clone(),
             cancel: self.cancel.clone(),
         }
     }
@@ -432,6 +434,25 @@ impl FakeWorld {
 
     fn restore_path(&self) -> PathBuf {
         self.root.join("restored")
+    }
+}
+
+/// No process ever writes into the fake world's places but its own steps.
+#[async_trait]
+impl OrphanDriver for FakeWorld {
+    async fn scan(
+        &self,
+        _places: &[ScanPlace],
+    ) -> Result<Vec<reconciler::observed::WritingProcess>, OrphanError> {
+        Ok(Vec::new())
+    }
+
+    async fn stop(
+        &self,
+        _process: &reconciler::observed::WritingProcess,
+        _grace: Duration,
+    ) -> Result<String, OrphanError> {
+        Ok("gone".to_string())
     }
 }
 

@@ -7,8 +7,8 @@
 pub use jiff::{Timestamp, ToSpan, tz::TimeZone};
 pub use reconciler::observed::{
     Backup, BackupStatus, BarmanState, CheckItem, MirrorObservation, Observation, Observed,
-    StandbyPoint, StarportMetadata, StarportState, StrayReplay, VolumeMarker, VolumeState,
-    VolumeUser, WalHealth,
+    StandbyPoint, StarportMetadata, StarportState, StartedBy, StrayReplay, VolumeMarker,
+    VolumeState, VolumeUser, WalHealth, WriteArea, WritingProcess,
 };
 pub use reconciler::plan::{
     BackupRef, ConditionStatus, ConditionType, GenerationRef, PipelineStep, Plan, PlanContext,
@@ -132,6 +132,7 @@ impl World {
                 wal: None,
                 mirrors: Vec::new(),
                 last_backup_taken: None,
+                writers: None,
             },
         }
     }
@@ -142,6 +143,15 @@ impl World {
             .backups(vec![done("20261120T000000", "2026-11-20T01:00:00Z")])
             .volume(marker("g1", "20261120T000000", "2026-11-23T05:00:00Z"))
             .starport(synced("g1", MACHINE))
+    }
+
+    /// A live process writing into the volume or the starport.
+    pub fn writer(mut self, writer: WritingProcess) -> Self {
+        match &mut self.observed.writers {
+            Some(Observation::Observed { value }) => value.push(writer),
+            _ => self.observed.writers = Some(Observation::observed(vec![writer])),
+        }
+        self
     }
 
     pub fn backups(mut self, backups: Vec<Backup>) -> Self {
@@ -275,6 +285,18 @@ impl World {
                     users: vec![],
                 });
             }
+            PipelineStep::StopOrphan { process } => match &mut o.writers {
+                Some(Observation::Observed { value }) => {
+                    let before = value.len();
+                    value.retain(|w| w != process);
+                    assert_eq!(
+                        before,
+                        value.len() + 1,
+                        "stopped a process not seen: {process}"
+                    );
+                }
+                other => panic!("stopping {process} with writers {other:?}"),
+            },
             PipelineStep::StopStrayReplay { replay } => match &mut o.volume {
                 Observation::Observed {
                     value:
