@@ -43,6 +43,7 @@ pub mod commands;
 pub mod drivers;
 pub mod errors;
 pub mod execute;
+pub mod fleet;
 pub mod observe;
 pub mod observed;
 pub mod plan;
