@@ -393,8 +393,8 @@ fn assert_never_concurrent(pipeline: &str, instances: &[&Instance], killed_at: O
 #[test]
 fn each_pipeline_runs_on_one_instance_and_a_pinned_one_stays_on_its_host() {
     let etcd = Etcd::up();
-    let free = TestPipeline::new("fleet_free", "2");
-    let pinned = TestPipeline::new("fleet_pinned", "2");
+    let free = TestPipeline::new("fleet_free", "{keep: 2}");
+    let pinned = TestPipeline::new("fleet_pinned", "{keep: 2}");
     let specs = tempfile::tempdir().unwrap();
     shared_specs(specs.path(), &[(&free, None), (&pinned, Some("annex"))]);
     let eps = etcd.endpoints();
@@ -437,7 +437,7 @@ fn each_pipeline_runs_on_one_instance_and_a_pinned_one_stays_on_its_host() {
 #[test]
 fn a_killed_owner_is_replaced_within_two_ttls_and_the_pipeline_converges() {
     let etcd = Etcd::up();
-    let p = TestPipeline::new("fleet_kill", "2");
+    let p = TestPipeline::new("fleet_kill", "{keep: 2}");
     let name = pipeline_name(&p);
     let eps = etcd.endpoints();
     // The first instance alone, so it owns the pipeline; it stops mid-recovery.
@@ -472,7 +472,7 @@ fn a_killed_owner_is_replaced_within_two_ttls_and_the_pipeline_converges() {
 #[test]
 fn a_paused_owner_is_fenced_and_starts_nothing_when_it_resumes() {
     let etcd = Etcd::up();
-    let p = TestPipeline::new("fleet_stop", "2");
+    let p = TestPipeline::new("fleet_stop", "{keep: 2}");
     let name = pipeline_name(&p);
     let eps = etcd.endpoints();
     let mut a = Instance::start(
@@ -576,7 +576,7 @@ async fn etcd_rejects_a_write_guarded_by_a_former_owners_key() {
 #[test]
 fn without_quorum_no_step_starts_and_a_lost_leader_does_not_stop_the_work() {
     let mut etcd = Etcd::up();
-    let p = TestPipeline::new("fleet_quorum", "2");
+    let p = TestPipeline::new("fleet_quorum", "{keep: 2}");
     let name = pipeline_name(&p);
     let eps = etcd.endpoints();
     // Two of three members down: no quorum.
