@@ -72,9 +72,7 @@ pub async fn fleet_status(args: &StatusArgs) -> anyhow::Result<ExitStatus> {
         }
         OutputFormat::Text => out!("{}", render_fleet(&parsed)),
     }
-    let healthy = parsed
-        .iter()
-        .all(|(r, s)| r.owner.is_some() && is_ready(s));
+    let healthy = parsed.iter().all(|(r, s)| r.owner.is_some() && is_ready(s));
     Ok(if healthy {
         ExitStatus::Success
     } else {
@@ -107,7 +105,11 @@ fn render_fleet(records: &[(FleetRecord, Option<PipelineStatus>)]) -> String {
             ),
             None => ("(no status published)".to_string(), "-".to_string()),
         };
-        let _ = writeln!(out, "{:<24} {owner:<16} {last:<26} {conditions}", record.pipeline);
+        let _ = writeln!(
+            out,
+            "{:<24} {owner:<16} {last:<26} {conditions}",
+            record.pipeline
+        );
     }
     out
 }

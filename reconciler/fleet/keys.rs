@@ -29,7 +29,10 @@ pub fn parse(key: &str) -> Option<(&str, &str)> {
 mod tests {
     #[test]
     fn keys_name_their_pipeline() {
-        assert_eq!(super::parse(&super::owner("montagu")), Some(("owner", "montagu")));
+        assert_eq!(
+            super::parse(&super::owner("montagu")),
+            Some(("owner", "montagu"))
+        );
         assert_eq!(super::parse("/elsewhere/x"), None);
     }
 }

@@ -61,7 +61,11 @@ struct State {
 impl State {
     fn lose(&mut self, pipeline: &str, why: &str) {
         if self.owned.remove(pipeline).is_some() {
-            tracing::warn!(pipeline, reason = why, "lost ownership: no new step starts; cancelling the running one");
+            tracing::warn!(
+                pipeline,
+                reason = why,
+                "lost ownership: no new step starts; cancelling the running one"
+            );
         }
         if let Some(fence) = self.fences.remove(pipeline) {
             fence.cancel();
@@ -171,7 +175,11 @@ impl Ownership {
     /// Claims the next step in etcd before it starts (a guarded write of what
     /// and when): `Ok` with the token that is cancelled if ownership is lost
     /// while the step runs, or why the step must not start.
-    pub async fn claim_step(&self, pipeline: &str, step: &str) -> Result<CancellationToken, String> {
+    pub async fn claim_step(
+        &self,
+        pipeline: &str,
+        step: &str,
+    ) -> Result<CancellationToken, String> {
         if let Some(why) = self.wait_reason(pipeline) {
             return Err(why);
         }
@@ -207,7 +215,11 @@ impl Ownership {
                 if let Ok(mut state) = self.state.lock() {
                     state.lose(pipeline, "etcd rejected the step claim");
                 }
-                tracing::warn!(pipeline, step, "etcd rejected the step claim: another instance owns the pipeline");
+                tracing::warn!(
+                    pipeline,
+                    step,
+                    "etcd rejected the step claim: another instance owns the pipeline"
+                );
                 Err("etcd rejected the step claim: not the owner any more".to_string())
             }
             Err(e) => Err(format!(
@@ -246,7 +258,10 @@ impl Ownership {
         {
             Ok(Outcome::Written) => {}
             Ok(Outcome::Rejected) => {
-                tracing::warn!(pipeline, "etcd rejected a status write: another instance owns the pipeline");
+                tracing::warn!(
+                    pipeline,
+                    "etcd rejected a status write: another instance owns the pipeline"
+                );
                 if let Ok(mut state) = self.state.lock() {
                     state.lose(pipeline, "etcd rejected a status write");
                 }

@@ -557,7 +557,10 @@ async fn pass(
         if let Some(fleet) = fleet {
             // The claim is etcd's word that this instance still owns the pipeline;
             // its token stops the step where a shutdown would if ownership is lost.
-            match fleet.claim_step(&name, &plan.steps[0].step.to_string()).await {
+            match fleet
+                .claim_step(&name, &plan.steps[0].step.to_string())
+                .await
+            {
                 Ok(fence) => drivers.cancel = fence,
                 Err(why) => {
                     tracing::info!(pipeline = %name, reason = %why, "step not started");
