@@ -498,6 +498,13 @@ fn a_paused_owner_is_fenced_and_starts_nothing_when_it_resumes() {
     let resumed_at = now_ms();
     a.kill(Signal::SIGCONT);
     a.wait_log("lost ownership", Duration::from_secs(10));
+    // It fenced itself by its own clock (the lease ran out while it was stopped),
+    // before etcd had to reject anything it wrote.
+    let log = a.log();
+    assert!(
+        log.contains("lease ran out") || log.contains("says the lease expired"),
+        "{log}"
+    );
     wait_converged(&eps, &[&a, &b]);
     assert!(
         a.starts(&name).iter().all(|&s| s < resumed_at),
