@@ -155,3 +155,33 @@ pub async fn join(
     let client = connect(&config).await?;
     Ok(Ownership::spawn(client, config, wake, shutdown))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_never_prints_the_password() {
+        let config = FleetConfig {
+            endpoints: vec!["http://127.0.0.1:2379".to_string()],
+            name: "annex".to_string(),
+            ttl: Duration::from_secs(10),
+            tls: TlsFiles::default(),
+            user: Some(("reconciler".to_string(), "s3cret".to_string())),
+        };
+        let printed = format!("{config:?}");
+        assert!(printed.contains("reconciler") && !printed.contains("s3cret"));
+    }
+
+    #[test]
+    fn requests_give_up_within_a_third_of_the_ttl() {
+        assert_eq!(
+            request_timeout(Duration::from_secs(9)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            request_timeout(Duration::from_secs(1)),
+            Duration::from_millis(500)
+        );
+    }
+}
