@@ -204,6 +204,51 @@ pub struct RunArgs {
     /// /healthz fails once no pass completed for this long (default: 3 resyncs + 1m).
     #[arg(long, value_name = "DURATION")]
     pub stall_after: Option<String>,
+    #[command(flatten)]
+    /// Fleet mode: several instances coordinated by etcd.
+    pub fleet: FleetRunArgs,
+}
+
+/// How `run` joins a fleet; without `--fleet` it runs alone and needs no etcd.
+#[derive(Debug, Args)]
+pub struct FleetRunArgs {
+    #[command(flatten)]
+    /// How etcd is reached.
+    pub etcd: FleetConnectArgs,
+    /// This instance's name in the fleet, as `placement.hosts` says it (default:
+    /// the host name).
+    #[arg(long, value_name = "NAME", requires = "endpoints")]
+    pub fleet_name: Option<String>,
+    /// How long an owner that stops renewing its etcd lease keeps its pipelines,
+    /// e.g. `10s`; at least 2s. A paused or cut-off owner gives them up (and
+    /// cancels its running steps) within this.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub fleet_ttl: String,
+}
+
+/// How etcd is reached in fleet mode (`run` and `status`).
+#[derive(Debug, Args)]
+pub struct FleetConnectArgs {
+    /// etcd's client URLs, comma-separated (e.g.
+    /// `https://etcd1:2379,https://etcd2:2379`): run as one instance of a fleet.
+    #[arg(long = "fleet", value_name = "ENDPOINTS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// The CA certificate (PEM) that signed etcd's.
+    #[arg(long, value_name = "FILE", requires = "endpoints")]
+    pub fleet_cacert: Option<PathBuf>,
+    /// This client's certificate (PEM), when etcd asks for one.
+    #[arg(long, value_name = "FILE", requires = "fleet_key")]
+    pub fleet_cert: Option<PathBuf>,
+    /// This client's key (PEM).
+    #[arg(long, value_name = "FILE", requires = "fleet_cert")]
+    pub fleet_key: Option<PathBuf>,
+    /// etcd's user; the password comes from `RECONCILER_FLEET_PASSWORD` or
+    /// `--fleet-password-file`, never from the command line.
+    #[arg(long, value_name = "USER", requires = "endpoints")]
+    pub fleet_user: Option<String>,
+    /// A file holding etcd's password (its first line).
+    #[arg(long, value_name = "FILE", requires = "fleet_user")]
+    pub fleet_password_file: Option<PathBuf>,
 }
 
 /// `reconciler status`.
@@ -215,6 +260,9 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    /// With `--fleet`: read every pipeline's owner and status from etcd instead.
+    pub fleet: FleetConnectArgs,
 }
 
 /// Where the specs are.

@@ -34,6 +34,8 @@
 //! - [`clock`]: the real now, read once per pass for the planner.
 //! - [`execute`]: carries out one step through the drivers; decides nothing.
 //! - [`reconcile`]: observe → plan → execute, shared by every command.
+//! - [`fleet`]: fleet mode only (`run --fleet`): which instance owns each pipeline,
+//!   through etcd leases and guarded writes.
 //! - [`runtime`]: the long-running loop.
 //! - [`cli`] and [`commands`]: the command line.
 
@@ -43,6 +45,7 @@ pub mod commands;
 pub mod drivers;
 pub mod errors;
 pub mod execute;
+pub mod fleet;
 pub mod observe;
 pub mod observed;
 pub mod plan;

@@ -45,6 +45,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Schema(args) => commands::schema::schema(args),
         Command::Completions(args) => Ok(commands::completions::completions(args)),
         Command::Man(args) => commands::completions::man(args),
+        Command::Status(args) if !args.fleet.endpoints.is_empty() => {
+            runtime()?.block_on(commands::status::fleet_status(args))
+        }
         Command::Status(args) => commands::status::status(args),
         Command::Diff(args) => runtime()?.block_on(async {
             commands::diff::diff(args, &Drivers::local(CancellationToken::new())).await

@@ -26,12 +26,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "drivers", "errors", "execute", "observe", "observed", "plan", "spec",
         ],
     ),
+    // Fleet mode's etcd side: below the runtime, which asks it whether a step
+    // may start; it knows nothing of plans, steps or drivers.
+    ("fleet", &["errors"]),
     (
         "runtime",
         &[
             "clock",
             "drivers",
             "errors",
+            "fleet",
             "observed",
             "plan",
             "reconcile",

@@ -21,6 +21,7 @@ macro_rules! outln {
 pub mod apply;
 pub mod completions;
 pub mod diff;
+pub mod fleet;
 pub mod run;
 pub mod schema;
 pub mod status;

@@ -4,7 +4,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
 use crate::drivers::Drivers;
-use crate::runtime::{RunConfig, run as run_loop};
+use crate::runtime::{RunConfig, run_in_fleet};
 use crate::spec::HumanDuration;
 
 use super::ExitStatus;
@@ -32,9 +32,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitStatus> {
             .map(|d| duration("stall-after", d))
             .transpose()?,
     };
+    let fleet = super::fleet::run_config(&args.fleet)?;
     let shutdown = CancellationToken::new();
     super::cancel_on_signals(shutdown.clone());
     let drivers = Drivers::local(shutdown.clone());
-    run_loop(config, drivers, shutdown).await?;
+    run_in_fleet(config, fleet, drivers, shutdown).await?;
     Ok(ExitStatus::Success)
 }

@@ -52,6 +52,10 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             format!("failing: {why}: there is nothing to reconcile\n"),
         );
     }
+    let fleet_trouble = shared.fleet_trouble.lock().ok().and_then(|t| t.clone());
+    if let Some(why) = fleet_trouble {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("failing: {why}\n"));
+    }
     let age = shared.last_pass_age();
     if age <= shared.stall_after {
         (

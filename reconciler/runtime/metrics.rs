@@ -130,6 +130,8 @@ pub struct Metrics {
     failures: Family<PipelineLabel, Gauge>,
     last_pass: FloatGauge,
     spec_problems: Gauge,
+    fleet_owned: Gauge,
+    fleet_etcd_up: Gauge,
     /// Label sets of the families keyed by more than the pipeline, so that a removed
     /// pipeline's series can all be dropped.
     seen: Mutex<SeenLabels>,
@@ -160,6 +162,15 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// Every metric, and those of fleet mode (`run --fleet`).
+    pub fn for_fleet() -> Self {
+        Self::build(true)
+    }
+
+    fn build(fleet: bool) -> Self {
         let mut registry = Registry::default();
         let m = Self {
             backup_age: Family::default(),
@@ -187,6 +198,8 @@ impl Metrics {
             failures: Family::default(),
             last_pass: FloatGauge::default(),
             spec_problems: Gauge::default(),
+            fleet_owned: Gauge::default(),
+            fleet_etcd_up: Gauge::default(),
             seen: Mutex::default(),
             registry: Registry::default(),
         };
@@ -261,6 +274,18 @@ impl Metrics {
             "When the loop last completed a pass",
             m.last_pass.clone(),
         );
+        if fleet {
+            registry.register(
+                "reconciler_fleet_owned_pipelines",
+                "Fleet mode: pipelines this instance owns (holds the etcd ownership key of, under a valid lease)",
+                m.fleet_owned.clone(),
+            );
+            registry.register(
+                "reconciler_fleet_etcd_up",
+                "Fleet mode: 1 while etcd answers and this instance's lease is valid; 0 means no step starts here",
+                m.fleet_etcd_up.clone(),
+            );
+        }
         registry.register(
             "reconciler_spec_problems",
             "Spec problems found by the last pass",
@@ -732,6 +757,12 @@ impl Metrics {
                 status: status.to_string(),
             });
         }
+    }
+
+    /// Fleet mode: how many pipelines this instance owns, and whether etcd answers.
+    pub fn fleet(&self, owned: usize, etcd_up: bool) {
+        self.fleet_owned.set(owned as i64);
+        self.fleet_etcd_up.set(i64::from(etcd_up));
     }
 
     /// The text exposition.

@@ -20,6 +20,7 @@
 
 pub mod backoff;
 pub mod http;
+pub mod journal;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
@@ -48,6 +49,7 @@ use self::status::{
 };
 use crate::clock::context_now;
 use crate::drivers::Drivers;
+use crate::fleet::{FleetConfig, FleetError, Ownership};
 use crate::observed::TakenBackup;
 use crate::plan::stalled::waiting_since;
 use crate::plan::{
@@ -100,6 +102,9 @@ pub enum RunError {
     /// The spec paths could not be watched.
     #[error(transparent)]
     Watch(#[from] trigger::WatchError),
+    /// The fleet could not be joined.
+    #[error("cannot join the fleet")]
+    Fleet(#[source] FleetError),
 }
 
 /// State shared with the HTTP endpoints.
@@ -114,6 +119,9 @@ pub struct Shared {
     pub stall_after: Duration,
     /// Set while the last pass found no document at all: `/healthz` fails, loudly.
     pub no_specs: Mutex<Option<String>>,
+    /// Fleet mode only: set while etcd cannot be reached (no step starts here);
+    /// `/healthz` fails and says so.
+    pub fleet_trouble: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -168,6 +176,7 @@ struct WorkerProgress {
 
 impl Progress for WorkerProgress {
     fn step_started(&self, pipeline: &str, _index: usize, planned: &PlannedStep) {
+        journal::started(pipeline, &planned.step.to_string());
         self.shared.update_status(&self.state_dir, pipeline, |s| {
             s.in_progress = Some(InProgress {
                 step: planned.step.to_string(),
@@ -178,6 +187,7 @@ impl Progress for WorkerProgress {
     }
 
     fn step_finished(&self, pipeline: &str, record: &StepRecord) {
+        journal::finished(pipeline, &record.planned.step.to_string());
         self.shared.metrics.step(pipeline, record);
         self.shared.update_status(&self.state_dir, pipeline, |s| {
             s.in_progress = None;
@@ -193,6 +203,17 @@ pub async fn run(
     drivers: Drivers,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    run_in_fleet(config, None, drivers, shutdown).await
+}
+
+/// [`run`], and with `fleet` one of several instances: a step starts only for a
+/// pipeline this instance owns ([`crate::fleet`]).
+pub async fn run_in_fleet(
+    config: RunConfig,
+    fleet: Option<FleetConfig>,
+    drivers: Drivers,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let _lock = StateLock::acquire(&config.state_dir)?;
     let listener = http::bind(config.listen)
         .await
@@ -201,7 +222,11 @@ pub async fn run(
             source,
         })?;
     let shared = Arc::new(Shared {
-        metrics: Metrics::new(),
+        metrics: if fleet.is_some() {
+            Metrics::for_fleet()
+        } else {
+            Metrics::new()
+        },
         statuses: Mutex::new(
             status::read_statuses(&config.state_dir)
                 .unwrap_or_default()
@@ -222,6 +247,7 @@ pub async fn run(
             .stall_after
             .unwrap_or_else(|| stall_limit(config.resync)),
         no_specs: Mutex::new(None),
+        fleet_trouble: Mutex::new(None),
     });
     tracing::info!(listen = %config.listen, state_dir = %config.state_dir.display(), "reconciler running");
     let server = tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
@@ -238,6 +264,14 @@ pub async fn run(
         trigger::SPEC_QUIET_PERIOD,
     ));
     spawn_sighup(wake_tx.clone());
+    let fleet = match fleet {
+        Some(f) => Some(
+            crate::fleet::join(f, wake_tx.clone(), shutdown.clone())
+                .await
+                .map_err(RunError::Fleet)?,
+        ),
+        None => None,
+    };
 
     let mut scheduler = Scheduler::new(config.resync);
     let mut pipelines: HashMap<String, PipelineRuntime> = HashMap::new();
@@ -261,6 +295,7 @@ pub async fn run(
                 &mut workers,
                 &permits,
                 &progress,
+                fleet.as_ref(),
             )
             .await;
         }
@@ -412,6 +447,7 @@ async fn pass(
     workers: &mut Workers,
     permits: &Arc<Semaphore>,
     progress: &Arc<WorkerProgress>,
+    fleet: Option<&Ownership>,
 ) {
     let specs = load_specs(&config.specs);
     if let Ok(mut no_specs) = shared.no_specs.lock() {
@@ -436,6 +472,9 @@ async fn pass(
         .map(|p| p.resource.name().to_string())
         .collect();
     forget_removed(config, shared, pipelines, &names, &specs.problems);
+    if let Some(fleet) = fleet {
+        fleet_pass(fleet, shared, &specs.resources);
+    }
     scheduler.retain(&names);
     let commit = config.specs.first().and_then(|p| git_commit(p));
     let cx = context_now();
@@ -463,6 +502,13 @@ async fn pass(
         )
         .await;
         let since = judge_stall(shared, &loaded, runtime.working, &mut plan, cx.now);
+        // Fleet mode: a step waits until this instance owns the pipeline.
+        let fleet_wait = fleet.and_then(|f| f.wait_reason(&name));
+        if let Some(why) = &fleet_wait
+            && !plan.steps.is_empty()
+        {
+            plan.waiting_on.push(why.clone());
+        }
         shared
             .metrics
             .observe(&loaded.resource, &observed, &plan, cx.now);
@@ -475,6 +521,9 @@ async fn pass(
             commit.clone(),
             cx.now,
         );
+        if let Some(fleet) = fleet {
+            publish_status(fleet, shared, &name).await;
+        }
 
         if let Some(deadline) = &plan.next_deadline {
             let wait = (deadline.at.as_millisecond() - cx.now.as_millisecond()).max(0) as u64;
@@ -484,7 +533,11 @@ async fn pass(
                 tokio::time::Instant::now() + Duration::from_millis(wait) + Duration::from_secs(1),
             );
         }
-        if runtime.working || plan.steps.is_empty() || drivers.cancel.is_cancelled() {
+        if runtime.working
+            || plan.steps.is_empty()
+            || drivers.cancel.is_cancelled()
+            || fleet_wait.is_some()
+        {
             continue;
         }
         if let Some(at) = runtime.not_before
@@ -500,9 +553,25 @@ async fn pass(
             tracing::debug!(pipeline = %name, "all worker slots busy; waiting for one");
             continue;
         };
+        let mut drivers = drivers.clone();
+        if let Some(fleet) = fleet {
+            // The claim is etcd's word that this instance still owns the pipeline;
+            // its token stops the step where a shutdown would if ownership is lost.
+            match fleet
+                .claim_step(&name, &plan.steps[0].step.to_string())
+                .await
+            {
+                Ok(fence) => drivers.cancel = fence,
+                Err(why) => {
+                    tracing::info!(pipeline = %name, reason = %why, "step not started");
+                    continue;
+                }
+            }
+        }
+        let fleet = fleet.cloned();
         runtime.working = true;
         runtime.not_before = None;
-        let (drivers, progress) = (drivers.clone(), progress.clone());
+        let progress = progress.clone();
         let taken = runtime.last_backup_taken.clone();
         let pipeline = loaded.resource;
         let span = tracing::info_span!(parent: None, "worker", pipeline = %name);
@@ -519,6 +588,9 @@ async fn pass(
                     taken,
                 )
                 .await;
+                if let Some(fleet) = fleet {
+                    fleet.step_ended(pipeline.name().as_str());
+                }
                 (pipeline.name().to_string(), report)
             }
             .instrument(span),
@@ -528,6 +600,34 @@ async fn pass(
     shared
         .metrics
         .pass_completed(cx.now, specs.problems.len(), names.len());
+}
+
+/// Fleet mode, once per pass: campaign for the documents placement allows, and
+/// tell `/healthz` and the metrics how the fleet stands.
+fn fleet_pass(fleet: &Ownership, shared: &Shared, documents: &[LoadedResource]) {
+    let wanted: Vec<(String, Option<Vec<String>>)> = documents
+        .iter()
+        .map(|l| (l.resource.name().to_string(), l.resource.placement_hosts()))
+        .collect();
+    fleet.want(&wanted);
+    let health = fleet.health();
+    shared.metrics.fleet(health.owned, health.etcd_up);
+    if let Ok(mut trouble) = shared.fleet_trouble.lock() {
+        *trouble = health.trouble;
+    }
+}
+
+/// Fleet mode: the owner publishes what it just recorded to etcd (a guarded
+/// write; a non-owner publishes nothing).
+async fn publish_status(fleet: &Ownership, shared: &Shared, name: &str) {
+    let status = shared
+        .statuses
+        .lock()
+        .ok()
+        .and_then(|s| s.get(name).and_then(|s| serde_json::to_value(s).ok()));
+    if let Some(status) = status {
+        fleet.publish(name, &status).await;
+    }
 }
 
 /// Adds `Stalled` to `plan` when its history says so (never while a step of
@@ -800,6 +900,7 @@ mod tests {
             last_pass: Mutex::new(tokio::time::Instant::now()),
             stall_after: Duration::from_secs(60),
             no_specs: Mutex::new(None),
+            fleet_trouble: Mutex::new(None),
         }
     }
 

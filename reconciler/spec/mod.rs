@@ -104,6 +104,20 @@ pub struct BackupPipelineSpec {
     /// it `Stalled` (a start window does not count). Default 6h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled_after: Option<HumanDuration>,
+    /// Which reconciler instances may take this pipeline in fleet mode (`run
+    /// --fleet`); leave it out to let any instance take it. Ignored by a single
+    /// reconciler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementSpec>,
+}
+
+/// Where a pipeline may run when several reconcilers share the specs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PlacementSpec {
+    /// The instance names (`run --fleet-name`, default the host name) that may
+    /// own the pipeline; no other instance campaigns for it.
+    pub hosts: Vec<ObjectName>,
 }
 
 /// WAL streaming is a desired state too: `barman -f json check` must report
@@ -604,6 +618,18 @@ impl Resource {
         };
         spec.and_then(|d| jiff::SignedDuration::try_from(d.to_std()).ok())
             .unwrap_or(DEFAULT_STALLED_AFTER)
+    }
+
+    /// The instances that may own the document in fleet mode; `None`: any.
+    pub fn placement_hosts(&self) -> Option<Vec<String>> {
+        match self {
+            Resource::BackupPipeline(p) => p
+                .spec
+                .placement
+                .as_ref()
+                .map(|pl| pl.hosts.iter().map(|h| h.to_string()).collect()),
+            Resource::RestoreTarget(_) => None,
+        }
     }
 
     /// The backup pipeline, if this is one.
