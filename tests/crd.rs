@@ -422,3 +422,54 @@ fn a_status_as_the_reconciler_reports_it_fits_the_status_schema() {
     wrong["conditions"][0]["status"] = json!("Maybe");
     assert!(!errors(status_schema, &wrong).is_empty());
 }
+
+#[test]
+fn every_condition_run_records_converts_into_a_status_the_crd_accepts() {
+    use reconciler::plan::{Condition, ConditionStatus, ConditionType, Reason};
+    use reconciler::runtime::status::StatusCondition;
+
+    let statuses = [
+        ConditionStatus::True,
+        ConditionStatus::False,
+        ConditionStatus::Unknown,
+    ];
+    let recorded: Vec<StatusCondition> = Reason::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, reason)| StatusCondition {
+            condition: Condition {
+                kind: ConditionType::MirrorInSync,
+                status: statuses[i % 3],
+                reason: reason.clone(),
+                message: format!("because {reason}"),
+                subject: Some("offsite".into()),
+            },
+            last_transition_time: "2026-12-04T01:02:03Z".parse().unwrap(),
+            observed_generation: 7,
+        })
+        .collect();
+    let status = BackupPipelineStatus {
+        conditions: recorded.iter().map(ResourceCondition::from).collect(),
+        ..Default::default()
+    };
+    // The same words `reconciler status --output json` writes.
+    for (converted, original) in status.conditions.iter().zip(&recorded) {
+        let original = serde_json::to_value(original).unwrap();
+        let converted = serde_json::to_value(converted).unwrap();
+        for field in [
+            "type",
+            "status",
+            "reason",
+            "message",
+            "subject",
+            "lastTransitionTime",
+            "observedGeneration",
+        ] {
+            assert_eq!(converted[field], original[field], "{field}");
+        }
+    }
+    let crd = checked_in(CrdKind::BackupPipeline);
+    let status_schema = &schema_of(&crd)["properties"]["status"];
+    let problems = errors(status_schema, &serde_json::to_value(&status).unwrap());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
