@@ -50,6 +50,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the JSON Schema of a kind (`BackupPipeline` unless `--kind` says).
     Schema(SchemaArgs),
+    /// Print the Kubernetes CustomResourceDefinitions of both kinds (or of
+    /// `--kind`) as YAML, e.g. `reconciler crd | kubectl apply -f -`.
+    Crd(CrdArgs),
     /// Print a shell completion script, e.g.
     /// `reconciler completions bash > /etc/bash_completion.d/reconciler`.
     Completions(CompletionsArgs),
@@ -166,6 +169,14 @@ pub struct SchemaArgs {
     /// The kind whose schema to print.
     #[arg(long, value_enum, default_value_t = Kind::BackupPipeline)]
     pub kind: Kind,
+}
+
+/// `reconciler crd`.
+#[derive(Debug, Args)]
+pub struct CrdArgs {
+    /// Only this kind's CRD (default: both, as two YAML documents).
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
 }
 
 /// The kinds of document.

@@ -26,7 +26,7 @@
 //! ## Layers (each imports only from those listed before it; `tests/layers.rs`)
 //! - [`errors`]: one-line rendering of an error and its sources.
 //! - [`spec`]: the `BackupPipeline` and `RestoreTarget` kinds, their validated values,
-//!   the YAML loader.
+//!   the YAML loader, and their Kubernetes CRDs (`spec::crd`).
 //! - [`observed`]: plain-data snapshots of what exists; no I/O, no driver.
 //! - [`drivers`]: barman, volume, replay, starport, mirrors, restore targets, Docker.
 //! - [`observe`]: asks the drivers and assembles [`observed`] data.

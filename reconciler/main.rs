@@ -43,6 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match &cli.command {
         Command::Validate(args) => Ok(commands::validate::validate(args)),
         Command::Schema(args) => commands::schema::schema(args),
+        Command::Crd(args) => commands::crd::crd(args),
         Command::Completions(args) => Ok(commands::completions::completions(args)),
         Command::Man(args) => commands::completions::man(args),
         Command::Status(args) if !args.fleet.endpoints.is_empty() => {

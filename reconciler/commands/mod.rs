@@ -20,6 +20,7 @@ macro_rules! outln {
 
 pub mod apply;
 pub mod completions;
+pub mod crd;
 pub mod diff;
 pub mod fleet;
 pub mod run;

@@ -19,6 +19,7 @@
 //! triggers, status files, metrics, HTTP, systemd) are modules of their own.
 
 pub mod backoff;
+pub mod crd_status;
 pub mod http;
 pub mod journal;
 pub mod lock;

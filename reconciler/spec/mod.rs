@@ -11,6 +11,8 @@
 //! description of its field, what an editor shows an operator; the validated
 //! names live in [`names`], the value types in [`values`].
 
+pub mod crd;
+pub mod crd_status;
 pub mod load;
 pub mod names;
 pub mod restore;
