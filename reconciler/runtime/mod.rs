@@ -54,7 +54,7 @@ use crate::plan::{
     ConditionStatus, ConditionType, Plan, PlannedStep, StallHistory, stalled_condition,
 };
 use crate::reconcile::{
-    ApplyReport, Progress, StepOutcome, StepRecord, apply_pipeline, diff_pipeline, taken_in,
+    ApplyReport, Progress, StepOutcome, StepRecord, apply_pipeline, diff_all, taken_in,
 };
 use crate::spec::{LoadedResource, load_specs};
 
@@ -442,26 +442,40 @@ async fn pass(
     // Observation only: workers execute with `drivers`, uncached.
     let pass = drivers.for_one_pass();
 
-    for loaded in specs.resources {
+    // Every pipeline's journal first, so that all of them are observed at once.
+    let journals: Vec<Option<TakenBackup>> = specs
+        .resources
+        .iter()
+        .map(|loaded| {
+            let name = loaded.resource.name().to_string();
+            let runtime = pipelines
+                .entry(name.clone())
+                .or_insert_with(|| PipelineRuntime {
+                    // After a restart, the journal is the status the last instance wrote.
+                    last_backup_taken: shared
+                        .statuses
+                        .lock()
+                        .ok()
+                        .and_then(|s| s.get(&name).and_then(|s| taken_in(&s.last_steps))),
+                    ..Default::default()
+                });
+            runtime.last_backup_taken.clone()
+        })
+        .collect();
+    let looks = diff_all(
+        specs
+            .resources
+            .iter()
+            .zip(&journals)
+            .map(|(loaded, taken)| (&loaded.resource, taken.as_ref())),
+        &pass,
+        &cx,
+    )
+    .await;
+
+    for (loaded, (observed, mut plan)) in specs.resources.into_iter().zip(looks) {
         let name = loaded.resource.name().to_string();
-        let runtime = pipelines
-            .entry(name.clone())
-            .or_insert_with(|| PipelineRuntime {
-                // After a restart, the journal is the status the last instance wrote.
-                last_backup_taken: shared
-                    .statuses
-                    .lock()
-                    .ok()
-                    .and_then(|s| s.get(&name).and_then(|s| taken_in(&s.last_steps))),
-                ..Default::default()
-            });
-        let (observed, mut plan) = diff_pipeline(
-            &loaded.resource,
-            &pass,
-            &cx,
-            runtime.last_backup_taken.as_ref(),
-        )
-        .await;
+        let runtime = pipelines.entry(name.clone()).or_default();
         let since = judge_stall(shared, &loaded, runtime.working, &mut plan, cx.now);
         shared
             .metrics
