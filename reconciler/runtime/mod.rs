@@ -414,6 +414,8 @@ async fn pass(
     progress: &Arc<WorkerProgress>,
 ) {
     let specs = load_specs(&config.specs);
+    // Said as soon as the pass has read the edit, before it observes anything.
+    log_spec_changes(shared, &specs.resources);
     if let Ok(mut no_specs) = shared.no_specs.lock() {
         *no_specs = specs.nothing_found.then(|| {
             specs
@@ -621,6 +623,22 @@ fn log_transitions(name: &str, previous: Option<&[status::StatusCondition]>, pla
     }
 }
 
+/// Logs "spec changed" for each document whose spec differs from the one the last
+/// pass recorded (its generation is counted by [`record_plan`]).
+fn log_spec_changes(shared: &Shared, resources: &[LoadedResource]) {
+    let Ok(statuses) = shared.statuses.lock() else {
+        return;
+    };
+    for loaded in resources {
+        let name = loaded.resource.name().as_str();
+        if let Some(previous) = statuses.get(name)
+            && previous.spec_digest != spec_digest(&loaded.resource)
+        {
+            tracing::info!(pipeline = %name, generation = previous.generation + 1, "spec changed");
+        }
+    }
+}
+
 fn record_plan(
     config: &RunConfig,
     shared: &Shared,
@@ -641,9 +659,6 @@ fn record_plan(
         Some(p) => p.generation + 1,
         None => 1,
     };
-    if previous.is_some_and(|p| p.spec_digest != digest) {
-        tracing::info!(pipeline = %name, generation, "spec changed");
-    }
     log_transitions(&name, previous.map(|p| p.conditions.as_slice()), plan);
     let conditions = merge_conditions(
         previous.map(|p| p.conditions.as_slice()),
