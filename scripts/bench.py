@@ -509,12 +509,16 @@ How to read it:
   `barman switch-wal --archive` first (so the newest writes are recovered; the old scripts did not)
   and observes barman again after every step (one `list-backups` each, ~0.3 s) before deciding the
   next. On a 300 GB production volume those few seconds disappear in the copy.
-- **3.** Latency is the debounce (100 ms window, 100 ms tick) plus the quiet period (100 ms) plus
-  reading and observing.
-- **4.** Idle, the loop sleeps until the next deadline or resync; the wake-ups are the file
-  watcher's 100 ms tick.
+- **3.** Latency is the quiet period after the last file event (100 ms) plus reading the specs:
+  "spec changed" is logged before the pass observes anything.
+- **4.** Idle, the loop sleeps until the next deadline or resync and the file watcher is inotify
+  (woken by the kernel on an event, no tick): nothing runs while nothing changes.
 - **5.** Pipelines sharing a barman server cost one `list-backups` per pass (the pass caches
   barman's catalogue; steps never use the cache). Planning is linear: ~6 µs per pipeline.
+- **7.** A pass observes up to eight pipelines at once; those sharing a barman server wait for one
+  `list-backups` and one `check`, so a pass costs about its slowest look, not their sum.
+- **8.** On an idle primary the refresh includes barman's `switch-wal --archive` wait: barman keeps
+  the newest complete segment until the primary writes into the next one (barman-facts P1).
 - **6.** Every refresh rewrites the whole volume (`barman recover` copies the base backup again),
   but barman keeps the backup's file times, so rsync's quick check skips the files that replay did
   not touch: after one UPDATE it sent a fifth of the volume. A delta refresh (replaying new WAL on
