@@ -50,6 +50,28 @@ pub async fn diff_pipeline(
         .into_untyped()
 }
 
+/// How many documents a pass observes at once. Each look starts a few processes
+/// (barman, `du`-like walks, ssh to a mirror); pipelines sharing a barman server
+/// wait for one catalogue anyway, so more would only crowd a small host.
+pub const OBSERVE_AT_ONCE: usize = 8;
+
+/// Observes and plans many documents at once (at most [`OBSERVE_AT_ONCE`]), each
+/// with its journal entry, and answers in the order given: the output of a pass
+/// does not depend on which look finished first. `diff`, `apply` and each pass of
+/// `run` start here; with [`Drivers::for_one_pass`] a barman server is asked once.
+pub async fn diff_all<'a>(
+    resources: impl IntoIterator<Item = (&'a Resource, Option<&'a TakenBackup>)>,
+    drivers: &Drivers,
+    cx: &PlanContext,
+) -> Vec<(Observations, Plan)> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(resources)
+        .map(|(resource, taken)| diff_pipeline(resource, drivers, cx, taken))
+        .buffered(OBSERVE_AT_ONCE)
+        .collect()
+        .await
+}
+
 /// What was observed of one document and the plan made from it, typed by kind:
 /// a step reaches only the executor of its own kind.
 // One exists at a time, for one pass: boxing would buy nothing but indirection.

@@ -6,7 +6,8 @@ mod common;
 use std::process::Command;
 
 use common::{
-    TestPipeline, actions, cluster_state, condition, copy_of, first, query_cluster, reconciler_json,
+    PGBIN, TestPipeline, actions, cluster_state, condition, copy_of, first, query_cluster,
+    reconciler_json,
 };
 use serde_json::Value;
 
@@ -741,4 +742,102 @@ fn a_second_refresh_catches_up_and_a_new_backup_makes_the_next_one_full() {
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(p.marker().unwrap()["backupId"], newer.as_str());
     assert_eq!(cluster_state(&p.volume), "shut down in recovery");
+
+/// A `barman` first in PATH that appends its arguments to `log`, then runs the real one.
+fn counting_barman(dir: &std::path::Path, log: &std::path::Path) -> String {
+    let shim = dir.join("shim");
+    std::fs::create_dir_all(&shim).unwrap();
+    let script = shim.join("barman");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/barman \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    format!("{}:{}", shim.display(), std::env::var("PATH").unwrap())
+}
+
+#[test]
+fn pipelines_are_observed_at_once_with_one_barman_call_of_each_kind_per_server() {
+    // Two barman servers, five pipelines on each, every look switched on that
+    // needs barman: the catalogue and `check` (walStreaming).
+    let servers = [
+        TestPipeline::new("atonce_a", "{keep: 1}"),
+        TestPipeline::new("atonce_b", "{keep: 1}"),
+    ];
+    let dir = servers[0].root.join("many");
+    let specs = dir.join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let mut names = Vec::new();
+    for (s, server) in servers.iter().enumerate() {
+        for i in 0..5 {
+            // Interleaved names, so sorting by name is not the order of the servers.
+            let name = format!("p{i}-{s}");
+            std::fs::write(
+                specs.join(format!("{name}.yaml")),
+                format!(
+                    "apiVersion: reconciler.montagu/v1alpha1
+kind: BackupPipeline
+metadata: {{name: {name}}}
+spec:
+  barman: {{server: {server}, config: {conf}}}
+  baseBackup: {{maxAge: 30d, timeout: 5m}}
+  retention: {{keep: 1}}
+  walStreaming: {{}}
+  recoveredVolume:
+    path: {volume}
+    maxAge: 24h
+    replay: {{postgresBin: {PGBIN}, timeout: 5m}}
+",
+                    server = server.name,
+                    conf = server.barman_conf.display(),
+                    volume = dir.join(&name).display(),
+                ),
+            )
+            .unwrap();
+            names.push(name);
+        }
+    }
+    names.sort();
+    let log = dir.join("barman-calls");
+    let path = counting_barman(&dir, &log);
+    for _ in 0..2 {
+        std::fs::write(&log, "").unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_reconciler"))
+            .args(["diff", "--output", "json", "--specs"])
+            .arg(&specs)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+        });
+        let order: Vec<&str> = report["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["pipeline"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            order, names,
+            "the report is sorted by pipeline, whatever finished first"
+        );
+        let calls = std::fs::read_to_string(&log).unwrap();
+        for server in &servers {
+            for action in ["list-backups", "check"] {
+                let n = calls
+                    .lines()
+                    .filter(|l| {
+                        l.contains(&format!(" {action} "))
+                            && l.ends_with(&format!(" {}", server.name))
+                    })
+                    .count();
+                assert_eq!(n, 1, "`{action}` of {}: {calls}", server.name);
+            }
+        }
+        assert_eq!(calls.lines().count(), 4, "{calls}");
+    }
 }

@@ -10,7 +10,7 @@ use crate::cli::{ApplyArgs, OutputFormat};
 use crate::drivers::Drivers;
 use crate::plan::{Plan, PlannedStep, render_text};
 use crate::reconcile::{
-    ApplyReport, MAX_STEPS_PER_APPLY, Progress, StepOutcome, StepRecord, apply_pipeline,
+    ApplyReport, MAX_STEPS_PER_APPLY, Progress, StepOutcome, StepRecord, apply_pipeline, diff_all,
 };
 use crate::spec::{SpecProblem, load_specs};
 
@@ -90,7 +90,28 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
     report_unknown_names(&unknown, &args.specs.specs, &known);
     let mut reports = Vec::new();
     let progress = StepProgress::new();
-    for loaded in &pipelines {
+    // One look at everything at once, as `diff` takes it: a pipeline with nothing
+    // to do is reported from it; the others are worked on one after another, each
+    // observed afresh (uncached) under its volume's lock before every step.
+    let pass = drivers.for_one_pass();
+    let looks = diff_all(
+        pipelines.iter().map(|l| (&l.resource, None)),
+        &pass,
+        &context_now(),
+    )
+    .await;
+    for (loaded, (_, plan)) in pipelines.iter().zip(looks) {
+        if plan.steps.is_empty() {
+            reports.push(ApplyReport {
+                pipeline: loaded.resource.name().to_string(),
+                steps: Vec::new(),
+                converged: plan.is_converged(),
+                final_plan: plan,
+                blocked: None,
+                failure: None,
+            });
+            continue;
+        }
         let report = apply_pipeline(
             &loaded.resource,
             drivers,

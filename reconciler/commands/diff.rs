@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::cli::{DiffArgs, OutputFormat};
 use crate::drivers::Drivers;
 use crate::plan::{Plan, PlanContext, render_text};
-use crate::reconcile::{Observations, diff_pipeline};
+use crate::reconcile::{Observations, diff_all};
 use crate::spec::{SpecProblem, load_specs};
 
 use super::{
@@ -84,10 +84,10 @@ pub(super) async fn print_diff(
     if let Some(at) = at {
         cx = PlanContext { now: at, ..cx };
     }
-    let mut entries = Vec::new();
     let pass = drivers.for_one_pass();
-    for loaded in &pipelines {
-        let (observed, plan) = diff_pipeline(&loaded.resource, &pass, &cx, None).await;
+    let looks = diff_all(pipelines.iter().map(|l| (&l.resource, None)), &pass, &cx).await;
+    let mut entries = Vec::new();
+    for (loaded, (observed, plan)) in pipelines.iter().zip(looks) {
         entries.push(PipelineDiff {
             source: format!("{}:{}", loaded.file.display(), loaded.line),
             drift: !plan.is_converged(),

@@ -657,13 +657,41 @@ pub fn parse_delete_result(backup_id: &str, out: &CommandOutput) -> Result<(), B
 /// A barman catalogue: (config file, server).
 type CatalogueKey = (Option<String>, Option<std::path::PathBuf>, String);
 
-/// Remembers `list-backups` answers for the length of one pass, so that pipelines
-/// sharing a barman server cost one barman call per pass, not one each. Everything
+fn catalogue_key(barman: &BarmanSpec) -> CatalogueKey {
+    (
+        barman.container.as_ref().map(|c| c.to_string()),
+        barman.config.as_ref().map(|c| c.as_path().to_path_buf()),
+        barman.server.to_string(),
+    )
+}
+
+/// One server's catalogue for the pass: filled by the first look, shared by the rest.
+type CatalogueCell = Arc<tokio::sync::OnceCell<Vec<Backup>>>;
+
+/// Remembers `list-backups` (and `check`) answers for the length of one pass, so that
+/// pipelines sharing a barman server cost one barman call of each per pass, not one each. Everything
 /// else goes straight through; executing steps never goes through a cache.
+///
+/// Pipelines are observed at once, so two looks at one server can overlap: the
+/// second waits for the first's answer instead of asking barman again. A failed
+/// look is not remembered: the next pipeline of that server asks again.
 #[derive(Debug)]
 pub struct PassCache {
     inner: Arc<dyn BarmanDriver>,
-    answers: std::sync::Mutex<std::collections::HashMap<CatalogueKey, Vec<Backup>>>,
+    answers: std::sync::Mutex<std::collections::HashMap<CatalogueKey, CatalogueCell>>,
+    checks: std::sync::Mutex<std::collections::HashMap<CatalogueKey, CheckCell>>,
+}
+
+/// One server's `barman check` for the pass, shared like its catalogue.
+type CheckCell = Arc<tokio::sync::OnceCell<WalHealth>>;
+
+/// The cell of `key` in `map`, made on first use; `None` if the map's lock is poisoned.
+fn cell_of<T>(
+    map: &std::sync::Mutex<std::collections::HashMap<CatalogueKey, Arc<tokio::sync::OnceCell<T>>>>,
+    key: CatalogueKey,
+) -> Option<Arc<tokio::sync::OnceCell<T>>> {
+    // Held only to find the cell, never across barman's call.
+    Some(map.lock().ok()?.entry(key).or_default().clone())
 }
 
 impl PassCache {
@@ -672,6 +700,7 @@ impl PassCache {
         Self {
             inner,
             answers: std::sync::Mutex::default(),
+            checks: std::sync::Mutex::default(),
         }
     }
 }
@@ -679,19 +708,12 @@ impl PassCache {
 #[async_trait]
 impl BarmanDriver for PassCache {
     async fn list_backups(&self, barman: &BarmanSpec) -> Result<Vec<Backup>, BarmanError> {
-        let key = (
-            barman.container.as_ref().map(|c| c.to_string()),
-            barman.config.as_ref().map(|c| c.as_path().to_path_buf()),
-            barman.server.to_string(),
-        );
-        if let Some(hit) = self.answers.lock().ok().and_then(|a| a.get(&key).cloned()) {
-            return Ok(hit);
-        }
-        let backups = self.inner.list_backups(barman).await?;
-        if let Ok(mut answers) = self.answers.lock() {
-            answers.insert(key, backups.clone());
-        }
-        Ok(backups)
+        let Some(cell) = cell_of(&self.answers, catalogue_key(barman)) else {
+            return self.inner.list_backups(barman).await;
+        };
+        cell.get_or_try_init(|| self.inner.list_backups(barman))
+            .await
+            .cloned()
     }
 
     async fn backup_activity(&self, barman: &BarmanSpec) -> Result<BackupActivity, BarmanError> {
@@ -715,7 +737,12 @@ impl BarmanDriver for PassCache {
     }
 
     async fn wal_health(&self, barman: &BarmanSpec) -> Result<WalHealth, BarmanError> {
-        self.inner.wal_health(barman).await
+        let Some(cell) = cell_of(&self.checks, catalogue_key(barman)) else {
+            return self.inner.wal_health(barman).await;
+        };
+        cell.get_or_try_init(|| self.inner.wal_health(barman))
+            .await
+            .cloned()
     }
 
     async fn cron(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError> {

@@ -57,7 +57,7 @@ use crate::plan::{
     ConditionStatus, ConditionType, Plan, PlannedStep, StallHistory, stalled_condition,
 };
 use crate::reconcile::{
-    ApplyReport, Progress, StepOutcome, StepRecord, apply_pipeline, diff_pipeline, taken_in,
+    ApplyReport, Progress, StepOutcome, StepRecord, apply_pipeline, diff_all, taken_in,
 };
 use crate::spec::{LoadedResource, load_specs};
 
@@ -451,6 +451,8 @@ async fn pass(
     fleet: Option<&Ownership>,
 ) {
     let specs = load_specs(&config.specs);
+    // Said as soon as the pass has read the edit, before it observes anything.
+    log_spec_changes(shared, &specs.resources);
     if let Ok(mut no_specs) = shared.no_specs.lock() {
         *no_specs = specs.nothing_found.then(|| {
             specs
@@ -482,26 +484,40 @@ async fn pass(
     // Observation only: workers execute with `drivers`, uncached.
     let pass = drivers.for_one_pass();
 
-    for loaded in specs.resources {
+    // Every pipeline's journal first, so that all of them are observed at once.
+    let journals: Vec<Option<TakenBackup>> = specs
+        .resources
+        .iter()
+        .map(|loaded| {
+            let name = loaded.resource.name().to_string();
+            let runtime = pipelines
+                .entry(name.clone())
+                .or_insert_with(|| PipelineRuntime {
+                    // After a restart, the journal is the status the last instance wrote.
+                    last_backup_taken: shared
+                        .statuses
+                        .lock()
+                        .ok()
+                        .and_then(|s| s.get(&name).and_then(|s| taken_in(&s.last_steps))),
+                    ..Default::default()
+                });
+            runtime.last_backup_taken.clone()
+        })
+        .collect();
+    let looks = diff_all(
+        specs
+            .resources
+            .iter()
+            .zip(&journals)
+            .map(|(loaded, taken)| (&loaded.resource, taken.as_ref())),
+        &pass,
+        &cx,
+    )
+    .await;
+
+    for (loaded, (observed, mut plan)) in specs.resources.into_iter().zip(looks) {
         let name = loaded.resource.name().to_string();
-        let runtime = pipelines
-            .entry(name.clone())
-            .or_insert_with(|| PipelineRuntime {
-                // After a restart, the journal is the status the last instance wrote.
-                last_backup_taken: shared
-                    .statuses
-                    .lock()
-                    .ok()
-                    .and_then(|s| s.get(&name).and_then(|s| taken_in(&s.last_steps))),
-                ..Default::default()
-            });
-        let (observed, mut plan) = diff_pipeline(
-            &loaded.resource,
-            &pass,
-            &cx,
-            runtime.last_backup_taken.as_ref(),
-        )
-        .await;
+        let runtime = pipelines.entry(name.clone()).or_default();
         let since = judge_stall(shared, &loaded, runtime.working, &mut plan, cx.now);
         // Fleet mode: a step waits until this instance owns the pipeline.
         let fleet_wait = fleet.and_then(|f| f.wait_reason(&name));
@@ -708,6 +724,22 @@ fn log_transitions(name: &str, previous: Option<&[status::StatusCondition]>, pla
     }
 }
 
+/// Logs "spec changed" for each document whose spec differs from the one the last
+/// pass recorded (its generation is counted by [`record_plan`]).
+fn log_spec_changes(shared: &Shared, resources: &[LoadedResource]) {
+    let Ok(statuses) = shared.statuses.lock() else {
+        return;
+    };
+    for loaded in resources {
+        let name = loaded.resource.name().as_str();
+        if let Some(previous) = statuses.get(name)
+            && previous.spec_digest != spec_digest(&loaded.resource)
+        {
+            tracing::info!(pipeline = %name, generation = previous.generation + 1, "spec changed");
+        }
+    }
+}
+
 fn record_plan(
     config: &RunConfig,
     shared: &Shared,
@@ -728,9 +760,6 @@ fn record_plan(
         Some(p) => p.generation + 1,
         None => 1,
     };
-    if previous.is_some_and(|p| p.spec_digest != digest) {
-        tracing::info!(pipeline = %name, generation, "spec changed");
-    }
     log_transitions(&name, previous.map(|p| p.conditions.as_slice()), plan);
     let conditions = merge_conditions(
         previous.map(|p| p.conditions.as_slice()),

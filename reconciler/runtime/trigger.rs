@@ -2,30 +2,28 @@
 //!
 //! Triggers carry no data: each only says "look again", and every pass re-reads the
 //! specs and re-observes, so there is one code path whatever woke it. File events
-//! come from notify (with notify-debouncer-full collapsing renames and the bursts a
-//! `git checkout` makes), then [`coalesce`] turns any burst that is left into a single
-//! wake-up once the files have been quiet for a moment.
+//! come from notify's own watcher (inotify: the kernel wakes us, nothing polls), and
+//! [`coalesce`] turns a burst (an editor's write, rename and chmod; a `git checkout`)
+//! into a single wake-up once the files have been quiet for a moment. Nothing here
+//! runs while the files do not change.
+//!
+//! It must not read or judge the specs: a pass does that.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use notify_debouncer_full::notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 /// How long the files must be quiet before a change triggers a pass. Short, so an
-/// edit is acted on within a second; long enough to let an editor's save (write,
-/// rename, chmod) or a `git pull` finish.
+/// edit is acted on at once; long enough to let an editor's save (write, rename,
+/// chmod, a few milliseconds apart) or a `git pull` finish, so a pass does not read
+/// a half-written file and then run again.
 pub const SPEC_QUIET_PERIOD: Duration = Duration::from_millis(100);
-
-/// notify-debouncer-full's window. Its thread wakes at this rate even when nothing
-/// changes, so it is the main idle cost of `run`: 100 ms is 10 wake-ups a second
-/// (12.5 ms, its default tick for a 50 ms window, was 80).
-const DEBOUNCE_WINDOW: Duration = Duration::from_millis(100);
 
 /// Watches spec paths; dropping it stops the watch.
 pub struct SpecWatcher {
-    _debouncer: Debouncer<notify_debouncer_full::notify::RecommendedWatcher, RecommendedCache>,
+    _watcher: RecommendedWatcher,
 }
 
 /// Why the spec paths could not be watched.
@@ -36,7 +34,17 @@ pub struct WatchError {
     pub path: PathBuf,
     /// notify's error.
     #[source]
-    pub source: notify_debouncer_full::notify::Error,
+    pub source: notify::Error,
+}
+
+/// Whether an event from the watcher means the specs may have changed. Reading
+/// the specs (which every pass does) is an access event too: counting it would
+/// make each pass trigger the next. A failed watch counts, so a pass looks.
+fn is_change(event: &notify::Result<notify::Event>) -> bool {
+    match event {
+        Ok(event) => !matches!(event.kind, EventKind::Access(_)),
+        Err(_) => true,
+    }
 }
 
 impl SpecWatcher {
@@ -44,26 +52,16 @@ impl SpecWatcher {
     /// watched through its directory, so that an editor replacing it (or git
     /// swapping it) is still seen.
     pub fn start(paths: &[PathBuf], events: mpsc::UnboundedSender<()>) -> Result<Self, WatchError> {
-        let mut debouncer = new_debouncer(
-            DEBOUNCE_WINDOW,
-            Some(DEBOUNCE_WINDOW),
-            move |result: DebounceEventResult| {
-                // Reading the specs (which every pass does) is an access event too;
-                // counting it would make each pass trigger the next.
-                let changed = result.is_ok_and(|batch| {
-                    batch
-                        .iter()
-                        .any(|e| !matches!(e.event.kind, EventKind::Access(_)))
-                });
-                if changed {
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if is_change(&event) {
                     let _ = events.send(());
                 }
-            },
-        )
-        .map_err(|source| WatchError {
-            path: PathBuf::new(),
-            source,
-        })?;
+            })
+            .map_err(|source| WatchError {
+                path: PathBuf::new(),
+                source,
+            })?;
         for path in paths {
             let watched = if path.is_file() {
                 path.parent()
@@ -72,16 +70,14 @@ impl SpecWatcher {
             } else {
                 path.clone()
             };
-            debouncer
+            watcher
                 .watch(&watched, RecursiveMode::Recursive)
                 .map_err(|source| WatchError {
                     path: watched.clone(),
                     source,
                 })?;
         }
-        Ok(Self {
-            _debouncer: debouncer,
-        })
+        Ok(Self { _watcher: watcher })
     }
 }
 
@@ -113,6 +109,83 @@ pub async fn coalesce(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A spec directory with one file, watched, with `coalesce` behind the watcher;
+    /// the directory is removed when the test ends.
+    struct Watched {
+        dir: PathBuf,
+        out: mpsc::UnboundedReceiver<()>,
+        _watcher: SpecWatcher,
+    }
+
+    impl Watched {
+        fn start(name: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("reconciler-trigger-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("pipeline.yaml"), "a: 1\n").unwrap();
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (out_tx, out) = mpsc::unbounded_channel();
+            let watcher = SpecWatcher::start(std::slice::from_ref(&dir), tx).unwrap();
+            tokio::spawn(coalesce(rx, out_tx, SPEC_QUIET_PERIOD));
+            Watched {
+                dir,
+                out,
+                _watcher: watcher,
+            }
+        }
+
+        /// Wake-ups within `window` (real time: the events come from the kernel).
+        async fn wake_ups_within(&mut self, window: Duration) -> usize {
+            let mut n = 0;
+            let until = tokio::time::Instant::now() + window;
+            while let Ok(Some(())) = tokio::time::timeout_at(until, self.out.recv()).await {
+                n += 1;
+            }
+            n
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_editor_saving_by_rename_over_wakes_the_loop_once() {
+        let mut w = Watched::start("rename");
+        // vim, and most editors with atomic saves: a new file, then rename over.
+        let temporary = w.dir.join(".pipeline.yaml.swp");
+        std::fs::write(&temporary, "a: 2\n").unwrap();
+        // An editor's parts of one save are milliseconds apart, not all at once.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        std::fs::rename(&temporary, w.dir.join("pipeline.yaml")).unwrap();
+        assert_eq!(w.wake_ups_within(Duration::from_secs(3)).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_writes_wakes_the_loop_once() {
+        let mut w = Watched::start("burst");
+        let path = w.dir.join("pipeline.yaml");
+        for i in 0..5 {
+            std::fs::write(&path, format!("a: {i}\n")).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(w.wake_ups_within(Duration::from_secs(3)).await, 1);
+    }
+
+    #[tokio::test]
+    async fn reading_the_specs_wakes_nothing() {
+        let mut w = Watched::start("read");
+        // What every pass does: reading must not trigger the next pass.
+        for _ in 0..3 {
+            let _ = std::fs::read_to_string(w.dir.join("pipeline.yaml")).unwrap();
+            let _ = std::fs::read_dir(&w.dir).unwrap().count();
+        }
+        assert_eq!(w.wake_ups_within(Duration::from_secs(1)).await, 0);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_changes_becomes_one_wake_up_after_the_quiet_period() {
