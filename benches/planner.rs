@@ -57,6 +57,7 @@ fn observed(now: Timestamp) -> Observed {
                 replayed_to_lsn: "0/1".into(),
                 checkpoint_time: None,
                 pipeline: "p".into(),
+                standby: None,
             },
             in_use: false,
             users: vec![],
