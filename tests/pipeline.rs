@@ -740,6 +740,7 @@ fn a_second_refresh_catches_up_and_a_new_backup_makes_the_next_one_full() {
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(p.marker().unwrap()["backupId"], newer.as_str());
     assert_eq!(cluster_state(&p.volume), "shut down in recovery");
+}
 
 /// A `barman` first in PATH that appends its arguments to `log`, then runs the real one.
 fn counting_barman(dir: &std::path::Path, log: &std::path::Path) -> String {
