@@ -14,7 +14,10 @@ pipeline, then measures, side by side on this machine:
   7. a converged `diff` with every look switched on (walStreaming, a mirror over
      ssh), over one pipeline and over SERVERS barman servers x PER_SERVER pipelines,
      as a ratio to one `barman -f json list-backups`;
-  8. the refresh of 2. on an idle primary (nothing writes WAL) and a busy one.
+  8. the refresh of 2. on an idle primary (nothing writes WAL) and a busy one;
+  9. the nightly refresh as it now runs (full recovery after a new base backup, catch-up
+     otherwise): bytes written and sent as ratios of the volume, the catch-up against the
+     same by hand, replay time against WAL (scripts/bench_refresh.py).
 
 Each numbered section is one function `section_*(e, rows)` appending its rows, so a
 new measurement is a new function and a line in SECTIONS.
@@ -24,7 +27,8 @@ Every figure is a median of RUNS runs with min and max. The planner's own scale
 Writes BENCHMARKS.md.
 
 env: RUNS (5), SCALE (70 => about 1 GB of pgbench data), EDITS (30), IDLE_SECS (180),
-     SERVERS (2), PER_SERVER (10), SECTIONS (all; e.g. "1,7" runs only those, after setup)
+     SERVERS (2), PER_SERVER (10), SECTIONS (all; e.g. "1,7" runs only those, after setup),
+     DAY_TX (2000 pgbench transactions make a day), DAY_SIZES (500,2000,8000: replay against WAL)
 Run as root: scripts/bench
 """
 
@@ -53,6 +57,8 @@ EDITS = int(os.environ.get("EDITS", "30"))
 IDLE_SECS = int(os.environ.get("IDLE_SECS", "180"))
 SERVERS = int(os.environ.get("SERVERS", "2"))
 PER_SERVER = int(os.environ.get("PER_SERVER", "10"))
+DAY_TX = int(os.environ.get("DAY_TX", "2000"))
+DAY_SIZES = [int(x) for x in os.environ.get("DAY_SIZES", "500,2000,8000").split(",")]
 NAME = "bench"
 
 
@@ -128,7 +134,7 @@ class Env:
             time.sleep(0.3)
 
     def write_spec(self, keep, directory=None, name="bench", volume=None, starport=True,
-                   server=NAME, conf=None, wal_streaming=False, mirror=None):
+                   server=NAME, conf=None, wal_streaming=False, mirror=None, volume_max_age="24h"):
         """A pipeline spec; `mirror` is (name, root) of an off-site copy over ssh."""
         volume = volume or self.volume
         text = f"""apiVersion: reconciler.montagu/v1alpha1
@@ -140,7 +146,7 @@ spec:
   retention: {{keep: {keep}}}
   recoveredVolume:
     path: {volume}
-    maxAge: 24h
+    maxAge: {volume_max_age}
     replay: {{postgresBin: {PGBIN}, timeout: 1h}}
 """
         if wal_streaming:
@@ -440,6 +446,99 @@ def section_run(e, rows):
         proc.wait(timeout=120)
 
 
+def section_delta(e, rows):
+    """9. The nightly refresh as it now runs: a full recovery after each new base backup, then
+    catch-ups after one UPDATE and after a simulated day of pgbench traffic. Bytes written to
+    disk (everything the refresh wrote: recover or WAL fetch, replay, starport copy) and bytes
+    sent by rsync, as ratios of the volume's size V; the catch-up's time against the same
+    catch-up by hand on a copy of the volume; replay time against WAL replayed."""
+    import bench_refresh as br
+    log("9. delta refresh")
+    delta = e.work / "delta-specs"
+    delta.mkdir(exist_ok=True)
+    # The volume is due at every apply (maxAge 1s); keep enough backups that no delete
+    # lands inside a measurement.
+    e.write_spec(keep=RUNS + 3, directory=delta, volume_max_age="1s")
+    apply = [BIN, "apply", "--output", "json", "--specs", delta]
+    hand_vol = e.nightly / "by-hand-volume"
+    hand_dest = e.work / "by-hand-catch-up-starport"
+    script = br.by_hand_catch_up(e.work, hand_vol, hand_dest, e.conf, NAME, e.port)
+
+    def refresh(expect):
+        time.sleep(1.1)
+        report, written = br.bytes_written(e.volume, lambda: br.refresh(apply))
+        if br.step_named(report, expect) is None:
+            raise RuntimeError(f"expected a {expect} step: {json.dumps(report)[:2000]}")
+        return report, written
+
+    def hand_copy():
+        shutil.rmtree(hand_vol, ignore_errors=True)
+        run(["cp", "-a", "--sparse=always", e.volume, hand_vol])
+        (hand_vol / ".reconciler-volume.json").unlink(missing_ok=True)
+        shutil.rmtree(hand_dest, ignore_errors=True)
+        run(["cp", "-a", "--sparse=always", e.starport / "barman_to_starport" / "data", hand_dest])
+
+    full_w, full_s, small_w, small_s, day_w, day_s, sizes = [], [], [], [], [], [], []
+    small_t, small_h, day_t, day_h = [], [], [], []
+    for i in range(RUNS):
+        log(f"9. run {i + 1}/{RUNS}: new base backup, full recovery")
+        run(["barman", "-c", e.conf, "backup", "--wait", NAME])
+        report, written = refresh("recoverVolume")
+        v = br.dir_bytes(e.volume)
+        sizes.append(v)
+        full_w.append(written / v)
+        full_s.append(br.rsync_sent(report) / v)
+        hand_copy()
+
+        # One UPDATE, then the catch-up; by hand on its own copy, in alternating order.
+        br.psql(e.port, "update pgbench_branches set bbalance = bbalance + 1 where bid = 1")
+        if i % 2:
+            small_h.append(timed([script])[0])
+        report, written = refresh("catchUpVolume")
+        if not i % 2:
+            small_h.append(timed([script])[0])
+        small_w.append(written / v)
+        small_s.append(br.rsync_sent(report) / v)
+        small_t.append(sum(s for _, s, _ in br.steps(report)))
+
+        log(f"9. run {i + 1}/{RUNS}: a day of pgbench ({DAY_TX} transactions), catch-up")
+        br.simulate_day(e.port, DAY_TX)
+        if i % 2:
+            day_h.append(timed([script])[0])
+        report, written = refresh("catchUpVolume")
+        if not i % 2:
+            day_h.append(timed([script])[0])
+        day_w.append(written / v)
+        day_s.append(br.rsync_sent(report) / v)
+        day_t.append(sum(s for _, s, _ in br.steps(report)))
+
+    mib = statistics.median(sizes) / 2**20
+    rows.append((f"9. volume size V (pgbench scale {SCALE})", f"{mib:.0f} MiB"))
+    rows.append(("9. first refresh after a new base backup (full recovery): bytes written / V", fmt(full_w, "×")))
+    rows.append(("9. first refresh after a new base backup: rsync sent / V", fmt(full_s, "×")))
+    rows.append(("9. refresh after one UPDATE (catch-up): bytes written / V", fmt(small_w, "×", digits=3)))
+    rows.append(("9. refresh after one UPDATE: rsync sent / V", fmt(small_s, "×", digits=3)))
+    rows.append((f"9. refresh after a day ({DAY_TX} pgbench transactions, catch-up): bytes written / V", fmt(day_w, "×", digits=3)))
+    rows.append(("9. refresh after a day: rsync sent / V", fmt(day_s, "×", digits=3)))
+    rows.append(("9. catch-up after one UPDATE: `reconciler apply` (steps)", fmt(small_t)))
+    rows.append(("9. catch-up after one UPDATE: by hand", fmt(small_h)))
+    rows.append(("9. catch-up after one UPDATE: ratio apply / by hand (median)", f"{statistics.median(small_t) / statistics.median(small_h):.2f}"))
+    rows.append(("9. catch-up after a day: `reconciler apply` (steps)", fmt(day_t)))
+    rows.append(("9. catch-up after a day: by hand", fmt(day_h)))
+    rows.append(("9. catch-up after a day: ratio apply / by hand (median)", f"{statistics.median(day_t) / statistics.median(day_h):.2f}"))
+
+    # Replay against WAL: days of growing size, one catch-up each.
+    for tx in DAY_SIZES:
+        wal = br.simulate_day(e.port, tx)
+        report, _ = refresh("catchUpVolume")
+        catch = br.step_named(report, "catchUpVolume")[0]
+        sync = (br.step_named(report, "syncStarport") or (0.0, ""))[0]
+        rows.append((f"9. replay against WAL: a day of {tx} transactions, {wal / 2**20:.0f} MiB of WAL",
+                     f"catch-up {catch:.1f} s ({wal / 2**20 / max(catch, 0.001):.0f} MiB/s), starport copy {sync:.1f} s (1 run)"))
+    shutil.rmtree(hand_vol, ignore_errors=True)
+    shutil.rmtree(hand_dest, ignore_errors=True)
+
+
 # In this order (6 before 5 and 3/4 as before; 7 and 8 last, they add servers and pause the primary).
 SECTIONS = [
     ("1", section_converged),
@@ -449,6 +548,7 @@ SECTIONS = [
     ("3", section_run),
     ("7", section_every_look),
     ("8", section_refresh_idle_and_busy),
+    ("9", section_delta),
 ]
 
 
