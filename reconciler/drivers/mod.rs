@@ -90,12 +90,14 @@ pub struct Drivers {
 }
 
 impl Drivers {
-    /// The same drivers, with barman's catalogue read once per server for the whole
-    /// pass: for observing many pipelines at once (`diff`, a pass of `run`), never for
-    /// executing steps, which must see the catalogue as it is after each step.
+    /// The same drivers, with barman's catalogue read once per server and the
+    /// processes once per place for the whole pass: for observing many pipelines at
+    /// once (`diff`, a pass of `run`), never for executing steps, which must see the
+    /// world as it is after each step.
     pub fn for_one_pass(&self) -> Self {
         Self {
             barman: Arc::new(self::barman::PassCache::new(self.barman.clone())),
+            orphans: self.orphans.clone().for_one_pass(),
             ..self.clone()
         }
     }

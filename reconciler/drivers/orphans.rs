@@ -14,7 +14,8 @@
 //!
 //! This module reports and, when asked, signals; it never decides what to stop.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,30 +33,21 @@ pub const RUN_ENV: &str = "RECONCILER_RUN";
 /// How long one scan may take (a `docker exec` of python3 included).
 pub const SCAN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The scan, run by `python3` with `AREA PATH` pairs as arguments: one JSON list
-/// of the processes whose argv names a path under one of them as where they write.
-/// rsync writes to its last argument (unless it is a `--sender`), `barman recover`
-/// to the destination it names, `pg_basebackup` to its `-D`. A fixed program text:
-/// user data reaches it only as argv.
+/// The scan, run by `python3` with no arguments: one JSON list of every live
+/// process that writes somewhere, with where (absolute, normalised against the
+/// process's working directory). rsync writes to its last argument (unless it is a
+/// `--sender`), `barman recover` to the destination it names (every argument is
+/// offered, the caller keeps those under its roots), `pg_basebackup` to its `-D`.
+/// It takes no paths, so one run serves every pipeline of a pass (see
+/// [`PassScans`]). A fixed program text: nothing reaches it from a spec.
 pub const PROBE: &str = r#"
-import json, os, sys
-roots = [(a, os.path.normpath(p)) for a, p in zip(sys.argv[1::2], sys.argv[2::2])]
+import json, os
 ticks_per_second = os.sysconf("SC_CLK_TCK")
 btime = 0
 with open("/proc/stat") as f:
     for line in f:
         if line.startswith("btime "):
             btime = int(line.split()[1])
-def area_of(path, cwd):
-    if not path.startswith("/"):
-        if cwd is None:
-            return None
-        path = os.path.join(cwd, path)
-    path = os.path.normpath(path)
-    for area, root in roots:
-        if path == root or path.startswith(root.rstrip("/") + "/"):
-            return area
-    return None
 found = []
 me = os.getpid()
 for pid in os.listdir("/proc"):
@@ -100,13 +92,14 @@ for pid in os.listdir("/proc"):
         cwd = os.readlink("/proc/%s/cwd" % pid)
     except OSError:
         cwd = None
-    hit = None
+    absolute = []
     for t in targets:
-        area = area_of(t, cwd)
-        if area:
-            hit = (area, t)
-            break
-    if hit is None:
+        if not t.startswith("/"):
+            if cwd is None:
+                continue
+            t = os.path.join(cwd, t)
+        absolute.append(os.path.normpath(t))
+    if not absolute:
         continue
     run = None
     try:
@@ -119,7 +112,7 @@ for pid in os.listdir("/proc"):
     start = int(fields[19])
     found.append({"pid": int(pid), "startTicks": start,
                   "startedAt": btime + start // ticks_per_second,
-                  "program": program, "area": hit[0], "path": hit[1], "run": run})
+                  "program": program, "targets": absolute, "run": run})
 print(json.dumps(found))
 "#;
 
@@ -258,11 +251,28 @@ pub enum OrphanError {
 /// Lists and stops processes that write into a pipeline's places.
 #[async_trait]
 pub trait OrphanDriver: Send + Sync + std::fmt::Debug {
+    /// Every live process that writes somewhere, where `container` lives (`None`:
+    /// this host).
+    async fn candidates(&self, container: &Option<String>) -> Result<Vec<Candidate>, OrphanError>;
+
     /// The live processes that write under the places' paths.
-    async fn scan(&self, places: &[ScanPlace]) -> Result<Vec<WritingProcess>, OrphanError>;
+    async fn scan(&self, places: &[ScanPlace]) -> Result<Vec<WritingProcess>, OrphanError> {
+        let mut found = Vec::new();
+        for place in places.iter().filter(|p| !p.roots.is_empty()) {
+            let candidates = self.candidates(&place.container).await?;
+            found.extend(writers_under(&candidates, &place.roots, &place.container));
+        }
+        Ok(found)
+    }
+
     /// SIGTERM, then SIGKILL after `grace`, to exactly that process (same pid and
     /// start time). Returns what happened, in words.
     async fn stop(&self, process: &WritingProcess, grace: Duration) -> Result<String, OrphanError>;
+
+    /// The same driver with each place's process list read once for a whole pass
+    /// of observations (many pipelines share a host and barman's container), never
+    /// for the executor, which must see the processes as they are before each step.
+    fn for_one_pass(self: Arc<Self>) -> Arc<dyn OrphanDriver>;
 }
 
 /// The scan and the stop, run by `python3` where the processes live.
@@ -277,7 +287,7 @@ impl ProcScan {
         Self { placer }
     }
 
-    fn runner(&self, container: &Option<String>) -> std::sync::Arc<dyn CommandRunner> {
+    fn runner(&self, container: &Option<String>) -> Arc<dyn CommandRunner> {
         self.placer.runner(&match container {
             Some(container) => Placement::Exec {
                 container: container.clone(),
@@ -294,81 +304,113 @@ fn where_(container: &Option<String>) -> String {
     }
 }
 
-/// One process as the probe reports it.
-#[derive(Debug, Deserialize)]
+/// One process that writes somewhere, as the probe reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Seen {
-    pid: i32,
-    start_ticks: u64,
-    started_at: i64,
-    program: String,
-    area: WriteArea,
-    path: String,
-    run: Option<String>,
+pub struct Candidate {
+    /// Its pid where it lives.
+    pub pid: i32,
+    /// Its start time in clock ticks after that place's boot.
+    pub start_ticks: u64,
+    /// When it started, in seconds since the epoch.
+    pub started_at: i64,
+    /// `rsync`, `barman`, `pg_basebackup`.
+    pub program: String,
+    /// Where it may write: absolute, normalised paths.
+    pub targets: Vec<String>,
+    /// Its [`RUN_ENV`] mark, if its environment could be read and had one.
+    pub run: Option<String>,
 }
 
 /// Reads the probe's JSON list; an error says what was wrong with it.
-pub fn parse_probe(
-    stdout: &str,
+pub fn parse_probe(stdout: &str) -> Result<Vec<Candidate>, String> {
+    serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("{e}: {}", stdout.lines().next().unwrap_or("").trim()))
+}
+
+/// `path` with `.`, `..` and repeated or trailing slashes resolved by its text, as
+/// the probe's `os.path.normpath` does.
+fn normalise(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Whether `path` is `root` or lies under it (both absolute and normalised).
+fn is_under(path: &str, root: &str) -> bool {
+    path == root
+        || path
+            .strip_prefix(root.trim_end_matches('/'))
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The candidates that write under one of `roots`, each with the first of its
+/// targets found there.
+pub fn writers_under(
+    candidates: &[Candidate],
+    roots: &[(WriteArea, String)],
     container: &Option<String>,
-) -> Result<Vec<WritingProcess>, String> {
-    let seen: Vec<Seen> = serde_json::from_str(stdout.trim())
-        .map_err(|e| format!("{e}: {}", stdout.lines().next().unwrap_or("").trim()))?;
-    Ok(seen
-        .into_iter()
-        .map(|s| WritingProcess {
-            started_by: match (s.run.as_deref(), started_by_staging(&s.path)) {
-                (None, Some(by)) => by,
-                (run, _) => started_by(run),
-            },
-            pid: s.pid,
-            start_ticks: s.start_ticks,
-            started_at: jiff::Timestamp::from_second(s.started_at).unwrap_or_default(),
-            program: s.program,
-            path: s.path,
-            area: s.area,
-            container: container.clone(),
+) -> Vec<WritingProcess> {
+    let roots: Vec<(WriteArea, String)> = roots
+        .iter()
+        .map(|(area, root)| (*area, normalise(root)))
+        .collect();
+    candidates
+        .iter()
+        .filter_map(|c| {
+            let (area, path) = c.targets.iter().find_map(|t| {
+                roots
+                    .iter()
+                    .find(|(_, root)| is_under(t, root))
+                    .map(|(area, _)| (*area, t.clone()))
+            })?;
+            Some(WritingProcess {
+                started_by: match (c.run.as_deref(), started_by_staging(&path)) {
+                    (None, Some(by)) => by,
+                    (run, _) => started_by(run),
+                },
+                pid: c.pid,
+                start_ticks: c.start_ticks,
+                started_at: jiff::Timestamp::from_second(c.started_at).unwrap_or_default(),
+                program: c.program.clone(),
+                path,
+                area,
+                container: container.clone(),
+            })
         })
-        .collect())
+        .collect()
 }
 
 #[async_trait]
 impl OrphanDriver for ProcScan {
-    async fn scan(&self, places: &[ScanPlace]) -> Result<Vec<WritingProcess>, OrphanError> {
-        let mut found = Vec::new();
-        for place in places.iter().filter(|p| !p.roots.is_empty()) {
-            let mut probe = CommandLine::new("python3", SCAN_TIMEOUT).args(["-c", PROBE]);
-            for (area, path) in &place.roots {
-                let area = match area {
-                    WriteArea::Volume => "volume",
-                    WriteArea::Starport => "starport",
-                };
-                probe = probe.arg(area).arg(path);
-            }
-            let out = self
-                .runner(&place.container)
+    async fn candidates(&self, container: &Option<String>) -> Result<Vec<Candidate>, OrphanError> {
+        let probe = CommandLine::new("python3", SCAN_TIMEOUT).args(["-c", PROBE]);
+        let out =
+            self.runner(container)
                 .run(&probe)
                 .await
                 .map_err(|source| OrphanError::Command {
-                    where_: where_(&place.container),
+                    where_: where_(container),
                     source,
                 })?;
-            if !out.success() {
-                return Err(OrphanError::Probe {
-                    where_: where_(&place.container),
-                    message: format!("{}: {}", out.status_text(), out.last_words()),
-                });
-            }
-            found.extend(
-                parse_probe(&out.stdout, &place.container).map_err(|message| {
-                    OrphanError::Probe {
-                        where_: where_(&place.container),
-                        message,
-                    }
-                })?,
-            );
+        if !out.success() {
+            return Err(OrphanError::Probe {
+                where_: where_(container),
+                message: format!("{}: {}", out.status_text(), out.last_words()),
+            });
         }
-        Ok(found)
+        parse_probe(&out.stdout).map_err(|message| OrphanError::Probe {
+            where_: where_(container),
+            message,
+        })
     }
 
     async fn stop(&self, process: &WritingProcess, grace: Duration) -> Result<String, OrphanError> {
@@ -392,6 +434,57 @@ impl OrphanDriver for ProcScan {
             });
         }
         Ok(out.stdout.trim().to_string())
+    }
+
+    fn for_one_pass(self: Arc<Self>) -> Arc<dyn OrphanDriver> {
+        Arc::new(PassScans::over(self))
+    }
+}
+
+/// One place's process list for the pass, read once by whichever pipeline asks
+/// first while the others wait for it.
+type ListCell = Arc<tokio::sync::OnceCell<Vec<Candidate>>>;
+
+/// [`OrphanDriver::for_one_pass`]: each place's list read once, stops passed on.
+#[derive(Debug)]
+pub struct PassScans {
+    inner: Arc<dyn OrphanDriver>,
+    lists: Mutex<HashMap<Option<String>, ListCell>>,
+}
+
+impl PassScans {
+    /// A fresh pass in front of `inner`.
+    pub fn over(inner: Arc<dyn OrphanDriver>) -> Self {
+        Self {
+            inner,
+            lists: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl OrphanDriver for PassScans {
+    async fn candidates(&self, container: &Option<String>) -> Result<Vec<Candidate>, OrphanError> {
+        // The lock is held only to find the cell, never across the probe.
+        let cell = self
+            .lists
+            .lock()
+            .ok()
+            .map(|mut lists| lists.entry(container.clone()).or_default().clone());
+        let Some(cell) = cell else {
+            return self.inner.candidates(container).await;
+        };
+        cell.get_or_try_init(|| self.inner.candidates(container))
+            .await
+            .cloned()
+    }
+
+    async fn stop(&self, process: &WritingProcess, grace: Duration) -> Result<String, OrphanError> {
+        self.inner.stop(process, grace).await
+    }
+
+    fn for_one_pass(self: Arc<Self>) -> Arc<dyn OrphanDriver> {
+        self
     }
 }
 
@@ -426,7 +519,7 @@ mod tests {
         let mut other = rsync(&elsewhere, None);
         std::thread::sleep(Duration::from_millis(500));
         let scan = ProcScan::new(Placer::new(
-            std::sync::Arc::new(crate::drivers::docker::DockerEngine::default()),
+            Arc::new(crate::drivers::docker::DockerEngine::default()),
             Default::default(),
         ));
         let places = [ScanPlace {
@@ -472,6 +565,101 @@ mod tests {
         assert!(ours.wait().unwrap().code() != Some(0));
         other.kill().unwrap();
         other.wait().unwrap();
+    }
+
+    fn candidate(pid: i32, program: &str, targets: &[&str]) -> Candidate {
+        Candidate {
+            pid,
+            start_ticks: 7,
+            started_at: 0,
+            program: program.to_string(),
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            run: None,
+        }
+    }
+
+    /// One list serves every pipeline: each keeps only what writes under its own
+    /// paths, a sibling directory sharing a name's prefix included.
+    #[test]
+    fn each_pipeline_keeps_only_the_writers_under_its_own_paths() {
+        let list = [
+            candidate(1, "rsync", &["/srv/nightly/montagu_db_volume/base"]),
+            candidate(2, "rsync", &["/srv/nightly/montagu_db_volume_old"]),
+            candidate(
+                3,
+                "barman",
+                &["recover", "montagu", "/srv/starport/barman_to_starport"],
+            ),
+            candidate(4, "pg_basebackup", &["/elsewhere"]),
+        ];
+        let roots = [
+            (
+                WriteArea::Volume,
+                "/srv/nightly/montagu_db_volume/".to_string(),
+            ),
+            (
+                WriteArea::Starport,
+                "/srv//starport/./barman_to_starport".to_string(),
+            ),
+        ];
+        let found = writers_under(&list, &roots, &None);
+        let seen: Vec<(i32, WriteArea, &str)> = found
+            .iter()
+            .map(|w| (w.pid, w.area, w.path.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (1, WriteArea::Volume, "/srv/nightly/montagu_db_volume/base"),
+                (3, WriteArea::Starport, "/srv/starport/barman_to_starport"),
+            ]
+        );
+        assert_eq!(normalise("/a/b/../c/"), "/a/c");
+    }
+
+    /// Counts the lists it is asked for.
+    #[derive(Debug, Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl OrphanDriver for Counting {
+        async fn candidates(&self, _: &Option<String>) -> Result<Vec<Candidate>, OrphanError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(vec![candidate(9, "rsync", &["/v/x"])])
+        }
+        async fn stop(&self, _: &WritingProcess, _: Duration) -> Result<String, OrphanError> {
+            Ok("gone".into())
+        }
+        fn for_one_pass(self: Arc<Self>) -> Arc<dyn OrphanDriver> {
+            self
+        }
+    }
+
+    /// A pass over many pipelines lists each place's processes once, however many
+    /// pipelines ask at the same time; the next pass lists them again.
+    #[tokio::test]
+    async fn a_pass_lists_each_place_once() {
+        let inner = Arc::new(Counting::default());
+        let pass = PassScans::over(inner.clone());
+        let places = [
+            ScanPlace {
+                container: None,
+                roots: vec![(WriteArea::Volume, "/v".to_string())],
+            },
+            ScanPlace {
+                container: Some("barman".to_string()),
+                roots: vec![(WriteArea::Volume, "/v".to_string())],
+            },
+        ];
+        let scans = (0..10).map(|_| pass.scan(&places));
+        for found in futures_util::future::join_all(scans).await {
+            assert_eq!(found.unwrap().len(), 2);
+        }
+        assert_eq!(inner.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let next = PassScans::over(inner.clone());
+        next.scan(&places[..1]).await.unwrap();
+        assert_eq!(inner.0.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use reconciler::drivers::barman::{BarmanDriver, BarmanError};
 use reconciler::drivers::command::RunAs;
 use reconciler::drivers::docker::DockerError;
 use reconciler::drivers::mirror::MirrorDriver;
-use reconciler::drivers::orphans::{OrphanDriver, OrphanError, ScanPlace};
+use reconciler::drivers::orphans::{Candidate, OrphanDriver, OrphanError};
 use reconciler::drivers::replay::{ReplayDriver, ReplayError, ReplayOutcome};
 use reconciler::drivers::restore::{ConsumerDriver, RestoreSourceDriver, RestoreVolumeDriver};
 use reconciler::drivers::starport::{CopyStats, StarportDriver, StarportError};
@@ -440,10 +440,7 @@ impl FakeWorld {
 /// No process ever writes into the fake world's places but its own steps.
 #[async_trait]
 impl OrphanDriver for FakeWorld {
-    async fn scan(
-        &self,
-        _places: &[ScanPlace],
-    ) -> Result<Vec<reconciler::observed::WritingProcess>, OrphanError> {
+    async fn candidates(&self, _container: &Option<String>) -> Result<Vec<Candidate>, OrphanError> {
         Ok(Vec::new())
     }
 
@@ -453,6 +450,10 @@ impl OrphanDriver for FakeWorld {
         _grace: Duration,
     ) -> Result<String, OrphanError> {
         Ok("gone".to_string())
+    }
+
+    fn for_one_pass(self: Arc<Self>) -> Arc<dyn OrphanDriver> {
+        self
     }
 }
 
