@@ -519,8 +519,8 @@ mod tests {
             self.backups.lock().unwrap().retain(|b| b.id != id);
             Ok(())
         }
-        async fn switch_wal(&self, _: &BarmanSpec, _: Duration) -> Result<(), BarmanError> {
-            Ok(())
+        async fn switch_wal(&self, _: &BarmanSpec) -> Result<Option<String>, BarmanError> {
+            Ok(None)
         }
         async fn recover(
             &self,

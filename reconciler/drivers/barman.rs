@@ -94,8 +94,10 @@ pub trait BarmanDriver: Send + Sync + std::fmt::Debug {
     ) -> Result<String, BarmanError>;
     /// Deletes one backup.
     async fn delete_backup(&self, barman: &BarmanSpec, backup_id: &str) -> Result<(), BarmanError>;
-    /// Closes the current WAL segment and waits until barman archived it.
-    async fn switch_wal(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError>;
+    /// Closes the primary's current WAL segment (`barman switch-wal`, without
+    /// waiting for it): the name of the segment it closed, or `None` when the
+    /// primary wrote nothing since its last switch.
+    async fn switch_wal(&self, barman: &BarmanSpec) -> Result<Option<String>, BarmanError>;
     /// WAL streaming health, from `barman -f json check` (whose exit status says
     /// nothing useful: it fails before the first backup, barman-facts P8).
     async fn wal_health(&self, barman: &BarmanSpec) -> Result<WalHealth, BarmanError>;
@@ -378,17 +380,17 @@ impl BarmanDriver for BarmanCli {
         parse_delete_result(backup_id, &out)
     }
 
-    async fn switch_wal(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError> {
+    async fn switch_wal(&self, barman: &BarmanSpec) -> Result<Option<String>, BarmanError> {
         // No --force: that needs a superuser (barman 3.4), and pg_switch_wal() does
-        // nothing when no WAL was written since the last switch anyway.
+        // nothing when no WAL was written since the last switch anyway. No
+        // --archive: with nothing to switch it waits for *any* new segment, its
+        // whole timeout on an idle primary; the caller waits for the closed one.
         let cmd = self
-            .command(barman, "switch-wal", timeout + QUICK_CALL_TIMEOUT)
-            .args(["--archive", "--archive-timeout"])
-            .arg(timeout.as_secs().max(1).to_string())
+            .command(barman, "switch-wal", QUICK_CALL_TIMEOUT)
             .arg(barman.server.as_str());
         let out = self.run(barman, cmd).await?;
         if out.success() {
-            Ok(())
+            parse_switch_wal(&out.stdout)
         } else {
             Err(failure("switch-wal", &out))
         }
@@ -467,6 +469,40 @@ pub fn parse_peek(stdout: &str) -> Vec<String> {
         })
         .map(String::from)
         .collect()
+}
+
+/// The segment `barman -f json switch-wal` says it closed (`"The WAL file
+/// 000000010000000000000003 has been closed on server 'montagu'"` in `_INFO`), or
+/// `None` when it says no switch was required.
+pub fn parse_switch_wal(stdout: &str) -> Result<Option<String>, BarmanError> {
+    let value: Value =
+        serde_json::from_str(stdout.trim()).map_err(|e| BarmanError::Unparsable {
+            action: "switch-wal",
+            problem: format!("{e}: {}", stdout.lines().next().unwrap_or("").trim()),
+        })?;
+    let said: Vec<&str> = value
+        .get("_INFO")
+        .and_then(Value::as_array)
+        .map(|info| info.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for line in &said {
+        if let Some(rest) = line.strip_prefix("The WAL file ") {
+            let name = rest.split_whitespace().next().unwrap_or("");
+            if name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(Some(name.to_string()));
+            }
+        }
+        if line.starts_with("No switch required") || line.starts_with("No switch performed") {
+            return Ok(None);
+        }
+    }
+    Err(BarmanError::Unparsable {
+        action: "switch-wal",
+        problem: format!(
+            "neither a closed WAL file nor \"no switch\": {}",
+            said.join("; ")
+        ),
+    })
 }
 
 /// The `_ERROR` list of a JSON answer, joined.
@@ -757,8 +793,8 @@ impl BarmanDriver for PassCache {
         self.inner.account(barman, name).await
     }
 
-    async fn switch_wal(&self, barman: &BarmanSpec, timeout: Duration) -> Result<(), BarmanError> {
-        self.inner.switch_wal(barman, timeout).await
+    async fn switch_wal(&self, barman: &BarmanSpec) -> Result<Option<String>, BarmanError> {
+        self.inner.switch_wal(barman).await
     }
 
     async fn recover(
@@ -794,6 +830,19 @@ impl BarmanDriver for PassCache {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn switch_wal_names_the_closed_segment_or_none() {
+        let closed = r#"{"_INFO": ["The WAL file 00000001000000000000002A has been closed on server 'montagu'"]}"#;
+        assert_eq!(
+            super::parse_switch_wal(closed).unwrap().as_deref(),
+            Some("00000001000000000000002A")
+        );
+        let idle = r#"{"_INFO": ["No switch required for server 'montagu'"]}"#;
+        assert_eq!(super::parse_switch_wal(idle).unwrap(), None);
+        assert!(super::parse_switch_wal(r#"{"_INFO": ["something else"]}"#).is_err());
+        assert!(super::parse_switch_wal("not json").is_err());
+    }
+
     use super::*;
 
     fn fixture(name: &str) -> String {

@@ -8,20 +8,16 @@
 //! halfway leaves the volume unmarked, so the next plan recovers it in full. It
 //! decides nothing: the planner chose the catch-up from the marker and the catalogue.
 
-use std::path::Path;
-
 use jiff::Timestamp;
 
-use super::{ExecuteError, StepDetail, barman_view, generation_id};
+use super::wal_target::{close_current_segment, fetch_segments};
+use super::{ExecuteError, StepDetail, generation_id};
 use crate::drivers::Drivers;
 use crate::drivers::pause::pause_point;
 use crate::drivers::placement::Placement;
 use crate::drivers::wal_segment::{Segment, history_file};
 use crate::observed::{Observed, StandbyPoint, VolumeMarker, VolumeState};
 use crate::spec::BackupPipeline;
-
-/// How many names one `get-wal --peek` asks for; more are asked until fewer come.
-const PEEK_BATCH: u32 = 256;
 
 /// Carries out `CatchUpVolume`.
 pub(super) async fn catch_up_volume(
@@ -48,13 +44,7 @@ pub(super) async fn catch_up_volume(
         .await?;
     // As before a full recovery: the newest segment then ends with a WAL switch,
     // where the replay below can tell it is done.
-    if let Err(e) = drivers
-        .barman
-        .switch_wal(barman, super::SWITCH_WAL_TIMEOUT)
-        .await
-    {
-        tracing::warn!(error = %crate::errors::error_chain(&e), "could not archive the current WAL segment; catching up with what is archived");
-    }
+    let target = close_current_segment(pipeline, drivers).await;
     let path = drivers
         .volume
         .locate(volume)
@@ -94,7 +84,16 @@ pub(super) async fn catch_up_volume(
             next: timeline + 1,
         });
     }
-    let fetched = fetch_new_segments(pipeline, path, after, owner, drivers).await?;
+    let fetched = fetch_segments(
+        pipeline,
+        path,
+        after,
+        target,
+        owner,
+        drivers,
+        "catchup:fetching",
+    )
+    .await?;
     let through = fetched.last().copied().unwrap_or(after);
     drivers.volume.set_standby_signal(path, true, owner).await?;
     let replayed = drivers
@@ -134,49 +133,4 @@ pub(super) async fn catch_up_volume(
         replayed.replayed_to_lsn,
         marker.generation
     ))
-}
-
-/// Fetches every segment barman archived after `after` on its timeline, in order,
-/// into `pg_wal`; returns them.
-async fn fetch_new_segments(
-    pipeline: &BackupPipeline,
-    path: &Path,
-    after: Segment,
-    owner: crate::drivers::command::RunAs,
-    drivers: &Drivers,
-) -> Result<Vec<Segment>, ExecuteError> {
-    let volume = &pipeline.spec.recovered_volume;
-    let barman = &pipeline.spec.barman;
-    let staging = drivers.volume.prepare_wal_fetch(path, owner).await?;
-    let destination = barman_view(volume, path, &staging);
-    let mut fetched = Vec::new();
-    let mut next = after.next();
-    loop {
-        let names = drivers
-            .barman
-            .list_wal(barman, &next.to_string(), PEEK_BATCH)
-            .await?;
-        let batch: Vec<Segment> = names
-            .iter()
-            .filter_map(|n| Segment::parse(n))
-            // --peek lists consecutive names from `next`; anything else is not ours.
-            .take_while(|s| s.timeline == after.timeline)
-            .collect();
-        for segment in &batch {
-            let name = segment.to_string();
-            drivers
-                .barman
-                .fetch_wal(barman, &name, &destination)
-                .await?;
-            drivers.volume.install_segment(path, &name, owner).await?;
-            fetched.push(*segment);
-            pause_point!("catchup:fetching", &drivers.cancel);
-        }
-        match batch.last() {
-            Some(last) if batch.len() as u32 >= PEEK_BATCH => next = last.next(),
-            _ => break,
-        }
-    }
-    drivers.volume.finish_wal_fetch(path).await?;
-    Ok(fetched)
 }

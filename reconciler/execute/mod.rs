@@ -9,6 +9,7 @@
 
 mod catch_up;
 mod restore;
+mod wal_target;
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +72,17 @@ pub enum ExecuteError {
         /// The new one.
         next: u32,
     },
+    /// barman lacks a WAL segment before the one the primary's switch closed: the
+    /// volume would miss writes, so it stays unmarked.
+    #[error(
+        "barman cannot serve WAL segment {missing}, which comes before {closed} (the segment the switch closed); check `barman check` and `barman list-wals`"
+    )]
+    WalGap {
+        /// The first segment barman lacks.
+        missing: String,
+        /// The segment the switch closed.
+        closed: String,
+    },
     /// The world changed between planning and acting.
     #[error("the world changed since the plan was made: {0}")]
     Changed(String),
@@ -118,9 +130,6 @@ impl ExecuteError {
         matches!(self, ExecuteError::Barman(e) if e.is_busy())
     }
 }
-
-/// How long a recovery waits for barman to archive the current WAL segment.
-pub const SWITCH_WAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a completed step did, for the operator.
 pub type StepDetail = String;
@@ -302,16 +311,9 @@ async fn recover_volume(
         .barman
         .account(&pipeline.spec.barman, volume.owner.as_str())
         .await?;
-    // Close the current WAL segment and wait until barman has it, so the recovery
-    // includes the newest writes. On an idle server this can wait out its timeout;
-    // the recovery then replays what is archived, which is still consistent.
-    if let Err(e) = drivers
-        .barman
-        .switch_wal(&pipeline.spec.barman, SWITCH_WAL_TIMEOUT)
-        .await
-    {
-        tracing::warn!(error = %crate::errors::error_chain(&e), "could not archive the current WAL segment; recovering what is archived");
-    }
+    // Close the current WAL segment so the recovery includes the newest writes;
+    // waits only when a segment was closed, and only until barman has it.
+    let target = wal_target::close_current_segment(pipeline, drivers).await;
     let path = drivers
         .volume
         .create(volume, pipeline.name().as_str())
@@ -349,7 +351,7 @@ async fn recover_volume(
     };
     // Read before postgres first runs: a restartpoint recycles old segments under
     // future names.
-    let through =
+    let recovered_through =
         drivers
             .volume
             .newest_segment(path)
@@ -357,6 +359,22 @@ async fn recover_volume(
             .ok_or_else(|| ExecuteError::NoWal {
                 backup_id: backup_id.to_string(),
             })?;
+    // `barman recover` archives what streaming delivered, then copies its
+    // archive; but the streaming archiver keeps the newest complete segment back
+    // until WAL of the next one arrives (barman-facts P1), so on an idle primary
+    // the segment the switch closed is still in `streaming/`, where `get-wal`
+    // serves it. On a busy one this fetches nothing, or what arrived meanwhile.
+    let fetched = wal_target::fetch_segments(
+        pipeline,
+        path,
+        recovered_through,
+        target,
+        owner,
+        drivers,
+        "recover:fetching",
+    )
+    .await?;
+    let through = fetched.last().copied().unwrap_or(recovered_through);
     // Replayed as a standby, not as crash recovery: a volume that once leaves
     // recovery writes WAL of its own (an end-of-recovery checkpoint) where the
     // primary wrote other WAL, and can never replay the primary's again

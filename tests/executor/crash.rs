@@ -70,6 +70,7 @@ crash_tests! {
     crash_before_a_recovery: "step:recoverVolume", StaleOldVolume;
     crash_during_barman_recover: "recover:running", StaleOldVolume;
     crash_between_barman_recover_and_moving_the_data_in_place: "recover:staged", StaleOldVolume;
+    crash_during_the_wal_fetch_after_barman_recover: "recover:fetching", StaleOldVolume;
     crash_during_replay: "replay", StaleOldVolume;
     crash_after_replay_before_postgres_stopped: "replay:finished", StaleOldVolume;
     crash_between_the_replay_stop_and_the_marker: "recover:stopped", StaleOldVolume;

@@ -69,10 +69,17 @@ pub const CRASH_POINTS: &[(&str, &str)] = &[
         "start of volume.set_standby_signal(false), postgres stopped",
     ),
     ("step:catchUpVolume", "start of barman.account"),
-    ("catchup:invalidated", "start of barman.list_wal"),
+    (
+        "recover:fetching",
+        "end of volume.install_segment after barman.recover, one segment from streaming in pg_wal",
+    ),
+    (
+        "catchup:invalidated",
+        "start of barman.list_wal for the next timeline's history",
+    ),
     (
         "catchup:fetching",
-        "end of volume.install_segment, one segment in pg_wal",
+        "end of volume.install_segment in a catch-up, one segment in pg_wal",
     ),
     (
         "catchup:stopped",
@@ -230,6 +237,16 @@ pub struct State {
     pub crash_at: Option<String>,
     /// Fired when this call is made.
     pub cancel_on: Option<&'static str>,
+    /// The newest WAL segment barman holds, on timeline 1 (a recovery copies
+    /// through 3, the rest `get-wal` serves).
+    pub wal_end: u64,
+    /// The primary wrote since its last switch: `switch-wal` closes a segment,
+    /// which barman then holds.
+    pub primary_writes: bool,
+    /// A segment barman lacks.
+    pub wal_missing: Option<u64>,
+    /// The pause point the next fetched segment cuts at: the refresh under way.
+    pub fetch_point: &'static str,
 }
 
 impl State {
@@ -324,6 +341,10 @@ impl FakeWorld {
                 hooks: BTreeMap::new(),
                 crash_at: None,
                 cancel_on: None,
+                wal_end: 4,
+                primary_writes: true,
+                wal_missing: None,
+                fetch_point: "catchup:fetching",
             }),
             crashed: Notify::new(),
             cancel: CancellationToken::new(),
@@ -512,25 +533,45 @@ impl BarmanDriver for FakeWorld {
         Ok(())
     }
 
-    async fn switch_wal(&self, _: &BarmanSpec, _: Duration) -> Result<(), BarmanError> {
-        self.record("barman.switch_wal", "");
-        Ok(())
+    /// A primary that wrote closes a new segment, which barman holds at once.
+    async fn switch_wal(&self, _: &BarmanSpec) -> Result<Option<String>, BarmanError> {
+        let closed = {
+            let mut s = self.state();
+            s.primary_writes.then(|| {
+                s.wal_end += 1;
+                Segment {
+                    timeline: 1,
+                    number: s.wal_end,
+                }
+                .to_string()
+            })
+        };
+        self.record("barman.switch_wal", closed.clone().unwrap_or_default());
+        Ok(closed)
     }
 
-    /// The fake archive holds WAL through segment 4 of timeline 1 (a recovery
-    /// copies through 3), and no history file.
+    /// Consecutive segments of timeline 1 from `first` through `wal_end`, up to a
+    /// missing one; no history file.
     async fn list_wal(
         &self,
         _: &BarmanSpec,
         first: &str,
         _: u32,
     ) -> Result<Vec<String>, BarmanError> {
-        self.cut("catchup:invalidated").await;
+        if first.ends_with(".history") {
+            self.state().fetch_point = "catchup:fetching";
+            self.cut("catchup:invalidated").await;
+        }
         self.record("barman.list_wal", first);
+        let (end, missing) = {
+            let s = self.state();
+            (s.wal_end, s.wal_missing)
+        };
         Ok(Segment::parse(first)
-            .filter(|s| s.timeline == 1 && s.number <= 4)
+            .filter(|s| s.timeline == 1)
             .map(|s| {
-                (s.number..=4)
+                (s.number..=end)
+                    .take_while(|n| Some(*n) != missing)
                     .map(|n| Segment { number: n, ..s }.to_string())
                     .collect()
             })
@@ -588,6 +629,7 @@ impl BarmanDriver for FakeWorld {
         _: Duration,
     ) -> Result<(), BarmanError> {
         self.record("barman.recover", backup_id);
+        self.state().fetch_point = "recover:fetching";
         let known = self
             .state()
             .backups
@@ -743,7 +785,8 @@ impl VolumeDriver for FakeWorld {
 
     async fn install_segment(&self, _: &Path, name: &str, _: RunAs) -> Result<(), VolumeError> {
         self.record("volume.install_segment", name);
-        self.cut("catchup:fetching").await;
+        let point = self.state().fetch_point;
+        self.cut(point).await;
         Ok(())
     }
 
@@ -761,9 +804,9 @@ impl ReplayDriver for FakeWorld {
         _: &RecoveredVolumeSpec,
         data_dir: &Path,
         _: RunAs,
-        _: Segment,
+        through: Segment,
     ) -> Result<ReplayOutcome, ReplayError> {
-        self.record("replay.replay", "");
+        self.record("replay.replay", format!("through {through}"));
         if self.state().volume.data.is_none() {
             return Err(ReplayError::Exited {
                 status: "exit status: 1".to_string(),

@@ -56,6 +56,8 @@ async fn a_catch_up_invalidates_the_marker_first_and_marks_only_after_the_standb
         assert!(s.volume.marker.is_none(), "replay runs under a marker");
     });
 
+    let closes = segment(t.world.state().wal_end + 1);
+
     let report = t.apply(&t.pipeline).await;
 
     assert!(report.converged, "{report:#?}");
@@ -64,14 +66,15 @@ async fn a_catch_up_invalidates_the_marker_first_and_marks_only_after_the_standb
         .world
         .journal()
         .iter()
-        .position(|c| c.op == "barman.list_wal")
+        .position(|c| c.op == "barman.list_wal" && c.detail.ends_with(".history"))
         .expect(&journal);
     let order = [
+        t.position("barman.switch_wal", &closes),
         t.position("volume.invalidate_marker", ""),
         caught_up,
-        t.position("volume.install_segment", "000000010000000000000004"),
+        t.position("volume.install_segment", &closes),
         t.position("volume.set_standby_signal", "true"),
-        t.position("replay.replay", ""),
+        t.position("replay.replay", &format!("through {closes}")),
         t.position("volume.set_standby_signal", "false"),
         t.position("volume.write_marker", ""),
     ];
@@ -84,9 +87,106 @@ async fn a_catch_up_invalidates_the_marker_first_and_marks_only_after_the_standb
             .as_ref()
             .and_then(|m| m.standby.as_ref())
             .map(|p| p.last_segment.as_str()),
-        Some("000000010000000000000004")
+        Some(closes.as_str())
     );
     check_invariants(&s, &newest_done(&s), "after the catch-up");
+}
+
+/// The name of segment `number` of timeline 1.
+fn segment(number: u64) -> String {
+    reconciler::drivers::wal_segment::Segment {
+        timeline: 1,
+        number,
+    }
+    .to_string()
+}
+
+/// A full recovery replays through the segment the switch closed, which barman's
+/// archive does not hold yet: `get-wal` fetches it after `barman recover`.
+#[tokio::test]
+async fn a_full_recovery_replays_through_the_segment_the_switch_closed() {
+    let t = Test::converged().await;
+    Drift::StaleOldVolume.apply(&mut t.world.state());
+    let closes = segment(t.world.state().wal_end + 1);
+
+    let report = t.apply(&t.pipeline).await;
+
+    assert!(report.converged, "{report:#?}");
+    let journal = t.journal_text();
+    let order = [
+        t.position("barman.switch_wal", &closes),
+        t.position("volume.invalidate_marker", ""),
+        t.position("barman.recover", ""),
+        t.position("volume.install_segment", &segment(4)),
+        t.position("volume.install_segment", &closes),
+        t.position("replay.replay", &format!("through {closes}")),
+        t.position("volume.write_marker", ""),
+    ];
+    assert!(order.is_sorted(), "{order:?}: {journal}");
+}
+
+/// On an idle primary the switch closes nothing: no wait for a segment, and the
+/// catch-up replays what barman holds.
+#[tokio::test]
+async fn on_an_idle_primary_the_catch_up_waits_for_no_segment() {
+    let t = Test::converged().await;
+    Drift::StaleVolume.apply(&mut t.world.state());
+    let newest = {
+        let mut s = t.world.state();
+        s.primary_writes = false;
+        segment(s.wal_end)
+    };
+
+    let report = t.apply(&t.pipeline).await;
+
+    assert!(report.converged, "{report:#?}");
+    let journal = t.journal_text();
+    // The only segment names asked for are the catch-up's: after the marker's.
+    let asked: Vec<String> = t
+        .world
+        .journal()
+        .iter()
+        .filter(|c| c.op == "barman.list_wal" && !c.detail.ends_with(".history"))
+        .map(|c| c.detail.clone())
+        .collect();
+    assert_eq!(asked, [segment(t.world.state().wal_end + 1)], "{journal}");
+    assert!(
+        t.position("volume.invalidate_marker", "") < t.position("barman.list_wal", ""),
+        "{journal}"
+    );
+    assert!(t.position("replay.replay", &format!("through {newest}")) > 0);
+}
+
+/// A segment barman lacks before the one the switch closed fails the catch-up: the
+/// volume would miss writes, so it is left unmarked and the step says which.
+#[tokio::test]
+async fn a_wal_gap_before_the_closed_segment_fails_the_catch_up_and_leaves_no_marker() {
+    let t = Test::converged().await;
+    Drift::StaleVolume.apply(&mut t.world.state());
+    let missing = {
+        let mut s = t.world.state();
+        // Two segments are closed: the first of them never reached barman.
+        s.wal_end += 1;
+        s.wal_missing = Some(s.wal_end);
+        segment(s.wal_end)
+    };
+
+    let report = t.apply(&t.pipeline).await;
+
+    let catch_up = report
+        .steps
+        .iter()
+        .find(|r| {
+            matches!(
+                r.planned.step,
+                Step::Pipeline(PipelineStep::CatchUpVolume { .. })
+            )
+        })
+        .expect("a catch-up ran");
+    assert_eq!(catch_up.outcome, StepOutcome::Failed, "{report:#?}");
+    assert!(catch_up.detail.contains(&missing), "{}", catch_up.detail);
+    assert!(!t.called("replay.replay"), "{}", t.journal_text());
+    assert!(t.world.state().volume.marker.is_none());
 }
 
 #[tokio::test]
