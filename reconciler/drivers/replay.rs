@@ -45,8 +45,23 @@ use crate::spec::{HumanDuration, RecoveredVolumeSpec, ReplaySpec};
 pub use super::postgres_process::SOCKET_DIR_PREFIX;
 /// The port only names the socket file; nothing listens on TCP.
 const REPLAY_PORT: &str = "5432";
-/// How often replay progress is probed.
-const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How often replay progress is probed while a replay is young: most nightly
+/// replays end within seconds, and each probe is one short `psql`.
+const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// How often once it ran [`PROBE_PATIENCE`]: a replay that long (up to an hour at
+/// production size) loses nothing by a second's later notice, and saves probes.
+const SLOW_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// When probing slows down.
+const PROBE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The wait before the next probe, `running` into the replay.
+fn probe_interval(running: Duration) -> Duration {
+    if running < PROBE_PATIENCE {
+        PROBE_INTERVAL
+    } else {
+        SLOW_PROBE_INTERVAL
+    }
+}
 /// How long replay must stand still inside the newest segment before it counts as
 /// done: the startup process reads a segment in far less, and rescans `pg_wal`
 /// every 5 s (`wal_retrieve_retry_interval`) once it has nothing more to read.
@@ -327,7 +342,8 @@ async fn wait_until_replayed(
 ) -> Result<String, ReplayError> {
     let probe = probe_command(spec, server.socket_dir(), owner);
     let runner = server.probe_runner();
-    let deadline = Instant::now() + spec.timeout.to_std();
+    let began = Instant::now();
+    let deadline = began + spec.timeout.to_std();
     let mut last_probe = "not probed yet".to_string();
     let mut standing: Option<(u64, Instant)> = None;
     loop {
@@ -370,7 +386,7 @@ async fn wait_until_replayed(
             Err(e) => last_probe = crate::errors::error_chain(&e),
         }
         tokio::select! {
-            () = tokio::time::sleep(PROBE_INTERVAL) => {}
+            () = tokio::time::sleep(probe_interval(began.elapsed())) => {}
             () = cancel.cancelled() => {}
         }
     }
@@ -677,6 +693,23 @@ impl ReplayDriver for LocalReplay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_young_replay_is_probed_often_a_long_one_seldom() {
+        assert_eq!(probe_interval(Duration::ZERO), Duration::from_millis(200));
+        assert_eq!(
+            probe_interval(Duration::from_secs(29)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            probe_interval(Duration::from_secs(30)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            probe_interval(Duration::from_secs(3600)),
+            Duration::from_secs(1)
+        );
+    }
 
     #[test]
     fn controldata_fields_are_read_by_name() {

@@ -245,6 +245,9 @@ pub struct State {
     pub primary_writes: bool,
     /// A segment barman lacks.
     pub wal_missing: Option<u64>,
+    /// Streaming lag: the newest segment (`wal_end`) reaches barman only after
+    /// this many more listings (`u32::MAX`: never).
+    pub wal_late: u32,
     /// The pause point the next fetched segment cuts at: the refresh under way.
     pub fetch_point: &'static str,
 }
@@ -344,6 +347,7 @@ impl FakeWorld {
                 wal_end: 4,
                 primary_writes: true,
                 wal_missing: None,
+                wal_late: 0,
                 fetch_point: "catchup:fetching",
             }),
             crashed: Notify::new(),
@@ -550,8 +554,8 @@ impl BarmanDriver for FakeWorld {
         Ok(closed)
     }
 
-    /// Consecutive segments of timeline 1 from `first` through `wal_end`, up to a
-    /// missing one; no history file.
+    /// Consecutive segments of timeline 1 from `first` through `wal_end` (the
+    /// one before while it is late), up to a missing one; no history file.
     async fn list_wal(
         &self,
         _: &BarmanSpec,
@@ -564,8 +568,12 @@ impl BarmanDriver for FakeWorld {
         }
         self.record("barman.list_wal", first);
         let (end, missing) = {
-            let s = self.state();
-            (s.wal_end, s.wal_missing)
+            let mut s = self.state();
+            let late = s.wal_late > 0 && !first.ends_with(".history");
+            if late && s.wal_late != u32::MAX {
+                s.wal_late -= 1;
+            }
+            (s.wal_end - u64::from(late), s.wal_missing)
         };
         Ok(Segment::parse(first)
             .filter(|s| s.timeline == 1)

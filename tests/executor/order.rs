@@ -157,9 +157,52 @@ async fn on_an_idle_primary_the_catch_up_waits_for_no_segment() {
     assert!(t.position("replay.replay", &format!("through {newest}")) > 0);
 }
 
+/// The segment the switch closed reaches barman a few looks later (streaming
+/// lags): the catch-up waits for it and replays through it. (Time is paused.)
+#[tokio::test(start_paused = true)]
+async fn a_closed_segment_that_reaches_barman_late_is_waited_for() {
+    let t = Test::converged().await;
+    Drift::StaleVolume.apply(&mut t.world.state());
+    t.world.state().wal_late = 3;
+
+    let report = t.apply(&t.pipeline).await;
+
+    assert!(report.converged, "{report:#?}");
+    let closed = segment(t.world.state().wal_end);
+    // Each panics, naming the journal, when the call is missing.
+    t.position("barman.fetch_wal", &closed);
+    t.position("replay.replay", &format!("through {closed}"));
+}
+
+/// When the closed segment never reaches barman (streaming is down), the wait
+/// ends and the catch-up replays what barman holds, which is consistent; the
+/// walStreaming condition says why. (Time is paused.)
+#[tokio::test(start_paused = true)]
+async fn a_closed_segment_that_never_reaches_barman_ends_the_wait() {
+    let t = Test::converged().await;
+    Drift::StaleVolume.apply(&mut t.world.state());
+    t.world.state().wal_late = u32::MAX;
+
+    let report = t.apply(&t.pipeline).await;
+
+    assert!(report.converged, "{report:#?}");
+    let closed = segment(t.world.state().wal_end);
+    let before = segment(t.world.state().wal_end - 1);
+    t.position("replay.replay", &format!("through {before}"));
+    assert!(
+        !t.world
+            .journal()
+            .iter()
+            .any(|c| c.op == "barman.fetch_wal" && c.detail.contains(&closed)),
+        "{}",
+        t.journal_text()
+    );
+}
+
 /// A segment barman lacks before the one the switch closed fails the catch-up: the
 /// volume would miss writes, so it is left unmarked and the step says which.
-#[tokio::test]
+/// (Time is paused: the wait for the missing segment passes at once.)
+#[tokio::test(start_paused = true)]
 async fn a_wal_gap_before_the_closed_segment_fails_the_catch_up_and_leaves_no_marker() {
     let t = Test::converged().await;
     Drift::StaleVolume.apply(&mut t.world.state());
