@@ -10,13 +10,14 @@
 
 use jiff::Timestamp;
 
-use super::wal_target::{close_current_segment, fetch_segments};
-use super::{ExecuteError, StepDetail, generation_id};
+use super::rest_as_standby::{Pauses, replay_and_mark};
+use super::wal_target::close_current_segment;
+use super::{ExecuteError, StepDetail};
 use crate::drivers::Drivers;
 use crate::drivers::pause::pause_point;
 use crate::drivers::placement::Placement;
 use crate::drivers::wal_segment::{Segment, history_file};
-use crate::observed::{Observed, StandbyPoint, VolumeMarker, VolumeState};
+use crate::observed::{Observed, VolumeState};
 use crate::spec::BackupPipeline;
 
 /// Carries out `CatchUpVolume`.
@@ -84,53 +85,28 @@ pub(super) async fn catch_up_volume(
             next: timeline + 1,
         });
     }
-    let fetched = fetch_segments(
+    let rested = replay_and_mark(
         pipeline,
+        backup_id,
         path,
         after,
         target,
         owner,
+        observed,
         drivers,
-        "catchup:fetching",
+        clock,
+        Pauses {
+            fetching: "catchup:fetching",
+            stopped: "catchup:stopped",
+        },
     )
     .await?;
-    let through = fetched.last().copied().unwrap_or(after);
-    drivers.volume.set_standby_signal(path, true, owner).await?;
-    let replayed = drivers
-        .replay
-        .replay(pipeline.name().as_str(), volume, path, owner, through)
-        .await?;
-    pause_point!("catchup:stopped", &drivers.cancel);
-    drivers
-        .volume
-        .set_standby_signal(path, false, owner)
-        .await?;
-    let recovered_at = clock();
-    let backup_end_time = observed
-        .barman
-        .value()
-        .and_then(|b| b.backups.iter().find(|b| b.id == backup_id))
-        .and_then(|b| b.end_time);
-    let marker = VolumeMarker {
-        generation: generation_id(backup_id, recovered_at),
-        backup_id: backup_id.to_string(),
-        backup_end_time,
-        recovered_at,
-        replayed_to_lsn: replayed.replayed_to_lsn.clone(),
-        checkpoint_time: replayed.checkpoint_time,
-        pipeline: pipeline.name().to_string(),
-        standby: Some(StandbyPoint {
-            timeline: replayed.timeline.unwrap_or(timeline),
-            last_segment: through.to_string(),
-        }),
-    };
-    // Only now, replayed and stopped in recovery, does the volume become valid again.
-    drivers.volume.write_marker(path, &marker, owner).await?;
     Ok(format!(
-        "caught up backup {backup_id}: fetched {} WAL segments ({} bytes) after {after}, replayed through {through} to {}, generation {}",
-        fetched.len(),
-        fetched.len() as u64 * crate::drivers::wal_segment::SEGMENT_BYTES,
-        replayed.replayed_to_lsn,
-        marker.generation
+        "caught up backup {backup_id}: fetched {} WAL segments ({} bytes) after {after}, replayed through {} to {}, generation {}",
+        rested.fetched.len(),
+        rested.fetched.len() as u64 * crate::drivers::wal_segment::SEGMENT_BYTES,
+        rested.through,
+        rested.replayed_to_lsn,
+        rested.generation
     ))
 }

@@ -8,6 +8,7 @@
 //! One step per call: callers re-observe and re-plan between steps.
 
 mod catch_up;
+mod rest_as_standby;
 mod restore;
 mod wal_target;
 
@@ -23,9 +24,7 @@ use crate::drivers::placement::Placement;
 use crate::drivers::replay::ReplayError;
 use crate::drivers::starport::StarportError;
 use crate::drivers::volume::VolumeError;
-use crate::observed::{
-    BackupStatus, Observed, StandbyPoint, StarportMetadata, VolumeMarker, VolumeState,
-};
+use crate::observed::{BackupStatus, Observed, StarportMetadata, VolumeMarker, VolumeState};
 use crate::plan::{BackupRef, GenerationRef, PipelineStep};
 use crate::spec::{BackupPipeline, RecoveredVolumeSpec};
 
@@ -364,57 +363,25 @@ async fn recover_volume(
     // until WAL of the next one arrives (barman-facts P1), so on an idle primary
     // the segment the switch closed is still in `streaming/`, where `get-wal`
     // serves it. On a busy one this fetches nothing, or what arrived meanwhile.
-    let fetched = wal_target::fetch_segments(
+    let rested = rest_as_standby::replay_and_mark(
         pipeline,
+        backup_id,
         path,
         recovered_through,
         target,
         owner,
+        observed,
         drivers,
-        "recover:fetching",
+        clock,
+        rest_as_standby::Pauses {
+            fetching: "recover:fetching",
+            stopped: "recover:stopped",
+        },
     )
     .await?;
-    let through = fetched.last().copied().unwrap_or(recovered_through);
-    // Replayed as a standby, not as crash recovery: a volume that once leaves
-    // recovery writes WAL of its own (an end-of-recovery checkpoint) where the
-    // primary wrote other WAL, and can never replay the primary's again
-    // (refresh-facts: "invalid resource manager ID in primary checkpoint record",
-    // then PANIC). Stopped in recovery, it can: the next refresh catches up.
-    drivers.volume.set_standby_signal(path, true, owner).await?;
-    let replayed = drivers
-        .replay
-        .replay(pipeline.name().as_str(), volume, path, owner, through)
-        .await?;
-    pause_point!("recover:stopped", &drivers.cancel);
-    // At rest without the signal: a copy of the volume starts as a primary.
-    drivers
-        .volume
-        .set_standby_signal(path, false, owner)
-        .await?;
-    let recovered_at = clock();
-    let backup_end_time = observed
-        .barman
-        .value()
-        .and_then(|b| b.backups.iter().find(|b| b.id == backup_id))
-        .and_then(|b| b.end_time);
-    let marker = VolumeMarker {
-        generation: generation_id(backup_id, recovered_at),
-        backup_id: backup_id.to_string(),
-        backup_end_time,
-        recovered_at,
-        replayed_to_lsn: replayed.replayed_to_lsn.clone(),
-        checkpoint_time: replayed.checkpoint_time,
-        pipeline: pipeline.name().to_string(),
-        standby: Some(StandbyPoint {
-            timeline: replayed.timeline.unwrap_or(through.timeline),
-            last_segment: through.to_string(),
-        }),
-    };
-    // Only now, replayed and cleanly stopped, does the volume become valid.
-    drivers.volume.write_marker(path, &marker, owner).await?;
     Ok(format!(
         "backup {backup_id} recovered ({recovered_bytes} bytes), replayed to {}, generation {}",
-        replayed.replayed_to_lsn, marker.generation
+        rested.replayed_to_lsn, rested.generation
     ))
 }
 
