@@ -114,6 +114,38 @@ fn later(metadata: &Value, days: i64) -> String {
         .to_string()
 }
 
+/// On an idle primary the refresh neither waits out a timeout nor misses the last
+/// write: the segment the switch closes stays in barman's `streaming/` directory
+/// (barman's archiver keeps the newest complete segment back until the primary
+/// writes into the next), so `barman recover` does not copy it; the refresh fetches
+/// it from there with `get-wal` and replays it.
+#[test]
+fn on_an_idle_primary_the_refresh_holds_the_last_write_without_waiting() {
+    let primary = common::idle_primary();
+    let p = TestPipeline::on(primary, "it_idle", "{keep: 3}");
+    let backup = p.take_backup();
+    primary.sql("insert into rows(note) values ('it_idle: the last write')");
+
+    let (code, report, log) = p.apply_json_with_log();
+    assert_eq!(code, 0, "{report:#}");
+    let steps = &report["pipelines"][0]["steps"];
+    assert_eq!(actions(steps), vec!["recoverVolume", "syncStarport"]);
+    assert!(
+        !log.contains("has not received the segment"),
+        "the refresh waited for a segment barman had:\n{log}"
+    );
+    assert_eq!(p.marker().unwrap()["backupId"], backup.as_str());
+    let copy = copy_of(&p.starport_data());
+    let (rows, server_log) = query_cluster(
+        copy.path(),
+        "select count(*) from rows where note = 'it_idle: the last write'",
+    );
+    assert_eq!(
+        rows, "1",
+        "the starport copy misses the last write:\n{server_log}\n{log}"
+    );
+}
+
 #[test]
 fn wal_written_after_the_backup_is_replayed_into_the_volume() {
     let p = TestPipeline::new("it_replay", "{keep: 3}");

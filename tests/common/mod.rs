@@ -56,17 +56,25 @@ pub struct Primary {
 
 pub fn primary() -> &'static Primary {
     static PRIMARY: OnceLock<Primary> = OnceLock::new();
-    PRIMARY.get_or_init(|| start_primary("", None))
+    PRIMARY.get_or_init(|| start_primary("", None, true))
+}
+
+/// A primary of this test binary that writes nothing unless a test does: after a
+/// switch, barman keeps its newest complete segment in `streaming/` (barman-facts
+/// P1), as on a quiet production night.
+pub fn idle_primary() -> &'static Primary {
+    static PRIMARY: OnceLock<Primary> = OnceLock::new();
+    PRIMARY.get_or_init(|| start_primary("-idle", None, false))
 }
 
 /// A second primary of this test binary whose clock runs `offset` off (libfaketime,
 /// e.g. `-40d`): its `now()`, and so barman's end times, lie.
 pub fn faked_primary(offset: &'static str) -> &'static Primary {
     static PRIMARY: OnceLock<Primary> = OnceLock::new();
-    PRIMARY.get_or_init(|| start_primary("-faked", Some(offset)))
+    PRIMARY.get_or_init(|| start_primary("-faked", Some(offset), true))
 }
 
-fn start_primary(suffix: &str, faketime: Option<&str>) -> Primary {
+fn start_primary(suffix: &str, faketime: Option<&str>, busy: bool) -> Primary {
     {
         ensure_installed();
         let dir = PathBuf::from(format!("/tmp/reconciler-it-{}{suffix}", std::process::id()));
@@ -90,7 +98,9 @@ fn start_primary(suffix: &str, faketime: Option<&str>) -> Primary {
             .spawn()
             .expect("start the reaper");
         let primary = Primary { dir };
-        primary.keep_busy();
+        if busy {
+            primary.keep_busy();
+        }
         primary
     }
 }
