@@ -621,13 +621,18 @@ How to read it:
 - **4.** Idle, the loop sleeps until the next deadline or resync and the file watcher is inotify
   (woken by the kernel on an event, no tick): nothing runs while nothing changes.
 - **5.** Pipelines sharing a barman server cost one `list-backups` per pass (the pass caches
-  barman's catalogue; steps never use the cache). Planning is linear: ~6 µs per pipeline.
+  barman's catalogue; steps never use the cache). Planning is linear: ~10 µs per pipeline.
 - **7.** A pass observes up to eight pipelines at once; those sharing a barman server wait for one
   `list-backups` and one `check`, so a pass costs about its slowest look, not their sum. With
   `walStreaming` the slowest look is barman's own `check` (it connects to the primary and starts
-  several programs), so the ratio to `check` is the one the reconciler controls.
+  several programs), so the ratio to `check` is the one the reconciler controls. What remains
+  above it is CPU: `list-backups`, `check`, the mirror's `ssh` and the process probe start at
+  once, and on two cores their Python and ssh start-ups queue.
 - **8.** An idle primary costs no wait: `switch-wal` without `--archive` says whether it closed a
-  segment, and the refresh waits only for that segment, only if barman cannot serve it yet.
+  segment, and the refresh waits only for that segment, only if barman cannot serve it yet. The
+  idle ratio stays above the busy one because the reconciler then fetches that segment from
+  barman's `streaming/` directory (`get-wal`) and replays it: the newest writes are in the volume,
+  where the script by hand recovers only what barman archived and misses them.
 - **6.** A full recovery rewrites the whole volume (`barman recover` copies the base backup again),
   but barman keeps the backup's file times, so rsync's quick check skips the files that replay did
   not touch. It happens when a new base backup is DONE (a restore drill) or the volume cannot be
