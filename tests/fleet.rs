@@ -178,6 +178,17 @@ struct Instance {
 
 impl Instance {
     fn start(name: &str, endpoints: &str, specs: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(name, endpoints, specs, env, &[])
+    }
+
+    /// [`Instance::start`] with more arguments for `run` (TLS, a user).
+    fn start_with(
+        name: &str,
+        endpoints: &str,
+        specs: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let state = tempfile::tempdir().unwrap();
         let log = state.path().join("log");
         let journal = state.path().join("journal");
@@ -189,6 +200,7 @@ impl Instance {
             .arg(specs)
             .arg("--state-dir")
             .arg(state.path())
+            .args(args)
             .env("RECONCILER_LOG", "info")
             .env("RECONCILER_STEP_JOURNAL", &journal)
             .envs(env.iter().copied())
@@ -327,13 +339,29 @@ fn shared_specs(dir: &Path, pipelines: &[(&TestPipeline, Option<&str>)]) {
 
 /// `reconciler status --fleet`: exit code and output.
 fn fleet_status(endpoints: &str, format: &str) -> (i32, String) {
+    let (code, out, _) = fleet_status_with(endpoints, format, &[], &[]);
+    (code, out)
+}
+
+/// `reconciler status --fleet` with more arguments and environment: exit code,
+/// stdout and stderr.
+fn fleet_status_with(
+    endpoints: &str,
+    format: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_reconciler"))
         .args(["status", "--fleet", endpoints, "--output", format])
+        .args(args)
+        .env_remove("RECONCILER_FLEET_PASSWORD")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
@@ -625,4 +653,243 @@ fn without_quorum_no_step_starts_and_a_lost_leader_does_not_stop_the_work() {
         assert!(i.starts(&name).iter().all(|&s| s > quorum_back));
     }
     assert_never_concurrent(&name, &[&a, &b], None);
+}
+
+/// Runs `program args…` and fails the test with its output when it fails.
+fn must(program: &str, args: &[&str], dir: &Path) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One etcd member as a production fleet would have it: clients over TLS only,
+/// each with a certificate signed by the fleet's CA, and etcd's authentication
+/// on, with a user `reconciler` that may read and write only under
+/// `/reconciler/`. Certificates come from `openssl`, made afresh per test.
+struct SecureEtcd {
+    dir: tempfile::TempDir,
+    endpoint: String,
+    child: Child,
+}
+
+impl SecureEtcd {
+    const PASSWORD: &'static str = "fleet-s3cret";
+
+    fn up() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: String| {
+            let args: Vec<&str> = args.split_whitespace().collect();
+            must("openssl", &args, d)
+        };
+        openssl(
+            "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=fleet-test-CA \
+             -keyout ca.key -out ca.pem"
+                .into(),
+        );
+        for (who, cn, usage) in [
+            ("server", "127.0.0.1", "serverAuth"),
+            ("client", "reconciler", "clientAuth"),
+        ] {
+            openssl(format!(
+                "req -newkey rsa:2048 -nodes -subj /CN={cn} \
+                 -addext subjectAltName=IP:127.0.0.1,DNS:{who} -addext extendedKeyUsage={usage} \
+                 -keyout {who}.key -out {who}.csr"
+            ));
+            openssl(format!(
+                "x509 -req -in {who}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+                 -copy_extensions copyall -out {who}.pem"
+            ));
+        }
+        let endpoint = format!("https://127.0.0.1:{}", free_port());
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let child = Command::new("etcd")
+            .args(["--name", "secure", "--data-dir"])
+            .arg(d.join("data"))
+            .args(["--listen-client-urls", &endpoint])
+            .args(["--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("secure={peer}")])
+            .arg("--cert-file")
+            .arg(d.join("server.pem"))
+            .arg("--key-file")
+            .arg(d.join("server.key"))
+            .arg("--trusted-ca-file")
+            .arg(d.join("ca.pem"))
+            .arg("--client-cert-auth")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("etcd.log")).unwrap())
+            .spawn()
+            .expect("etcd (apt-get install etcd-server)");
+        let etcd = SecureEtcd {
+            dir,
+            endpoint,
+            child,
+        };
+        let start = Instant::now();
+        while !etcd.etcdctl(None, &["endpoint", "health"]).status.success() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "etcd never became healthy: {}",
+                std::fs::read_to_string(etcd.dir.path().join("etcd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let password = format!("reconciler:{}", Self::PASSWORD);
+        for args in [
+            &["user", "add", "root:root-pw"][..],
+            &["user", "add", &password],
+            &["role", "add", "fleet"],
+            &[
+                "role",
+                "grant-permission",
+                "fleet",
+                "--prefix=true",
+                "readwrite",
+                keys::PREFIX,
+            ],
+            &["user", "grant-role", "reconciler", "fleet"],
+            &["auth", "enable"],
+        ] {
+            let out = etcd.etcdctl(None, args);
+            assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+        }
+        etcd
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn etcdctl(&self, user: Option<&str>, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint, "--command-timeout=2s"])
+            .args(["--cacert", &self.file("ca.pem")])
+            .args(["--cert", &self.file("client.pem")])
+            .args(["--key", &self.file("client.key")]);
+        if let Some(user) = user {
+            command.args(["--user", user]);
+        }
+        command
+            .args(args)
+            .output()
+            .expect("etcdctl (apt-get install etcd-client)")
+    }
+
+    /// The fleet's TLS flags, as an operator passes them to `run` and `status`.
+    fn tls_args(&self) -> Vec<String> {
+        vec![
+            "--fleet-cacert".into(),
+            self.file("ca.pem"),
+            "--fleet-cert".into(),
+            self.file("client.pem"),
+            "--fleet-key".into(),
+            self.file("client.key"),
+            "--fleet-user".into(),
+            "reconciler".into(),
+        ]
+    }
+}
+
+impl Drop for SecureEtcd {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// TLS with client certificates and etcd's own users, as the flags promise: the
+/// owner converges its pipeline through them, `status --fleet` reads it back
+/// with the password from a file, the password appears in no log, and a wrong
+/// password or an unknown CA ends `status` with an error that says so, not a
+/// hang or a panic.
+#[test]
+fn a_fleet_works_over_tls_with_etcd_users_and_keeps_the_password_out_of_logs() {
+    let etcd = SecureEtcd::up();
+    let p = TestPipeline::new("fleet_tls", "{keep: 2}");
+    let name = pipeline_name(&p);
+    let tls = etcd.tls_args();
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let a = Instance::start_with(
+        "secure",
+        &etcd.endpoint,
+        &p.specs,
+        &[("RECONCILER_FLEET_PASSWORD", SecureEtcd::PASSWORD)],
+        &tls,
+    );
+    let password_file = etcd.dir.path().join("password");
+    std::fs::write(&password_file, format!("{}\n", SecureEtcd::PASSWORD)).unwrap();
+    let password_file = password_file.display().to_string();
+    let mut with_file = tls.clone();
+    with_file.extend(["--fleet-password-file", password_file.as_str()]);
+    let start = Instant::now();
+    let json = loop {
+        let (code, out, err) = fleet_status_with(&etcd.endpoint, "json", &with_file, &[]);
+        if code == 0 {
+            break out;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "never converged over TLS: {code} {out}{err}\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let records: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let record = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pipeline"] == name.as_str())
+        .unwrap_or_else(|| panic!("{name} missing from {json}"));
+    assert_eq!(record["owner"], "secure", "{json}");
+    assert!(!a.starts(&name).is_empty(), "the owner ran the steps");
+    // etcd itself says the owner is `secure`, to its root user.
+    let owner = etcd.etcdctl(
+        Some("root:root-pw"),
+        &["get", &keys::owner(&name), "--print-value-only"],
+    );
+    assert_eq!(String::from_utf8_lossy(&owner.stdout).trim(), "secure");
+    assert!(
+        !a.log().contains(SecureEtcd::PASSWORD),
+        "the password reached the log:\n{}",
+        a.log()
+    );
+
+    let (code, out, err) = fleet_status_with(
+        &etcd.endpoint,
+        "text",
+        &tls,
+        &[("RECONCILER_FLEET_PASSWORD", "not-the-password")],
+    );
+    assert_eq!(code, 2, "a wrong password: {out}{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+
+    let mut without_ca = tls.clone();
+    without_ca.drain(0..2);
+    let (code, out, err) = fleet_status_with(
+        &etcd.endpoint,
+        "text",
+        &without_ca,
+        &[("RECONCILER_FLEET_PASSWORD", SecureEtcd::PASSWORD)],
+    );
+    assert_eq!(
+        code, 2,
+        "a server certificate no CA vouches for: {out}{err}"
+    );
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
