@@ -43,48 +43,52 @@ pub(super) async fn catch_up_volume(
         .barman
         .account(barman, volume.owner.as_str())
         .await?;
-    // As before a full recovery: the newest segment then ends with a WAL switch,
-    // where the replay below can tell it is done.
-    let target = close_current_segment(pipeline, drivers).await;
-    let path = drivers
-        .volume
-        .locate(volume)
-        .await?
-        .ok_or_else(|| ExecuteError::Changed("the volume is gone".into()))?;
-    let path = path.as_path();
-    // Checked again here, not only at observation: a consumer may have started since.
-    match drivers
-        .volume
-        .inspect(volume, &Placement::of_barman(barman).containers())
-        .await?
-    {
-        VolumeState::Marked {
-            marker,
-            in_use: false,
-            users,
-        } if users.is_empty() && marker.backup_id == backup_id => {}
-        _ => {
-            return Err(ExecuteError::Changed(format!(
-                "the volume no longer holds backup {backup_id} unused and marked"
-            )));
+    // As for a full recovery: the newest segment then ends with a WAL switch,
+    // where the replay below can tell it is done. Closed beside the checks and
+    // the invalidation, not before them: it is needed only when fetching.
+    let (target, prepared) = tokio::join!(close_current_segment(pipeline, drivers), async {
+        let path = drivers
+            .volume
+            .locate(volume)
+            .await?
+            .ok_or_else(|| ExecuteError::Changed("the volume is gone".into()))?;
+        // Checked again here, not only at observation: a consumer may have started since.
+        match drivers
+            .volume
+            .inspect(volume, &Placement::of_barman(barman).containers())
+            .await?
+        {
+            VolumeState::Marked {
+                marker,
+                in_use: false,
+                users,
+            } if users.is_empty() && marker.backup_id == backup_id => {}
+            _ => {
+                return Err(ExecuteError::Changed(format!(
+                    "the volume no longer holds backup {backup_id} unused and marked"
+                )));
+            }
         }
-    }
-    // The marker goes first: from here until the end the data is not to be used.
-    drivers.volume.invalidate_marker(path).await?;
-    pause_point!("catchup:invalidated", &drivers.cancel);
-    // A new timeline (a promoted primary) forks history after some point of ours:
-    // the volume cannot follow it, only a full recovery can.
-    if !drivers
-        .barman
-        .list_wal(barman, &history_file(timeline + 1), 1)
-        .await?
-        .is_empty()
-    {
-        return Err(ExecuteError::TimelineChanged {
-            timeline,
-            next: timeline + 1,
-        });
-    }
+        // The marker goes first: from here until the end the data is not to be used.
+        drivers.volume.invalidate_marker(&path).await?;
+        pause_point!("catchup:invalidated", &drivers.cancel);
+        // A new timeline (a promoted primary) forks history after some point of
+        // ours: the volume cannot follow it, only a full recovery can.
+        if !drivers
+            .barman
+            .list_wal(barman, &history_file(timeline + 1), 1)
+            .await?
+            .is_empty()
+        {
+            return Err(ExecuteError::TimelineChanged {
+                timeline,
+                next: timeline + 1,
+            });
+        }
+        Ok(path)
+    });
+    let path = prepared?;
+    let path = path.as_path();
     let rested = replay_and_mark(
         pipeline,
         backup_id,

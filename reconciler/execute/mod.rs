@@ -310,38 +310,46 @@ async fn recover_volume(
         .barman
         .account(&pipeline.spec.barman, volume.owner.as_str())
         .await?;
-    // Close the current WAL segment so the recovery includes the newest writes;
-    // waits only when a segment was closed, and only until barman has it.
-    let target = wal_target::close_current_segment(pipeline, drivers).await;
-    let path = drivers
-        .volume
-        .create(volume, pipeline.name().as_str())
-        .await?;
+    // The current WAL segment is closed beside the recovery, not before it: the
+    // segment it names is needed only when fetching, after `barman recover`, so
+    // the switch's barman start-up costs no time of its own. Nothing here waits
+    // for barman to receive it; fetching does, only if it must.
+    let (target, recovered) = tokio::join!(
+        wal_target::close_current_segment(pipeline, drivers),
+        async {
+            let path = drivers
+                .volume
+                .create(volume, pipeline.name().as_str())
+                .await?;
+            // The marker goes first: from here until the end the data is not to be used.
+            drivers.volume.invalidate_marker(&path).await?;
+            let staging = drivers
+                .volume
+                .prepare_for_recovery(
+                    volume,
+                    &Placement::of_barman(&pipeline.spec.barman).containers(),
+                    &path,
+                    owner,
+                )
+                .await?;
+            let destination = barman_view(volume, &path, &staging);
+            tracing::info!(backup = backup_id, destination = %destination.display(), "barman recover");
+            drivers
+                .barman
+                .recover(
+                    &pipeline.spec.barman,
+                    backup_id,
+                    &destination,
+                    volume.recover_timeout.to_std(),
+                )
+                .await?;
+            pause_point!("recover:staged", &drivers.cancel);
+            drivers.volume.promote_staging(&path, &staging).await?;
+            Ok::<_, ExecuteError>(path)
+        }
+    );
+    let path = recovered?;
     let path = path.as_path();
-    // The marker goes first: from here until the end the data is not to be used.
-    drivers.volume.invalidate_marker(path).await?;
-    let staging = drivers
-        .volume
-        .prepare_for_recovery(
-            volume,
-            &Placement::of_barman(&pipeline.spec.barman).containers(),
-            path,
-            owner,
-        )
-        .await?;
-    let destination = barman_view(volume, path, &staging);
-    tracing::info!(backup = backup_id, destination = %destination.display(), "barman recover");
-    drivers
-        .barman
-        .recover(
-            &pipeline.spec.barman,
-            backup_id,
-            &destination,
-            volume.recover_timeout.to_std(),
-        )
-        .await?;
-    pause_point!("recover:staged", &drivers.cancel);
-    drivers.volume.promote_staging(path, &staging).await?;
     let recovered_bytes = {
         let path = path.to_path_buf();
         crate::drivers::fsutil::blocking(move || crate::drivers::fsutil::dir_size(&path))

@@ -1,5 +1,6 @@
-//! The WAL a refresh replays through: the primary's current segment is closed
-//! just before, and every segment up to it is fetched into the volume's `pg_wal`.
+//! The WAL a refresh replays through: the primary's current segment is closed as
+//! the refresh starts (beside the recovery or the catch-up's checks), and every
+//! segment up to it is fetched into the volume's `pg_wal`.
 //!
 //! barman's own `switch-wal --archive` waits for *any* new segment when the
 //! primary wrote nothing since its last switch, its whole timeout on an idle

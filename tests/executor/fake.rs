@@ -250,6 +250,9 @@ pub struct State {
     pub wal_late: u32,
     /// The pause point the next fetched segment cuts at: the refresh under way.
     pub fetch_point: &'static str,
+    /// `switch-wal` answers only once a call of this name was made: it
+    /// finishes only if the step does not wait for it before that call.
+    pub switch_after: Option<&'static str>,
 }
 
 impl State {
@@ -349,6 +352,7 @@ impl FakeWorld {
                 wal_missing: None,
                 wal_late: 0,
                 fetch_point: "catchup:fetching",
+                switch_after: None,
             }),
             crashed: Notify::new(),
             cancel: CancellationToken::new(),
@@ -539,6 +543,17 @@ impl BarmanDriver for FakeWorld {
 
     /// A primary that wrote closes a new segment, which barman holds at once.
     async fn switch_wal(&self, _: &BarmanSpec) -> Result<Option<String>, BarmanError> {
+        loop {
+            let done = {
+                let s = self.state();
+                s.switch_after
+                    .is_none_or(|op| s.journal.iter().any(|c| c.op == op))
+            };
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let closed = {
             let mut s = self.state();
             s.primary_writes.then(|| {

@@ -174,6 +174,37 @@ async fn a_closed_segment_that_reaches_barman_late_is_waited_for() {
     t.position("replay.replay", &format!("through {closed}"));
 }
 
+/// The switch that closes the current segment runs beside the recovery (or the
+/// catch-up's checks), not before it: its segment is needed only when fetching.
+/// Here it answers only once `barman recover` (or the marker's invalidation) has
+/// started, so a step that waited for it first would never end. (Time is paused.)
+#[tokio::test(start_paused = true)]
+async fn the_segment_switch_costs_no_time_of_its_own() {
+    for (drift, meanwhile) in [
+        (Drift::LostMarker, "barman.recover"),
+        (Drift::StaleVolume, "volume.invalidate_marker"),
+    ] {
+        let t = Test::converged().await;
+        drift.apply(&mut t.world.state());
+        t.world.state().switch_after = Some(meanwhile);
+
+        let report =
+            tokio::time::timeout(std::time::Duration::from_secs(600), t.apply(&t.pipeline))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "waited for the switch before {meanwhile}:\n{}",
+                        t.journal_text()
+                    )
+                });
+
+        assert!(report.converged, "{report:#?}");
+        let closed = segment(t.world.state().wal_end);
+        t.position("barman.switch_wal", &closed);
+        t.position("replay.replay", &format!("through {closed}"));
+    }
+}
+
 /// When the closed segment never reaches barman (streaming is down), the wait
 /// ends and the catch-up replays what barman holds, which is consistent; the
 /// walStreaming condition says why. (Time is paused.)
