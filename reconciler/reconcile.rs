@@ -336,6 +336,17 @@ pub async fn apply_pipeline(
         Ok(lock) => lock,
         Err(e) => {
             let (_, mut plan) = diff_pipeline(pipeline, drivers, &context(), taken.as_ref()).await;
+            if plan.steps.is_empty() {
+                // Nothing to do: whoever holds the lock is not in the way.
+                return ApplyReport {
+                    pipeline: name,
+                    steps,
+                    converged: plan.is_converged(),
+                    final_plan: plan,
+                    blocked: None,
+                    failure: None,
+                };
+            }
             let reason = error_chain(&e);
             tracing::warn!(pipeline = %name, reason = %reason, "not working on this pipeline now");
             plan.waiting_on.push(reason.clone());

@@ -126,10 +126,24 @@ fn on_an_idle_primary_the_refresh_holds_the_last_write_without_waiting() {
     let backup = p.take_backup();
     primary.sql("insert into rows(note) values ('it_idle: the last write')");
 
-    let (code, report, log) = p.apply_json_with_log();
-    assert_eq!(code, 0, "{report:#}");
+    let calls = p.root.join("idle-barman-calls");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .args(["apply", "--output", "json", "--specs"])
+        .arg(&p.specs)
+        .env("PATH", counting_barman(&p.root, &calls))
+        .env("RECONCILER_LOG", "info")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report: Value = serde_json::from_slice(&out.stdout).expect("apply prints JSON");
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{log}");
     let steps = &report["pipelines"][0]["steps"];
     assert_eq!(actions(steps), vec!["recoverVolume", "syncStarport"]);
+    // One look before the first step, taken under the volume's lock, and one
+    // after each step: barman's catalogue is read three times for two steps.
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    let lists = calls.lines().filter(|l| l.contains("list-backups")).count();
+    assert_eq!(lists, 3, "barman calls:\n{calls}");
     assert!(
         !log.contains("has not received the segment"),
         "the refresh waited for a segment barman had:\n{log}"
@@ -144,6 +158,21 @@ fn on_an_idle_primary_the_refresh_holds_the_last_write_without_waiting() {
         rows, "1",
         "the starport copy misses the last write:\n{server_log}\n{log}"
     );
+
+    // Converged, with another reconciler holding the volume's lock: nothing to
+    // do, so nothing is in the way.
+    let lock = p.volume.with_file_name(format!(
+        ".{}.reconciler-lock",
+        p.volume.file_name().unwrap().to_string_lossy()
+    ));
+    let held = std::fs::File::open(&lock).expect("the lock file beside the volume");
+    held.try_lock().expect("nobody else holds it");
+    let (code, report) = p.apply_json();
+    assert_eq!(code, 0, "{report:#}");
+    let pipeline = &report["pipelines"][0];
+    assert_eq!(pipeline["steps"], Value::Array(vec![]));
+    assert_eq!(pipeline["converged"], true, "{report:#}");
+    assert!(pipeline["blocked"].is_null(), "{report:#}");
 }
 
 #[test]

@@ -92,16 +92,25 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
     let progress = StepProgress::new();
     // One look at everything at once, as `diff` takes it: a pipeline with nothing
     // to do is reported from it; the others are worked on one after another, each
-    // observed afresh (uncached) under its volume's lock before every step.
-    let pass = drivers.for_one_pass();
-    let looks = diff_all(
-        pipelines.iter().map(|l| (&l.resource, None)),
-        &pass,
-        &context_now(),
-    )
-    .await;
-    for (loaded, (_, plan)) in pipelines.iter().zip(looks) {
-        if plan.steps.is_empty() {
+    // observed afresh (uncached) under its volume's lock before every step. With a
+    // single document that first look would only be taken twice: its look is
+    // taken under the lock instead.
+    let looks = if pipelines.len() > 1 {
+        let pass = drivers.for_one_pass();
+        diff_all(
+            pipelines.iter().map(|l| (&l.resource, None)),
+            &pass,
+            &context_now(),
+        )
+        .await
+        .into_iter()
+        .map(|(_, plan)| Some(plan))
+        .collect()
+    } else {
+        vec![None; pipelines.len()]
+    };
+    for (loaded, first_look) in pipelines.iter().zip(looks) {
+        if let Some(plan) = first_look.filter(|plan| plan.steps.is_empty()) {
             reports.push(ApplyReport {
                 pipeline: loaded.resource.name().to_string(),
                 steps: Vec::new(),
