@@ -263,6 +263,18 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
+    /// The report of a run that ended as `plan` says, after `steps`.
+    pub fn ended(pipeline: String, steps: Vec<StepRecord>, plan: Plan) -> Self {
+        Self {
+            pipeline,
+            steps,
+            converged: plan.is_converged(),
+            final_plan: plan,
+            blocked: None,
+            failure: None,
+        }
+    }
+
     /// The report of a run that ended without reporting (its task panicked).
     pub fn crashed(pipeline: String, why: &str) -> Self {
         Self {
@@ -338,14 +350,7 @@ pub async fn apply_pipeline(
             let (_, mut plan) = diff_pipeline(pipeline, drivers, &context(), taken.as_ref()).await;
             if plan.steps.is_empty() {
                 // Nothing to do: whoever holds the lock is not in the way.
-                return ApplyReport {
-                    pipeline: name,
-                    steps,
-                    converged: plan.is_converged(),
-                    final_plan: plan,
-                    blocked: None,
-                    failure: None,
-                };
+                return ApplyReport::ended(name, steps, plan);
             }
             let reason = error_chain(&e);
             tracing::warn!(pipeline = %name, reason = %reason, "not working on this pipeline now");
@@ -374,14 +379,7 @@ pub async fn apply_pipeline(
                 tracing::error!(pipeline = %name, "gave up after {MAX_STEPS_PER_APPLY} steps without converging");
             }
             let (_, plan) = planned_now.into_untyped();
-            return ApplyReport {
-                pipeline: name,
-                converged: plan.is_converged(),
-                final_plan: plan,
-                steps,
-                blocked: None,
-                failure: None,
-            };
+            return ApplyReport::ended(name, steps, plan);
         };
         let planned = next.planned();
         progress.step_started(&name, steps.len(), &planned);

@@ -655,21 +655,6 @@ fn without_quorum_no_step_starts_and_a_lost_leader_does_not_stop_the_work() {
     assert_never_concurrent(&name, &[&a, &b], None);
 }
 
-/// Runs `program args…` and fails the test with its output when it fails.
-fn must(program: &str, args: &[&str], dir: &Path) {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// One etcd member as a production fleet would have it: clients over TLS only,
 /// each with a certificate signed by the fleet's CA, and etcd's authentication
 /// on, with a user `reconciler` that may read and write only under
@@ -687,8 +672,9 @@ impl SecureEtcd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let openssl = |args: String| {
-            let args: Vec<&str> = args.split_whitespace().collect();
-            must("openssl", &args, d)
+            let mut cmd = Command::new("openssl");
+            cmd.args(args.split_whitespace()).current_dir(d);
+            common::run_checked(cmd, &format!("openssl {args}"));
         };
         openssl(
             "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=fleet-test-CA \

@@ -161,10 +161,7 @@ fn on_an_idle_primary_the_refresh_holds_the_last_write_without_waiting() {
 
     // Converged, with another reconciler holding the volume's lock: nothing to
     // do, so nothing is in the way.
-    let lock = p.volume.with_file_name(format!(
-        ".{}.reconciler-lock",
-        p.volume.file_name().unwrap().to_string_lossy()
-    ));
+    let lock = reconciler::drivers::volume::lock_path(&p.volume);
     let held = std::fs::File::open(&lock).expect("the lock file beside the volume");
     held.try_lock().expect("nobody else holds it");
     let (code, report) = p.apply_json();

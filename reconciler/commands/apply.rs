@@ -111,14 +111,11 @@ pub async fn apply(args: &ApplyArgs, drivers: &Drivers) -> anyhow::Result<ExitSt
     };
     for (loaded, first_look) in pipelines.iter().zip(looks) {
         if let Some(plan) = first_look.filter(|plan| plan.steps.is_empty()) {
-            reports.push(ApplyReport {
-                pipeline: loaded.resource.name().to_string(),
-                steps: Vec::new(),
-                converged: plan.is_converged(),
-                final_plan: plan,
-                blocked: None,
-                failure: None,
-            });
+            reports.push(ApplyReport::ended(
+                loaded.resource.name().to_string(),
+                Vec::new(),
+                plan,
+            ));
             continue;
         }
         let report = apply_pipeline(

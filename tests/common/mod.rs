@@ -25,7 +25,8 @@ fn testenv() -> Command {
     Command::new(repo().join("scripts/testenv"))
 }
 
-fn run_checked(mut cmd: Command, what: &str) -> String {
+/// Runs `cmd`, failing the test with its stderr when it fails; its stdout, trimmed.
+pub fn run_checked(mut cmd: Command, what: &str) -> String {
     let out = cmd
         .stderr(Stdio::piped())
         .output()
