@@ -18,6 +18,7 @@ pub mod orphans;
 pub mod pause;
 pub mod placement;
 pub mod postgres_process;
+pub mod proc_list;
 pub mod replay;
 pub mod restore;
 pub mod standby_files;

@@ -7,8 +7,9 @@
 //! command the reconciler runs carries [`RUN_ENV`] in its environment, naming the
 //! reconciler's pid and start time; what those commands fork inherits it. The scan
 //! reads `/proc/*/cmdline`, `stat` and `environ` where the processes live: on this
-//! host for the volume and the starport, and inside barman's container (through
-//! barman's own `python3`, paths as argv) when barman runs there, since a
+//! host for the volume and the starport (in-process, [`super::proc_list`]), and
+//! inside barman's container (through barman's own `python3`, paths as argv) when
+//! barman runs there, since a
 //! container's pids and paths are its own. Whether the mark's reconciler still
 //! runs is looked up on this host, where reconcilers run.
 //!
@@ -275,7 +276,8 @@ pub trait OrphanDriver: Send + Sync + std::fmt::Debug {
     fn for_one_pass(self: Arc<Self>) -> Arc<dyn OrphanDriver>;
 }
 
-/// The scan and the stop, run by `python3` where the processes live.
+/// The scan (read in-process on this host, by `python3` in a container) and the
+/// stop (by `python3` where the process lives).
 #[derive(Debug, Clone)]
 pub struct ProcScan {
     placer: Placer,
@@ -330,7 +332,7 @@ pub fn parse_probe(stdout: &str) -> Result<Vec<Candidate>, String> {
 
 /// `path` with `.`, `..` and repeated or trailing slashes resolved by its text, as
 /// the probe's `os.path.normpath` does.
-fn normalise(path: &str) -> String {
+pub(super) fn normalise(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
@@ -392,6 +394,17 @@ pub fn writers_under(
 #[async_trait]
 impl OrphanDriver for ProcScan {
     async fn candidates(&self, container: &Option<String>) -> Result<Vec<Candidate>, OrphanError> {
+        if container.is_none() {
+            // This host's /proc is ours to read: no interpreter to start.
+            return tokio::task::spawn_blocking(super::proc_list::writing_processes)
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|listed| listed)
+                .map_err(|e| OrphanError::Probe {
+                    where_: where_(container),
+                    message: e.to_string(),
+                });
+        }
         let probe = CommandLine::new("python3", SCAN_TIMEOUT).args(["-c", PROBE]);
         let out =
             self.runner(container)
