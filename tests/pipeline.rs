@@ -849,7 +849,8 @@ fn counting_barman(dir: &std::path::Path, log: &std::path::Path) -> String {
 #[test]
 fn pipelines_are_observed_at_once_with_one_barman_call_of_each_kind_per_server() {
     // Two barman servers, five pipelines on each, every look switched on that
-    // needs barman: the catalogue and `check` (walStreaming).
+    // needs barman: the catalogue and `check` (walStreaming). Beside them the pass
+    // starts no interpreter: this host's processes are read in-process.
     let servers = [
         TestPipeline::new("atonce_a", "{keep: 1}"),
         TestPipeline::new("atonce_b", "{keep: 1}"),
@@ -890,8 +891,22 @@ spec:
     names.sort();
     let log = dir.join("barman-calls");
     let path = counting_barman(&dir, &log);
+    // This host's processes are read in-process: a pass starts no interpreter
+    // beside barman's own (barman's `#!/usr/bin/python3` never reaches PATH).
+    let interpreter = dir.join("python-calls");
+    let python = dir.join("shim").join("python3");
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/python3 \"$@\"\n",
+            interpreter.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     for _ in 0..2 {
         std::fs::write(&log, "").unwrap();
+        std::fs::write(&interpreter, "").unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_reconciler"))
             .args(["diff", "--output", "json", "--specs"])
             .arg(&specs)
@@ -925,5 +940,7 @@ spec:
             }
         }
         assert_eq!(calls.lines().count(), 4, "{calls}");
+        let started = std::fs::read_to_string(&interpreter).unwrap();
+        assert_eq!(started, "", "python3 started by the pass");
     }
 }
