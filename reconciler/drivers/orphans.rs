@@ -14,6 +14,8 @@
 //! runs is looked up on this host, where reconcilers run.
 //!
 //! This module reports and, when asked, signals; it never decides what to stop.
+//! It is over 600 lines as one concept (the probe's program text, its reading, the
+//! stop, the pass's shared list); nearly a third is its tests, one against real rsync.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -231,6 +233,15 @@ pub enum OrphanError {
         #[source]
         source: CommandError,
     },
+    /// This host's `/proc` could not be read.
+    #[error("cannot read the processes {where_}")]
+    Read {
+        /// `on this host`.
+        where_: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The probe failed or said something unreadable.
     #[error("listing processes {where_} failed: {message}")]
     Probe {
@@ -400,9 +411,9 @@ impl OrphanDriver for ProcScan {
                 .await
                 .map_err(std::io::Error::other)
                 .and_then(|listed| listed)
-                .map_err(|e| OrphanError::Probe {
+                .map_err(|source| OrphanError::Read {
                     where_: where_(container),
-                    message: e.to_string(),
+                    source,
                 });
         }
         let probe = CommandLine::new("python3", SCAN_TIMEOUT).args(["-c", PROBE]);

@@ -74,14 +74,13 @@ fn candidate(dir: &Path, pid: &str, ticks_per_second: u64, btime: i64) -> Option
     let cwd = std::fs::read_link(dir.join("cwd"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
+    // A relative target is read against the working directory; unknown, it is dropped.
     let absolute: Vec<String> = targets
         .into_iter()
-        .filter_map(|t| {
-            if t.starts_with('/') {
-                Some(normalise(&t))
-            } else {
-                Some(normalise(&format!("{}/{t}", cwd.as_ref()?)))
-            }
+        .filter_map(|t| match &cwd {
+            _ if t.starts_with('/') => Some(normalise(&t)),
+            Some(cwd) => Some(normalise(&format!("{cwd}/{t}"))),
+            None => None,
         })
         .collect();
     if absolute.is_empty() {
@@ -179,8 +178,19 @@ mod tests {
                 .spawn()
                 .unwrap(),
         ];
-        // Long enough for an interpreter behind a shim to have exec'd.
-        std::thread::sleep(std::time::Duration::from_millis(800));
+        // The interpreter may sit behind a shim that execs it: wait until the
+        // script is what runs (10 s at most).
+        let python = children[4].id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read(format!("/proc/{python}/cmdline")).is_ok_and(|c| {
+            c.split(|b| *b == 0).nth(1) == Some(script.as_os_str().as_encoded_bytes())
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "python3 never ran the script"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let ours: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
         let mine = |list: Vec<Candidate>| {
             let mut list: Vec<Candidate> =
